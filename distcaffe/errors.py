@@ -1,0 +1,24 @@
+"""User-facing errors: one clear line naming the file, layer or blob, never a deep traceback.
+
+The CLI turns any CaffeError into `distcaffe: error: <message>` on stderr and exit code 2.
+"""
+
+
+class CaffeError(Exception):
+    """Base of every error caused by bad user input (files, nets, solvers, data)."""
+
+
+class ParseError(CaffeError):
+    """A prototxt or binary file could not be read; message starts with `file[:line:col]:`."""
+
+
+class NetError(CaffeError):
+    """A net definition is invalid (unknown type, missing bottom, shape mismatch, ...)."""
+
+
+class SolverError(CaffeError):
+    """A solver definition or state is invalid, or training diverged."""
+
+
+class DataError(CaffeError):
+    """A data source (LMDB, image list, HDF5) is missing or holds a bad record."""

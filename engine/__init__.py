@@ -1,0 +1,1 @@
+"""One training process: worker loop, communicators, gradient buckets, rank-0 duties."""

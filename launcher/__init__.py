@@ -1,0 +1,1 @@
+"""The `distcaffe` command: parses Caffe-style flags and starts workers (local, MPI, Ray)."""

@@ -1,0 +1,55 @@
+"""Entry point of the `distcaffe` command: dispatches `distcaffe <command> ...` like Caffe's tool.
+
+Each command lives in its own module and is imported only when used, so `distcaffe upgrade_net_proto_text`
+never pays for MPI or Ray. Any CaffeError becomes one line on stderr and exit code 2.
+"""
+import importlib
+import sys
+
+from distcaffe.errors import CaffeError
+
+# command name -> (module, function, one-line help). The function takes argv (list of str), returns an int.
+COMMANDS = {
+    "train": ("launcher.cmd_train", "train", "train or fine-tune a model (one process, MPI ranks, or Ray actors)"),
+    "test": ("launcher.cmd_caffe", "test", "score a model over -iterations batches"),
+    "time": ("launcher.cmd_caffe", "time", "benchmark per-layer forward/backward time"),
+    "device_query": ("launcher.cmd_caffe", "device_query", "show the devices this process can use"),
+    "upgrade_net_proto_text": ("launcher.cmd_upgrade", "upgrade_net_proto_text", "upgrade a V0/V1 net prototxt"),
+    "upgrade_net_proto_binary": ("launcher.cmd_upgrade", "upgrade_net_proto_binary", "upgrade a V0/V1 binary net"),
+    "upgrade_solver_proto_text": ("launcher.cmd_upgrade", "upgrade_solver_proto_text", "upgrade a solver prototxt"),
+    "convert_imageset": ("launcher.cmd_data", "convert_imageset", "convert a list of images to an LMDB of Datums"),
+    "convert_mnist_data": ("launcher.cmd_data", "convert_mnist_data", "convert MNIST IDX files to an LMDB"),
+    "compute_image_mean": ("launcher.cmd_data", "compute_image_mean", "mean image of an LMDB as binaryproto"),
+    "data": ("launcher.cmd_data", "data", "demo data sets: `distcaffe data mnist-sample OUTDIR`"),
+    "plot": ("launcher.cmd_plot", "plot", "plot loss/accuracy/lr from a training log to a PNG"),
+}
+
+
+def usage():
+    lines = ["usage: distcaffe <command> [args]", "", "commands:"]
+    lines += ["  %-26s %s" % (name, spec[2]) for name, spec in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print("distcaffe: error: unknown command '%s'\n%s" % (name, usage()), file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except CaffeError as e:
+        print("distcaffe: error: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distcaffe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
