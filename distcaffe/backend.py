@@ -1,0 +1,125 @@
+"""Array module and device selection: numpy on CPU, cupy on GPU, plus the precision types.
+
+Layers never import numpy or cupy for their math; they use `xp()` (or `Layer.xp`), so one
+implementation serves both. cupy is optional: nothing here imports it until GPU mode is asked for.
+"""
+import threading
+
+import numpy as np
+
+from .errors import CaffeError
+
+CPU, GPU = 0, 1
+
+# Precision types by name (NVCaffe's `Type` enum names) -> numpy dtypes.
+DTYPES = {"DOUBLE": np.float64, "FLOAT": np.float32, "FLOAT16": np.float16}
+
+
+class _State(threading.local):
+    """Per-thread mode/device, like Caffe's thread-local Caffe::Get()."""
+
+    def __init__(self):
+        self.mode = CPU
+        self.device = 0
+        self.rng = np.random.default_rng()
+
+
+_state = _State()
+_cupy = None
+
+
+def cupy():
+    """Import cupy on first use; a clear error when it (or a device) is missing."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy as cp
+        except ImportError as e:
+            raise CaffeError("GPU mode needs cupy: pip install 'distcaffe[gpu]' (%s)" % e) from None
+        if not cp.is_available():
+            raise CaffeError("GPU mode asked for, but cupy sees no CUDA device")
+        _cupy = cp
+    return _cupy
+
+
+def gpu_available():
+    """True when cupy imports and sees at least one CUDA device."""
+    try:
+        import cupy as cp
+        return bool(cp.is_available())
+    except Exception:
+        return False
+
+
+def gpu_count():
+    if not gpu_available():
+        return 0
+    return cupy().cuda.runtime.getDeviceCount()
+
+
+def set_mode_cpu():
+    _state.mode = CPU
+
+
+def set_mode_gpu():
+    cupy()
+    _state.mode = GPU
+    cupy().cuda.Device(_state.device).use()
+
+
+def set_device(device_id):
+    _state.device = int(device_id)
+    if _state.mode == GPU:
+        cupy().cuda.Device(_state.device).use()
+
+
+def mode():
+    return _state.mode
+
+
+def is_gpu():
+    return _state.mode == GPU
+
+
+def xp():
+    """The array module of the current mode: numpy (CPU) or cupy (GPU)."""
+    return cupy() if _state.mode == GPU else np
+
+
+def to_host(arr):
+    """A numpy array for any array of either module (no copy for numpy)."""
+    if isinstance(arr, np.ndarray):
+        return arr
+    return arr.get()
+
+
+def set_random_seed(seed):
+    """Seed the framework RNG (fillers, dropout, data shuffles); Caffe's `random_seed`."""
+    _state.rng = np.random.default_rng(int(seed))
+    if _state.mode == GPU:
+        cupy().random.seed(int(seed))
+
+
+def rng():
+    """The host RNG of this thread (numpy Generator)."""
+    return _state.rng
+
+
+def dtype_of(type_value, default=np.float32):
+    """numpy dtype for a caffe_pb2.Type enum value (or its name); `default` when unset/None."""
+    if type_value is None:
+        return default
+    if not isinstance(type_value, str):
+        from .proto import caffe_pb2
+        type_value = caffe_pb2.Type.Name(type_value)
+    if type_value not in DTYPES:
+        raise CaffeError("precision type %s is not supported (use FLOAT, FLOAT16 or DOUBLE)" % type_value)
+    return DTYPES[type_value]
+
+
+def math_dtype(storage):
+    """Dtype the math runs in for a storage dtype: fp16 computes in fp32 on CPU (NVCaffe's
+    FLOAT16-storage/FLOAT-math mode; numpy fp16 GEMM is ~200x slower)."""
+    if storage == np.float16 and _state.mode == CPU:
+        return np.float32
+    return storage

@@ -1,0 +1,222 @@
+"""Blob: N-D data + diff with host/device copies synced lazily, like Caffe's Blob and SyncedMemory.
+
+Each of data/diff is a SyncedArray: a flat buffer with a host (numpy) copy and, in GPU mode, a device
+(cupy) copy, and a `head` saying which is fresh. Blobs that share data (Split, Flatten, shared params)
+share the SyncedArray and keep their own shape. On CPU the device side *is* the host side: no copies.
+"""
+import numpy as np
+
+from . import backend
+from .errors import NetError
+
+UNINIT, HOST, DEVICE, SYNCED = "uninit", "host", "device", "synced"
+
+
+class SyncedArray:
+    """A flat buffer of `size` elements kept on host and/or device (Caffe's SyncedMemory)."""
+
+    __slots__ = ("size", "dtype", "_host", "_dev", "head")
+
+    def __init__(self, size, dtype=np.float32):
+        self.size = int(size)
+        self.dtype = np.dtype(dtype)
+        self._host = None
+        self._dev = None
+        self.head = UNINIT
+
+    def host(self):
+        if self.head == DEVICE:
+            self._host = self._dev.get()
+            self.head = SYNCED
+        elif self._host is None:
+            self._host = np.zeros(self.size, self.dtype)
+            if self.head == UNINIT:
+                self.head = HOST
+        return self._host
+
+    def mutable_host(self):
+        h = self.host()
+        self.head = HOST
+        return h
+
+    def dev(self):
+        if not backend.is_gpu():
+            return self.host()
+        cp = backend.cupy()
+        if self.head == HOST or (self.head == SYNCED and self._dev is None):
+            self._dev = cp.asarray(self._host)
+            self.head = SYNCED
+        elif self._dev is None:
+            self._dev = cp.zeros(self.size, self.dtype)
+            self.head = DEVICE
+        return self._dev
+
+    def mutable_dev(self):
+        d = self.dev()
+        if backend.is_gpu():
+            self.head = DEVICE
+        else:
+            self.head = HOST
+        return d
+
+    def drop_device(self):
+        """Free the device copy, writing it back first if it is the fresh one (Large Model Support)."""
+        if self._dev is None:
+            return
+        if self.head == DEVICE:
+            self.host()
+        self._dev = None
+        self.head = HOST
+
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+
+class Blob:
+    """pycaffe-compatible blob: `.data`/`.diff` are host views; layers use `dev_data`/`mut_dev_data`."""
+
+    def __init__(self, shape=(), dtype=np.float32, name=""):
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self._shape = ()
+        self._count = 0
+        self._data = SyncedArray(0, self.dtype)
+        self._diff = SyncedArray(0, self.dtype)
+        self.capacity = 0
+        if shape is not None and len(shape):
+            self.reshape(*shape)
+
+    # --- shape -----------------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return self._count
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def count_range(self, start, end=None):
+        end = len(self._shape) if end is None else end
+        return int(np.prod(self._shape[start:end], dtype=np.int64))
+
+    def canonical_axis(self, axis):
+        n = len(self._shape)
+        if not -n <= axis < max(n, 1):
+            raise NetError("axis %d out of range for blob %s of shape %s" % (axis, self.name, self.shape_string()))
+        return axis + n if axis < 0 else axis
+
+    def shape_string(self):
+        return " ".join(str(d) for d in self._shape) + " (%d)" % self.count
+
+    def reshape(self, *shape):
+        """Reshape; the buffers grow (zeroed) only when the new count exceeds the capacity, as in Caffe."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise NetError("blob %s: negative dimension in shape %s" % (self.name, shape))
+        self._shape = shape
+        count = self._count = int(np.prod(shape, dtype=np.int64))
+        if count > self.capacity:
+            self.capacity = count
+            self._data = SyncedArray(count, self.dtype)
+            self._diff = SyncedArray(count, self.dtype)
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    def set_dtype(self, dtype):
+        """Change the storage type (per-layer precision); drops the contents."""
+        dtype = np.dtype(dtype)
+        if dtype != self.dtype:
+            self.dtype = dtype
+            self._data = SyncedArray(self.capacity, dtype)
+            self._diff = SyncedArray(self.capacity, dtype)
+
+    def _view(self, flat):
+        return flat[: self.count].reshape(self._shape)
+
+    # --- host side (pycaffe) ----------------------------------------------------------------------
+    @property
+    def data(self):
+        return self._view(self._data.mutable_host())
+
+    @data.setter
+    def data(self, value):
+        self.data[...] = value
+
+    @property
+    def diff(self):
+        return self._view(self._diff.mutable_host())
+
+    @diff.setter
+    def diff(self, value):
+        self.diff[...] = value
+
+    # --- device side (layers) ---------------------------------------------------------------------
+    @property
+    def dev_data(self):
+        return self._view(self._data.dev())
+
+    @property
+    def mut_dev_data(self):
+        return self._view(self._data.mutable_dev())
+
+    @property
+    def dev_diff(self):
+        return self._view(self._diff.dev())
+
+    @property
+    def mut_dev_diff(self):
+        return self._view(self._diff.mutable_dev())
+
+    # --- sharing (Caffe's ShareData/ShareDiff) --------------------------------------------------
+    def share_data(self, other):
+        if self.count != other.count:
+            raise NetError("cannot share data of blob %s (%s) with %s (%s)"
+                           % (other.name, other.shape_string(), self.name, self.shape_string()))
+        self._data = other._data
+        self.dtype = other.dtype
+
+    def share_diff(self, other):
+        if self.count != other.count:
+            raise NetError("cannot share diff of blob %s with %s: counts differ" % (other.name, self.name))
+        self._diff = other._diff
+
+    def shares_data_with(self, other):
+        return self._data is other._data
+
+    # --- proto I/O --------------------------------------------------------------------------------
+    def to_proto(self, write_diff=False, old_format=False):
+        """BlobProto with float data (and diff), `shape` form or the legacy 4-D fields."""
+        from .proto import caffe_pb2
+        bp = caffe_pb2.BlobProto()
+        if old_format and len(self._shape) <= 4:
+            dims = (1,) * (4 - len(self._shape)) + tuple(self._shape)
+            bp.num, bp.channels, bp.height, bp.width = dims
+        else:
+            bp.shape.dim.extend(self._shape)
+        if self.dtype == np.float64:
+            bp.double_data.extend(self.data.ravel().tolist())
+            if write_diff:
+                bp.double_diff.extend(self.diff.ravel().tolist())
+        else:
+            bp.data.extend(self.data.astype(np.float32).ravel().tolist())
+            if write_diff:
+                bp.diff.extend(self.diff.astype(np.float32).ravel().tolist())
+        return bp
+
+    def from_array(self, arr, reshape=True, what="blob"):
+        arr = np.asarray(arr)
+        if reshape:
+            self.reshape(arr.shape)
+        elif arr.size != self.count:
+            raise NetError("%s: cannot copy %s values into blob of shape %s" % (what, arr.shape, self.shape_string()))
+        self.data[...] = arr.reshape(self._shape)
+
+    def __repr__(self):
+        return "<Blob %s %s %s>" % (self.name, self.shape_string(), self.dtype.name)

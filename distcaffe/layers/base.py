@@ -1,0 +1,204 @@
+"""Layer base classes and the registry keyed by Caffe `type` strings.
+
+Protocol (Caffe's): `setup` once (blob-count checks, `layer_setup`, `reshape`, loss weights), then per pass
+`reshape` + `forward(bottom, top)` and `backward(top, propagate_down, bottom)`. Rules every layer follows:
+- math uses `self.xp` (numpy or cupy), never numpy directly, so it runs on both;
+- tops are written through `top[i].mut_dev_data`, bottom diffs through `bottom[i].mut_dev_diff` (overwritten);
+- parameter diffs ACCUMULATE (`+=`), as Caffe's GEMMs with beta=1: the solver zeroes them each iteration,
+  which is what makes `iter_size` and shared parameters work.
+"""
+import numpy as np
+
+from .. import backend
+from ..blob import Blob
+from ..errors import NetError
+
+_REGISTRY = {}
+
+
+def register(*type_names):
+    """Class decorator: make the layer constructible by its Caffe type string(s)."""
+    def deco(cls):
+        for name in type_names:
+            if name in _REGISTRY and _REGISTRY[name] is not cls:
+                raise RuntimeError("layer type %s registered twice" % name)
+            _REGISTRY[name] = cls
+        cls.type = type_names[0]
+        return cls
+    return deco
+
+
+def layer_types():
+    return sorted(_REGISTRY)
+
+
+def layer_class(type_name):
+    return _REGISTRY.get(type_name)
+
+
+def create_layer(layer_param, dtype=np.float32, bwd_dtype=None):
+    """Instantiate the layer for a LayerParameter; an unknown type names the layer and the known types."""
+    cls = _REGISTRY.get(layer_param.type)
+    if cls is None:
+        raise NetError("layer '%s': unknown layer type '%s' (known types: %s)"
+                       % (layer_param.name, layer_param.type, ", ".join(layer_types())))
+    return cls(layer_param, dtype=dtype, bwd_dtype=bwd_dtype)
+
+
+class Layer:
+    """Base of every layer. Subclasses set the blob-count class attributes and implement the protocol."""
+
+    type = ""
+    exact_num_bottom = -1
+    min_bottom = -1
+    max_bottom = -1
+    exact_num_top = -1
+    min_top = -1
+    max_top = -1
+    equal_num_bottom_top = False
+    auto_top_blobs = False
+
+    def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
+        self.layer_param = layer_param
+        self.name = layer_param.name
+        self.phase = layer_param.phase
+        self.dtype = np.dtype(dtype)                       # forward storage type (tops, params)
+        self.bwd_dtype = np.dtype(bwd_dtype or dtype)      # backward storage type (diffs)
+        self.blobs = []                                    # parameter blobs
+        self.param_propagate_down = []
+        self.loss_weights = []
+
+    # --- helpers for implementations --------------------------------------------------------------
+    @property
+    def xp(self):
+        return backend.xp()
+
+    @property
+    def mdtype(self):
+        """The dtype math runs in (fp16 storage computes in fp32 on CPU)."""
+        return np.dtype(backend.math_dtype(self.dtype.type))
+
+    def m(self, arr):
+        """`arr` in the math dtype (no copy when it already is)."""
+        return arr.astype(self.mdtype, copy=False)
+
+    def error(self, msg):
+        return NetError("layer '%s' (%s): %s" % (self.name, self.type, msg))
+
+    def check(self, cond, msg):
+        if not cond:
+            raise self.error(msg)
+
+    def new_param(self, shape, filler=None):
+        """A parameter blob of this layer's storage type, filled by a FillerParameter if given."""
+        blob = Blob(tuple(shape), dtype=self.dtype, name="%s[%d]" % (self.name, len(self.blobs)))
+        if filler is not None:
+            from ..fillers import fill
+            fill(blob, filler, what="layer '%s' param %d" % (self.name, len(self.blobs)))
+        return blob
+
+    # --- Caffe protocol ---------------------------------------------------------------------------
+    def setup(self, bottom, top):
+        self.check_blob_counts(bottom, top)
+        self.layer_setup(bottom, top)
+        self.reshape(bottom, top)
+        self.set_loss_weights(top)
+
+    def layer_setup(self, bottom, top):
+        """One-time setup: read parameters, create parameter blobs."""
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError
+
+    def forward(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        """Default: nothing to propagate (layers with no differentiable bottoms and no parameters)."""
+        if any(propagate_down):
+            raise self.error("cannot backpropagate to its inputs")
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def loss(self, top_index):
+        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+
+    def set_loss_weights(self, top):
+        """Caffe's SetLossWeights: the top diff of a loss top holds its weight (the start of backward)."""
+        weights = list(self.layer_param.loss_weight)
+        if not weights:
+            return
+        if len(weights) != len(top):
+            raise self.error("loss_weight must be unspecified or given once per top blob (%d tops, %d weights)"
+                             % (len(top), len(weights)))
+        self.loss_weights = [float(w) for w in weights]
+        for w, t in zip(self.loss_weights, top):
+            if w:
+                t.mut_dev_diff[...] = w
+
+    def check_blob_counts(self, bottom, top):
+        nb, nt = len(bottom), len(top)
+
+        def need(cond, what, n, have):
+            if not cond:
+                raise self.error("takes %s %d %s blob(s), got %d" % (what, n, have, nb if have == "bottom" else nt))
+
+        if self.exact_num_bottom >= 0:
+            need(nb == self.exact_num_bottom, "exactly", self.exact_num_bottom, "bottom")
+        if self.min_bottom >= 0:
+            need(nb >= self.min_bottom, "at least", self.min_bottom, "bottom")
+        if self.max_bottom >= 0:
+            need(nb <= self.max_bottom, "at most", self.max_bottom, "bottom")
+        if self.exact_num_top >= 0:
+            need(nt == self.exact_num_top, "exactly", self.exact_num_top, "top")
+        if self.min_top >= 0:
+            need(nt >= self.min_top, "at least", self.min_top, "top")
+        if self.max_top >= 0:
+            need(nt <= self.max_top, "at most", self.max_top, "top")
+        if self.equal_num_bottom_top and nb != nt:
+            raise self.error("needs as many top blobs as bottom blobs (%d bottom, %d top)" % (nb, nt))
+
+    def to_proto(self, write_diff=False, old_format=False):
+        """LayerParameter with the current parameter blobs (Caffe's Layer::ToProto)."""
+        from ..proto import caffe_pb2
+        lp = caffe_pb2.LayerParameter()
+        lp.CopyFrom(self.layer_param)
+        del lp.blobs[:]
+        for b in self.blobs:
+            lp.blobs.add().CopyFrom(b.to_proto(write_diff, old_format))
+        return lp
+
+    def __repr__(self):
+        return "<%s layer '%s'>" % (self.type, self.name)
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape (may be in place)."""
+
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+
+class LossLayer(Layer):
+    """Two bottoms (prediction, target) -> scalar loss; loss weight 1 unless the prototxt says otherwise."""
+
+    exact_num_bottom = 2
+    exact_num_top = 1
+    auto_top_blobs = True
+
+    def layer_setup(self, bottom, top):
+        if not self.layer_param.loss_weight:
+            self.layer_param.loss_weight.append(1.0)
+
+    def reshape(self, bottom, top):
+        self.check(bottom[0].shape[0] == bottom[1].shape[0],
+                   "the data and label should have the same first dimension (%s vs %s: %s vs %s)"
+                   % (bottom[0].name, bottom[1].name, bottom[0].shape_string(), bottom[1].shape_string()))
+        top[0].reshape(())
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1

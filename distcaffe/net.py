@@ -1,0 +1,497 @@
+"""Net: builds Caffe's DAG from a NetParameter and runs forward/backward, with pycaffe's Python API.
+
+Construction follows Caffe's Net::Init step for step (filter by NetState, insert Splits, append bottoms,
+tops and parameters, decide which layers need backward, force_backward, share named parameters), so a
+net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from . import backend
+from .blob import Blob
+from .errors import NetError
+from .layers import create_layer
+from .log import get_logger
+from .net_filter import filter_net, insert_splits
+from .proto import caffe_pb2
+
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+log = get_logger("net")
+
+
+def _type_field(lp, net_param, field):
+    """Per-layer precision (NVCaffe): the layer's own field, else the net's `default_` one, else FLOAT."""
+    if lp.HasField(field):
+        return backend.dtype_of(getattr(lp, field))
+    if net_param.HasField("default_" + field):
+        return backend.dtype_of(getattr(net_param, "default_" + field))
+    return np.float32
+
+
+def load_net_param(source):
+    """A NetParameter from a path, prototxt text in a NetParameter, or a message (upgraded if needed)."""
+    from . import io as cio
+    if isinstance(source, caffe_pb2.NetParameter):
+        return cio.upgrade_net_param(source)
+    return cio.read_net_param(str(source))
+
+
+class Net:
+    """pycaffe-compatible Net: `Net(proto, phase)`, `Net(proto, weights, phase)`, `Net(proto, phase, weights=)`."""
+
+    def __init__(self, network, *args, phase=None, weights=None, level=0, stages=(), stage=None):
+        rest = list(args)
+        if rest and isinstance(rest[0], str):
+            weights = rest.pop(0)
+        if rest:
+            phase = rest.pop(0)
+        if rest:
+            raise TypeError("Net(network_file, [weights], phase, level=, stages=, weights=)")
+        param = load_net_param(network)
+        param.state.phase = TEST if phase is None else phase
+        if stage is not None:
+            stages = [stage] if isinstance(stage, str) else stage
+        if stages:
+            del param.state.stage[:]
+            param.state.stage.extend(stages)
+        if level:
+            param.state.level = level
+        self._source = str(network) if not isinstance(network, caffe_pb2.NetParameter) else "<NetParameter>"
+        self._init(param)
+        if weights:
+            self.copy_from(weights)
+
+    # --- construction (Caffe's Net::Init) ----------------------------------------------------------
+    def _init(self, in_param):
+        self.phase = in_param.state.phase
+        param = insert_splits(filter_net(in_param))
+        self.param = param
+        self.name = param.name
+        self.debug_info = param.debug_info
+        self.layers = []
+        self._layer_names = []
+        self._blobs = []
+        self._blob_names = []
+        self._blob_index = {}
+        self.blob_need_backward = []
+        self.bottom_ids, self.top_ids, self.param_ids = [], [], []
+        self.bottom_need_backward = []
+        self.layer_need_backward = []
+        self.blob_loss_weights = []
+        self._input_ids, self._output_ids = [], []
+        self._params, self.param_owners, self.param_display_names = [], [], []
+        self.param_layer_indices = []
+        self._param_names_index = {}
+        self.learnable_params, self.learnable_param_ids = [], []
+        self.params_lr, self.params_weight_decay = [], []
+        self.has_params_lr, self.has_params_decay = [], []
+        self.before_forward, self.after_forward = [], []
+        self.before_backward, self.after_backward = [], []
+        available = OrderedDict()
+        memory = 0
+        for layer_id, lp in enumerate(param.layer):
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError("layer '%s': propagate_down must be given once per bottom (%d bottoms, %d values)"
+                               % (lp.name, len(lp.bottom), len(lp.propagate_down)))
+            fwd = _type_field(lp, param, "forward_type")
+            layer = create_layer(lp, dtype=fwd, bwd_dtype=_type_field(lp, param, "backward_type"))
+            self.layers.append(layer)
+            self._layer_names.append(lp.name)
+            self.bottom_ids.append([])
+            self.top_ids.append([])
+            self.bottom_need_backward.append([])
+            need_backward = False
+            for j in range(len(lp.bottom)):
+                need_backward |= self._append_bottom(lp, layer_id, j, available)
+            for j in range(len(lp.top)):
+                self._append_top(lp, layer_id, j, available, fwd)
+            if layer.auto_top_blobs:
+                needed = max(layer.min_top, layer.exact_num_top)
+                for j in range(len(lp.top), needed):
+                    self._append_top(lp, layer_id, j, None, fwd)
+            bottom = [self._blobs[i] for i in self.bottom_ids[layer_id]]
+            top = [self._blobs[i] for i in self.top_ids[layer_id]]
+            if lp.type == "Input":
+                self._input_ids.extend(self.top_ids[layer_id])
+            try:
+                layer.setup(bottom, top)
+            except NetError:
+                raise
+            except (ValueError, IndexError, TypeError) as e:
+                raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s"
+                               % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom], e)) from None
+            for j, tid in enumerate(self.top_ids[layer_id]):
+                if tid >= len(self.blob_loss_weights):
+                    self.blob_loss_weights.extend([0.0] * (tid + 1 - len(self.blob_loss_weights)))
+                self.blob_loss_weights[tid] = layer.loss(j)
+                t = self._blobs[tid]
+                log.info("Top shape: %s", t.shape_string())
+                if layer.loss(j):
+                    log.info("    with loss weight %g", layer.loss(j))
+                memory += t.count
+            if len(lp.param) > len(layer.blobs):
+                raise NetError("layer '%s': too many params specified (%d param specs, the layer has %d blobs)"
+                               % (lp.name, len(lp.param), len(layer.blobs)))
+            layer.param_propagate_down = []
+            for pid in range(len(layer.blobs)):
+                spec = lp.param[pid] if pid < len(lp.param) else caffe_pb2.ParamSpec()
+                pneed = spec.lr_mult != 0
+                need_backward |= pneed
+                layer.param_propagate_down.append(pneed)
+            self.param_ids.append([])
+            for pid in range(len(layer.blobs)):
+                self._append_param(layer_id, pid)
+            self.layer_need_backward.append(need_backward)
+            if need_backward:
+                for tid in self.top_ids[layer_id]:
+                    self.blob_need_backward[tid] = True
+        self._backward_analysis(param)
+        self._output_ids = [self._blob_index[name] for name in available]
+        for i in self._output_ids:
+            log.info("This network produces output %s", self._blob_names[i])
+        self._share_weights()
+        self.memory_used = memory
+        log.info("Network initialization done.")
+        log.info("Memory required for data: %d", memory * np.dtype(np.float32).itemsize)
+        self._build_pycaffe_views()
+
+    def _append_bottom(self, lp, layer_id, j, available):
+        name = lp.bottom[j]
+        if name not in available:
+            raise NetError("layer '%s': unknown bottom blob '%s' (bottom index %d)" % (lp.name, name, j))
+        bid = self._blob_index[name]
+        log.info("%s <- %s", lp.name, name)
+        self.bottom_ids[layer_id].append(bid)
+        del available[name]
+        need = self.blob_need_backward[bid]
+        if lp.propagate_down:
+            need = bool(lp.propagate_down[j])
+        self.bottom_need_backward[layer_id].append(need)
+        return need
+
+    def _append_top(self, lp, layer_id, j, available, dtype):
+        name = lp.top[j] if j < len(lp.top) else "(automatic)"
+        if available is not None and j < len(lp.bottom) and name == lp.bottom[j]:
+            log.info("%s -> %s (in-place)", lp.name, name)
+            self.top_ids[layer_id].append(self._blob_index[name])
+        elif available is not None and name in self._blob_index:
+            raise NetError("layer '%s': top blob '%s' produced by multiple sources (only in-place layers may "
+                           "reuse a name, as top %d = bottom %d)" % (lp.name, name, j, j))
+        else:
+            log.info("%s -> %s", lp.name, name)
+            bid = len(self._blobs)
+            self._blobs.append(Blob(dtype=dtype, name=name))
+            self._blob_names.append(name)
+            self.blob_need_backward.append(False)
+            if available is not None:
+                self._blob_index[name] = bid
+            self.top_ids[layer_id].append(bid)
+        if available is not None:
+            available[name] = True
+
+    def _append_param(self, layer_id, pid):
+        layer = self.layers[layer_id]
+        lp = layer.layer_param
+        spec = lp.param[pid] if pid < len(lp.param) else caffe_pb2.ParamSpec()
+        pname = spec.name
+        self.param_display_names.append(pname or str(pid))
+        net_pid = len(self._params)
+        self._params.append(layer.blobs[pid])
+        self.param_ids[layer_id].append(net_pid)
+        self.param_layer_indices.append((layer_id, pid))
+        if not pname or pname not in self._param_names_index:
+            self.param_owners.append(-1)
+            if pname:
+                self._param_names_index[pname] = net_pid
+            self.learnable_param_ids.append(len(self.learnable_params))
+            self.learnable_params.append(layer.blobs[pid])
+            self.has_params_lr.append(spec.HasField("lr_mult"))
+            self.has_params_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            return
+        owner = self._param_names_index[pname]
+        self.param_owners.append(owner)
+        olayer, opid = self.param_layer_indices[owner]
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d", pname, self._layer_names[olayer], opid)
+        this, own = layer.blobs[pid], self.layers[olayer].blobs[opid]
+        permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+        if (this.count != own.count) if permissive else (this.shape != own.shape):
+            raise NetError("cannot share param '%s' owned by layer '%s' with layer '%s'; shape mismatch. Owner layer "
+                           "param shape is %s; sharing layer shape is %s" % (pname, self._layer_names[olayer], lp.name,
+                                                                             own.shape_string(), this.shape_string()))
+        lid = self.learnable_param_ids[owner]
+        self.learnable_param_ids.append(lid)
+        for has, vals, field, hasf in ((self.has_params_lr, self.params_lr, "lr_mult", "lr_mult"),
+                                       (self.has_params_decay, self.params_weight_decay, "decay_mult", "decay_mult")):
+            if spec.HasField(hasf):
+                if has[lid] and getattr(spec, field) != vals[lid]:
+                    raise NetError("shared param '%s' has mismatched %s (layer '%s')" % (pname, field, lp.name))
+                has[lid] = True
+                vals[lid] = getattr(spec, field)
+
+    def _backward_analysis(self, param):
+        under_loss, skip = set(), set()
+        for lid in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[lid]
+            contributes, skip_down = False, True
+            for j, tid in enumerate(self.top_ids[lid]):
+                name = self._blob_names[tid]
+                if layer.loss(j) or name in under_loss:
+                    contributes = True
+                if name not in skip:
+                    skip_down = False
+                if contributes and not skip_down:
+                    break
+            if self.layer_need_backward[lid] and skip_down:
+                self.layer_need_backward[lid] = False
+                self.bottom_need_backward[lid] = [False] * len(self.bottom_need_backward[lid])
+            if not contributes:
+                self.layer_need_backward[lid] = False
+            log.info("%s %s", self._layer_names[lid],
+                     "needs backward computation." if self.layer_need_backward[lid]
+                     else "does not need backward computation.")
+            for j, bid in enumerate(self.bottom_ids[lid]):
+                name = self._blob_names[bid]
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[lid][j] = False
+                if not self.bottom_need_backward[lid][j]:
+                    skip.add(name)
+        if param.force_backward:
+            for lid, layer in enumerate(self.layers):
+                self.layer_need_backward[lid] = True
+                for j, bid in enumerate(self.bottom_ids[lid]):
+                    need = self.bottom_need_backward[lid][j] or layer.allow_force_backward(j)
+                    self.bottom_need_backward[lid][j] = need
+                    self.blob_need_backward[bid] = self.blob_need_backward[bid] or need
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _share_weights(self):
+        for i, owner in enumerate(self.param_owners):
+            if owner >= 0:
+                self._params[i].share_data(self._params[owner])
+                self._params[i].share_diff(self._params[owner])
+
+    def _build_pycaffe_views(self):
+        self.blobs = OrderedDict((n, self._blobs[i]) for n, i in self._blob_index.items())
+        self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self.params = OrderedDict((name, layer.blobs) for name, layer in zip(self._layer_names, self.layers)
+                                  if layer.blobs)
+        self.top_names = OrderedDict((self._layer_names[i], [self._blob_names[b] for b in ids])
+                                     for i, ids in enumerate(self.top_ids))
+        self.bottom_names = OrderedDict((self._layer_names[i], [self._blob_names[b] for b in ids])
+                                        for i, ids in enumerate(self.bottom_ids))
+        self.inputs = [self._blob_names[i] for i in self._input_ids]
+        self.outputs = [self._blob_names[i] for i in self._output_ids]
+        self.blob_loss_weights_by_name = OrderedDict(
+            (self._blob_names[i], w) for i, w in enumerate(self.blob_loss_weights))
+
+    # --- running ---------------------------------------------------------------------------------
+    def _bottom(self, i):
+        return [self._blobs[b] for b in self.bottom_ids[i]]
+
+    def _top(self, i):
+        return [self._blobs[b] for b in self.top_ids[i]]
+
+    def layer_index(self, name):
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise NetError("net '%s' has no layer named '%s'" % (self.name, name)) from None
+
+    def forward_from_to(self, start, end):
+        """Run layers start..end (inclusive); returns the summed weighted loss (Caffe's ForwardFromTo)."""
+        loss = 0.0
+        for i in range(start, end + 1):
+            for cb in self.before_forward:
+                cb(i)
+            layer, bottom, top = self.layers[i], self._bottom(i), self._top(i)
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for j, t in enumerate(top):
+                w = layer.loss(j)
+                if w:
+                    loss += w * float(t.dev_data.sum())
+            if self.debug_info:
+                self._forward_debug(i)
+            for cb in self.after_forward:
+                cb(i)
+        return loss
+
+    def backward_from_to(self, start, end):
+        """Backward through layers start down to end (inclusive)."""
+        for i in range(start, end - 1, -1):
+            for cb in self.before_backward:
+                cb(i)
+            if self.layer_need_backward[i]:
+                self.layers[i].backward(self._top(i), self.bottom_need_backward[i], self._bottom(i))
+                if self.debug_info:
+                    self._backward_debug(i)
+            for cb in self.after_backward:
+                cb(i)
+
+    def forward_prefilled(self):
+        return self.forward_from_to(0, len(self.layers) - 1)
+
+    def forward_backward(self):
+        """One training pass; returns the loss (Caffe's Net::ForwardBackward)."""
+        loss = self.forward_prefilled()
+        self.backward_from_to(len(self.layers) - 1, 0)
+        return loss
+
+    def clear_param_diffs(self):
+        for p in self.learnable_params:
+            p.mut_dev_diff[...] = 0
+
+    def reshape(self):
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self._bottom(i), self._top(i))
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe forward: optional input arrays by name; returns {output name: host array}."""
+        blobs = list(blobs or [])
+        start_ind = self.layer_index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self.layer_index(end)
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise NetError("input blob arguments %s do not match net inputs %s" % (sorted(kwargs), self.inputs))
+            for name, arr in kwargs.items():
+                arr = np.asarray(arr)
+                if arr.ndim == 0 or arr.shape[0] != self.blobs[name].shape[0]:
+                    raise NetError("input '%s' is not batch sized (%s vs blob %s)" % (name, arr.shape,
+                                                                                      self.blobs[name].shape))
+                self.blobs[name].data[...] = arr
+        self.forward_from_to(start_ind, end_ind)
+        return {out: self.blobs[out].data for out in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe backward: optional output diffs by name; returns {input name: host diff}."""
+        diffs = list(diffs or [])
+        start_ind = self.layer_index(start) if start is not None else len(self.layers) - 1
+        if end is not None:
+            end_ind = self.layer_index(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise NetError("top diff arguments %s do not match net outputs %s" % (sorted(kwargs), self.outputs))
+            for name, arr in kwargs.items():
+                self.blobs[name].diff[...] = arr
+        self.backward_from_to(start_ind, end_ind)
+        return {out: self.blobs[out].diff for out in outputs}
+
+    # --- weights ---------------------------------------------------------------------------------
+    def copy_trained_layers_from(self, source):
+        """Copy parameter blobs from a NetParameter by layer name; a shape mismatch names the layer."""
+        from .io import blobproto_to_array
+        by_name = self.layer_dict
+        for src in source.layer:
+            target = by_name.get(src.name)
+            if target is None:
+                log.info("Ignoring source layer %s", src.name)
+                continue
+            log.info("Copying source layer %s Type:%s #blobs=%d", src.name, src.type, len(src.blobs))
+            if len(target.blobs) != len(src.blobs):
+                raise NetError("incompatible number of blobs for layer '%s': the file has %d, the net has %d"
+                               % (src.name, len(src.blobs), len(target.blobs)))
+            for j, (tb, sb) in enumerate(zip(target.blobs, src.blobs)):
+                arr = blobproto_to_array(sb)
+                if not _shape_equals(tb.shape, sb, arr.shape):
+                    raise NetError("cannot copy param %d weights from layer '%s'; shape mismatch. Source param shape "
+                                   "is %s; target param shape is %s. To learn this layer's parameters from "
+                                   "scratch rather than copying from a saved net, rename the layer."
+                                   % (j, src.name, " ".join(map(str, arr.shape)), tb.shape_string()))
+                tb.data[...] = arr.reshape(tb.shape)
+
+    def copy_trained_layers_from_hdf5(self, path):
+        from .io import read_net_hdf5
+        layers = read_net_hdf5(path)
+        for name, arrays in layers.items():
+            target = self.layer_dict.get(name)
+            if target is None:
+                log.info("Ignoring source layer %s", name)
+                continue
+            if len(arrays) != len(target.blobs):
+                raise NetError("incompatible number of blobs for layer '%s' in %s" % (name, path))
+            for j, (tb, arr) in enumerate(zip(target.blobs, arrays)):
+                if tuple(arr.shape) != tb.shape:
+                    raise NetError("cannot copy param %d weights from layer '%s' in %s; shape mismatch (%s vs %s)"
+                                   % (j, name, path, arr.shape, tb.shape))
+                tb.data[...] = arr
+
+    def copy_from(self, path):
+        """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name."""
+        from .io import read_net_binary
+        path = str(path)
+        if path.endswith(".h5"):
+            self.copy_trained_layers_from_hdf5(path)
+        else:
+            self.copy_trained_layers_from(read_net_binary(path))
+
+    def to_proto(self, write_diff=False, old_format=False):
+        """NetParameter with every layer and its blobs (Caffe's Net::ToProto)."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer in self.layers:
+            out.layer.add().CopyFrom(layer.to_proto(write_diff, old_format))
+        return out
+
+    def save(self, path, write_diff=False, old_format=False):
+        from .io import write_net_binary
+        write_net_binary(self.to_proto(write_diff, old_format), str(path))
+
+    def save_hdf5(self, path, write_diff=False):
+        from .io import write_net_hdf5
+        write_net_hdf5(str(path), [(layer.name, [b.data for b in layer.blobs]) for layer in self.layers],
+                       diffs=[(layer.name, [b.diff for b in layer.blobs]) for layer in self.layers] if write_diff
+                       else None)
+
+    def share_with(self, other):
+        """Share parameter data with another net of the same layers (Caffe's ShareTrainedLayersWith)."""
+        for layer in other.layers:
+            target = self.layer_dict.get(layer.name)
+            if target is None:
+                continue
+            if len(target.blobs) != len(layer.blobs):
+                raise NetError("incompatible number of blobs for layer '%s'" % layer.name)
+            for tb, sb in zip(target.blobs, layer.blobs):
+                if tb.shape != sb.shape:
+                    raise NetError("cannot share param of layer '%s': shape %s vs %s" % (layer.name, tb.shape,
+                                                                                          sb.shape))
+                tb.share_data(sb)
+
+    # --- debug info ------------------------------------------------------------------------------
+    def _forward_debug(self, i):
+        for tid in self.top_ids[i]:
+            b = self._blobs[tid]
+            log.info("    [Forward] Layer %s, top blob %s data: %g", self._layer_names[i], b.name,
+                     float(np.abs(backend.to_host(b.dev_data)).mean()) if b.count else 0.0)
+
+    def _backward_debug(self, i):
+        for j, bid in enumerate(self.bottom_ids[i]):
+            if self.bottom_need_backward[i][j]:
+                b = self._blobs[bid]
+                log.info("    [Backward] Layer %s, bottom blob %s diff: %g", self._layer_names[i], b.name,
+                         float(np.abs(backend.to_host(b.dev_diff)).mean()) if b.count else 0.0)
+
+
+def _shape_equals(shape, blobproto, arr_shape):
+    """Caffe's Blob::ShapeEquals: legacy 4-D protos match on the trailing dims padded with ones."""
+    if blobproto.HasField("num") or blobproto.HasField("channels") or blobproto.HasField("height") or \
+            blobproto.HasField("width"):
+        if len(shape) > 4:
+            return False
+        return tuple((1,) * (4 - len(shape)) + tuple(shape)) == tuple(arr_shape) or tuple(shape) == tuple(arr_shape)
+    return tuple(shape) == tuple(arr_shape)
