@@ -1,0 +1,45 @@
+"""File helpers shared by the readers and writers: clear one-line errors, atomic replace-on-write."""
+import errno
+import os
+import tempfile
+
+from distcaffe.errors import ParseError
+
+
+def read_bytes(path):
+    """Whole file as bytes; a missing or unreadable file becomes a one-line ParseError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ParseError("%s: No such file" % path) from None
+    except IsADirectoryError:
+        raise ParseError("%s: is a directory, expected a file" % path) from None
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror or e)) from None
+
+
+def write_atomic(path, data):
+    """Write bytes to a temporary file beside `path`, fsync, then rename over it: never a half file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise ParseError("%s: directory %s does not exist" % (path, directory)) from None
+        raise ParseError("%s: cannot write: %s" % (path, e.strerror or e)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ParseError("%s: cannot write: %s" % (path, e.strerror or e)) from None
+        raise
