@@ -1,0 +1,124 @@
+"""MPI communicator (mpi4py): non-blocking collectives on host buffers, polled with a deadline.
+
+Device (cupy) arrays are staged through a host copy. A ring heartbeat (engine/watchdog.py) notices a
+dead rank even while this rank waits at a barrier or computes, and aborts the whole job naming it.
+"""
+import os
+import socket
+import sys
+import threading
+
+import numpy as np
+
+from distcaffe.log import get_logger
+
+from .communicator import CollectiveError, Communicator, Request, heartbeat_timeout
+from .watchdog import RingHeartbeat
+
+log = get_logger("engine")
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise CollectiveError("MPI training needs mpi4py: pip install 'distcaffe[mpi]' (%s)" % e) from None
+    return MPI
+
+
+class _MPIRequest(Request):
+    """An mpi4py request; device buffers are copied back from their host stage on completion."""
+
+    def __init__(self, comm, req, host, dev, what):
+        self.comm, self.req, self.host, self.dev, self.what = comm, req, host, dev, what
+        self.finished = False
+
+    def test(self):
+        if self.finished:
+            return True
+        try:
+            done = self.req.Test()
+        except Exception as e:  # mpi4py.MPI.Exception: a peer's connection broke
+            raise CollectiveError("MPI %s failed on rank %d: %s%s" % (self.what, self.comm.rank, e,
+                                                                     self.comm.lost_message())) from None
+        if done:
+            self.finished = True
+            if self.dev is not None:
+                self.dev.set(self.host)
+        return done
+
+    def check(self):
+        if self.comm.heartbeat is not None and self.comm.heartbeat.lost is not None:
+            raise CollectiveError(self.comm.lost_message().strip())
+
+
+class MPICommunicator(Communicator):
+    """Data-parallel collectives over MPI_COMM_WORLD (or `comm`), with a heartbeat watchdog."""
+
+    name = "mpi"
+
+    def __init__(self, comm=None, heartbeat=True):
+        MPI = _mpi()
+        self.MPI = MPI
+        world = comm if comm is not None else MPI.COMM_WORLD
+        self.comm = world.Dup()
+        self.comm.Set_errhandler(MPI.ERRORS_RETURN)
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        super().__init__(self.comm.Get_rank(), self.comm.Get_size(), node.Get_rank(), node.Get_size())
+        node.Free()
+        self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
+        self.heartbeat = None
+        if heartbeat and self.size > 1:
+            if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+                log.warning("MPI library gives no MPI_THREAD_MULTIPLE: no heartbeat; lost ranks are found only "
+                            "by collective timeouts")
+            else:
+                self.heartbeat = RingHeartbeat(self.comm, heartbeat_timeout(), self._on_lost).start()
+
+    def describe(self, rank):
+        host, pid = self.peers[rank]
+        return "rank %d (pid %d on %s)" % (rank, pid, host)
+
+    def lost_message(self):
+        hb = self.heartbeat
+        if hb is None or hb.lost is None:
+            return ""
+        return "; %s is lost (no heartbeat for %.0f s)" % (self.describe(hb.lost), hb.timeout)
+
+    def _on_lost(self, rank, silence):
+        self.abort("%s is lost: no heartbeat for %.0f s; aborting the job" % (self.describe(rank), silence))
+
+    def _stage(self, buf):
+        if isinstance(buf, np.ndarray):
+            return buf, None
+        return buf.get(), buf
+
+    def iallreduce(self, buf):
+        host, dev = self._stage(buf)
+        return _MPIRequest(self, self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM), host, dev,
+                           "allreduce")
+
+    def broadcast(self, buf, root=0, timeout=None):
+        host, dev = self._stage(buf)
+        _MPIRequest(self, self.comm.Ibcast(host, root=root), host, dev, "broadcast").wait(timeout, "broadcast")
+        return buf
+
+    def share(self, obj, root=0):
+        """Root's picklable `obj` on every rank (e.g. an NCCL unique id)."""
+        return self.comm.bcast(obj, root=root)
+
+    def barrier(self, timeout=float("inf")):
+        _MPIRequest(self, self.comm.Ibarrier(), None, None, "barrier").wait(timeout, "barrier")
+
+    def abort(self, message, code=1):
+        """Print `message`, then MPI_Abort the job (a timer forces exit if the abort itself stalls)."""
+        print("distcaffe: error: rank %d: %s" % (self.rank, message), file=sys.stderr, flush=True)
+        log.error("rank %d: %s", self.rank, message)
+        threading.Timer(10.0, os._exit, args=(code,)).start()
+        self.MPI.COMM_WORLD.Abort(code)
+
+    def close(self):
+        """Final barrier (every rank alive and done), then stop the heartbeat."""
+        self.barrier()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
