@@ -1,0 +1,468 @@
+"""Vision layers: Convolution, Deconvolution, Im2col, Pooling, SPP (Caffe's semantics and numerics).
+
+Convolution is Caffe's im2col + GEMM, batched: the columns of all images of a group go into one
+(K, batch*positions) matrix, so each group is one GEMM per pass instead of one per image.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from ..blob import Blob
+from ..proto import caffe_pb2
+from .base import Layer, register
+from .im2col import accumulate_windows, col2im, conv_out_size, crop, im2col, padded, prod, windows
+
+
+def _spatial_values(layer, cp, name, num_spatial, default):
+    """Per-axis kernel/stride/pad/dilation from a ConvolutionParameter, with Caffe's checks."""
+    repeated = list(getattr(cp, name))
+    prefix = {"kernel_size": "kernel"}.get(name, name)
+    if name != "dilation" and (cp.HasField(prefix + "_h") or cp.HasField(prefix + "_w")):
+        if num_spatial != 2:
+            raise layer.error("%s_h & %s_w can only be used for 2D convolution." % (prefix, prefix))
+        if repeated:
+            raise layer.error("Either %s or %s_h/w should be specified; not both." % (name, prefix))
+        if name == "kernel_size" and not (cp.HasField("kernel_h") and cp.HasField("kernel_w")):
+            raise layer.error("For non-square filters both kernel_h and kernel_w are required.")
+        return [getattr(cp, prefix + "_h"), getattr(cp, prefix + "_w")]
+    if len(repeated) not in ((1, num_spatial) if name == "kernel_size" else (0, 1, num_spatial)):
+        raise layer.error("%s must be specified once, or once per spatial dimension (%s specified %d times; "
+                          "%d spatial dims)." % (name, name, len(repeated), num_spatial))
+    if not repeated:
+        return [default] * num_spatial
+    return [repeated[0 if len(repeated) == 1 else i] for i in range(num_spatial)]
+
+
+class _ConvGeometry:
+    """Kernel/stride/pad/dilation and axis bookkeeping of Caffe's BaseConvolutionLayer (and Im2col)."""
+
+    def parse_geometry(self, bottom):
+        cp = self.layer_param.convolution_param
+        self.force_nd_im2col = cp.force_nd_im2col
+        self.channel_axis = bottom[0].canonical_axis(cp.axis)
+        first_spatial = self.channel_axis + 1
+        self.num_axes = bottom[0].num_axes
+        self.num_spatial = self.num_axes - first_spatial
+        self.check(self.num_spatial >= 0, "needs spatial axes after the channel axis %d (bottom shape %s)"
+                   % (self.channel_axis, bottom[0].shape_string()))
+        self.kernel = _spatial_values(self, cp, "kernel_size", self.num_spatial, 0)
+        self.check(all(k > 0 for k in self.kernel), "Filter dimensions must be nonzero.")
+        self.stride = _spatial_values(self, cp, "stride", self.num_spatial, 1)
+        self.check(all(s > 0 for s in self.stride), "Stride dimensions must be nonzero.")
+        self.pad = _spatial_values(self, cp, "pad", self.num_spatial, 0)
+        self.dilation = _spatial_values(self, cp, "dilation", self.num_spatial, 1)
+        self.channels = bottom[0].shape[self.channel_axis]
+
+    def check_bottom_shape(self, bottom):
+        self.check(bottom[0].num_axes == self.num_axes, "bottom num_axes may not change.")
+        self.check(bottom[0].shape[self.channel_axis] == self.channels,
+                   "Input size incompatible with convolution kernel (%d channels, expected %d)."
+                   % (bottom[0].shape[self.channel_axis], self.channels))
+        for b in bottom[1:]:
+            self.check(b.shape == bottom[0].shape, "Shape mismatch - bottom[0]: %s vs. bottom[%d]: %s"
+                       % (bottom[0].shape_string(), bottom.index(b), b.shape_string()))
+        self.num = bottom[0].count_range(0, self.channel_axis)
+
+    def conv_output_shape(self, spatial):
+        return [conv_out_size(s, k, st, p, d)
+                for s, k, st, p, d in zip(spatial, self.kernel, self.stride, self.pad, self.dilation)]
+
+
+class _BaseConvolution(_ConvGeometry, Layer):
+    """Caffe's BaseConvolutionLayer; `reverse` (Deconvolution) swaps the roles of bottom and top."""
+
+    min_bottom = 1
+    min_top = 1
+    equal_num_bottom_top = True
+    reverse = False
+
+    def layer_setup(self, bottom, top):
+        self.parse_geometry(bottom)
+        cp = self.layer_param.convolution_param
+        self.num_output = cp.num_output
+        self.check(self.num_output > 0, "num_output must be positive")
+        self.group = cp.group
+        self.check(self.group > 0, "group must be positive")
+        self.check(self.channels % self.group == 0,
+                   "channels (%d) must be a multiple of group (%d)" % (self.channels, self.group))
+        self.check(self.num_output % self.group == 0, "Number of output should be multiples of group.")
+        if self.reverse:
+            self.conv_out_channels, self.conv_in_channels = self.channels, self.num_output
+        else:
+            self.conv_out_channels, self.conv_in_channels = self.num_output, self.channels
+        self.bias_term = cp.bias_term
+        weight_shape = [self.conv_out_channels, self.conv_in_channels // self.group] + list(self.kernel)
+        if not self.blobs:
+            self.blobs = [self.new_param(weight_shape, cp.weight_filler)]
+            if self.bias_term:
+                self.blobs.append(self.new_param([self.num_output], cp.bias_filler))
+        else:
+            expect = [tuple(weight_shape)] + ([(self.num_output,)] if self.bias_term else [])
+            self.check(len(self.blobs) == len(expect), "Incorrect number of weight blobs.")
+            for b, shape in zip(self.blobs, expect):
+                self.check(b.shape == shape, "Incorrect weight shape: expected shape %s; instead, shape was %s"
+                           % (shape, b.shape))
+        self.kernel_dim = prod(weight_shape[1:])
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def reshape(self, bottom, top):
+        self.check_bottom_shape(bottom)
+        spatial = list(bottom[0].shape[self.channel_axis + 1:])
+        out = self.compute_output_shape(spatial)
+        self.check(all(o > 0 for o in out), "output spatial shape %s is empty for input %s"
+                   % (out, bottom[0].shape_string()))
+        top_shape = tuple(bottom[0].shape[:self.channel_axis]) + (self.num_output,) + tuple(out)
+        for i, t in enumerate(top):
+            if t is bottom[i]:
+                raise self.error("does not allow in-place computation")
+            t.reshape(top_shape)
+        # im2col runs over the conv input (bottom for Convolution, top for Deconvolution)
+        self.conv_input_shape = out if self.reverse else spatial
+        self.col_shape = spatial if self.reverse else out
+
+    # --- GEMM layout helpers -------------------------------------------------------------------
+    def _im2col_gemm(self, x):
+        """(num, conv_in_channels, *conv_input_shape) -> columns (group, kernel_dim, num*positions)."""
+        col = im2col(self.xp, x, self.kernel, self.stride, self.pad, self.dilation, self.col_shape)
+        nd = self.num_spatial
+        # (B, C, *k, *o) -> (C, *k, B, *o): one copy into GEMM layout
+        order = (1,) + tuple(range(2, 2 + nd)) + (0,) + tuple(range(2 + nd, 2 + 2 * nd))
+        return col.transpose(order).reshape(self.group, self.kernel_dim, -1)
+
+    def _col2im_gemm(self, col):
+        """Inverse layout of `_im2col_gemm`, summing overlapping windows (col2im)."""
+        nd = self.num_spatial
+        col = col.reshape((self.conv_in_channels,) + tuple(self.kernel) + (self.num,) + tuple(self.col_shape))
+        order = (nd + 1, 0) + tuple(range(1, 1 + nd)) + tuple(range(nd + 2, 2 + 2 * nd))
+        return col2im(self.xp, col.transpose(order), self.conv_input_shape, self.stride, self.pad, self.dilation)
+
+    def _to_gemm(self, y):
+        """(num, channels, *col_shape) -> (group, channels/group, num*positions)."""
+        c = y.shape[1]
+        y = y.reshape(self.num, self.group, c // self.group, -1)
+        return y.transpose(1, 2, 0, 3).reshape(self.group, c // self.group, -1)
+
+    def _from_gemm(self, g, channels):
+        """(group, channels/group, num*positions) -> (num, channels, positions)."""
+        g = g.reshape(self.group, channels // self.group, self.num, -1)
+        return g.transpose(2, 0, 1, 3).reshape(self.num, channels, -1)
+
+    def _weights(self):
+        return self.m(self.blobs[0].dev_data).reshape(self.group, self.conv_out_channels // self.group, -1)
+
+    def _as_batch(self, arr, channels):
+        return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
+
+    # --- passes ---------------------------------------------------------------------------------
+    def forward(self, bottom, top):
+        w = self._weights()
+        for b, t in zip(bottom, top):
+            x = self._as_batch(b.dev_data, self.channels)
+            if self.reverse:
+                y = self._col2im_gemm(w.transpose(0, 2, 1) @ self._to_gemm(x))
+                y = y.reshape(self.num, self.num_output, -1)
+            else:
+                y = self._from_gemm(w @ self._im2col_gemm(x), self.num_output)
+            if self.bias_term:
+                y = y + self.m(self.blobs[1].dev_data)[:, None]
+            t.mut_dev_data[...] = y.reshape(t.shape)
+
+    def backward(self, top, propagate_down, bottom):
+        xp = self.xp
+        w = self._weights()
+        want_w = self.param_propagate_down[0] if self.param_propagate_down else False
+        want_b = self.bias_term and len(self.param_propagate_down) > 1 and self.param_propagate_down[1]
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            g = self._as_batch(t.dev_diff, self.num_output)
+            if want_b:
+                self.blobs[1].mut_dev_diff[...] += g.reshape(self.num, self.num_output, -1).sum(axis=(0, 2))
+            if not (want_w or propagate_down[i]):
+                continue
+            if self.reverse:
+                col = self._im2col_gemm(g)                   # columns of the top diff
+                x = self._to_gemm(self._as_batch(b.dev_data, self.channels))
+                if want_w:
+                    self.blobs[0].mut_dev_diff[...] += xp.matmul(x, col.transpose(0, 2, 1)).reshape(
+                        self.blobs[0].shape)
+                if propagate_down[i]:
+                    b.mut_dev_diff[...] = self._from_gemm(w @ col, self.channels).reshape(b.shape)
+            else:
+                gg = self._to_gemm(g)
+                if want_w:
+                    col = self._im2col_gemm(self._as_batch(b.dev_data, self.channels))
+                    self.blobs[0].mut_dev_diff[...] += xp.matmul(gg, col.transpose(0, 2, 1)).reshape(
+                        self.blobs[0].shape)
+                if propagate_down[i]:
+                    b.mut_dev_diff[...] = self._col2im_gemm(w.transpose(0, 2, 1) @ gg).reshape(b.shape)
+
+
+@register("Convolution")
+class ConvolutionLayer(_BaseConvolution):
+    """Caffe's Convolution (N-D, groups, dilation): im2col + GEMM."""
+
+    def compute_output_shape(self, spatial):
+        return self.conv_output_shape(spatial)
+
+
+@register("Deconvolution")
+class DeconvolutionLayer(_BaseConvolution):
+    """Caffe's Deconvolution: the convolution's backward pass as forward (weights C_in x C_out/g x k)."""
+
+    reverse = True
+
+    def compute_output_shape(self, spatial):
+        return [s * (i - 1) + d * (k - 1) + 1 - 2 * p
+                for i, k, s, p, d in zip(spatial, self.kernel, self.stride, self.pad, self.dilation)]
+
+
+@register("Im2col")
+class Im2colLayer(_ConvGeometry, Layer):
+    """Caffe's Im2col: each output position's receptive field as channels (C*prod(kernel))."""
+
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        self.parse_geometry(bottom)
+
+    def reshape(self, bottom, top):
+        self.check_bottom_shape(bottom)
+        self.spatial = list(bottom[0].shape[self.channel_axis + 1:])
+        self.out = self.conv_output_shape(self.spatial)
+        self.check(all(o > 0 for o in self.out), "output spatial shape %s is empty" % self.out)
+        top[0].reshape(tuple(bottom[0].shape[:self.channel_axis]) + (self.channels * prod(self.kernel),)
+                       + tuple(self.out))
+
+    def forward(self, bottom, top):
+        x = bottom[0].dev_data.reshape((self.num, self.channels) + tuple(self.spatial))
+        col = im2col(self.xp, x, self.kernel, self.stride, self.pad, self.dilation, self.out)
+        top[0].mut_dev_data[...] = col.reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        col = top[0].dev_diff.reshape((self.num, self.channels) + tuple(self.kernel) + tuple(self.out))
+        bottom[0].mut_dev_diff[...] = col2im(self.xp, col, self.spatial, self.stride, self.pad,
+                                             self.dilation).reshape(bottom[0].shape)
+
+
+_PP = caffe_pb2.PoolingParameter
+
+
+@register("Pooling")
+class PoolingLayer(Layer):
+    """Caffe's Pooling: MAX (optional mask top), AVE (padded divisor), STOCHASTIC; ceil/floor rounding."""
+
+    exact_num_bottom = 1
+    min_top = 1
+    max_top = 2
+
+    def layer_setup(self, bottom, top):
+        pp = self.layer_param.pooling_param
+        self.method = pp.pool
+        if self.method != _PP.MAX and len(top) > 1:
+            raise self.error("only MAX pooling has a second (mask) top; got %d tops" % len(top))
+        self.global_pooling = pp.global_pooling
+        if self.global_pooling:
+            self.check(not (pp.HasField("kernel_size") or pp.HasField("kernel_h") or pp.HasField("kernel_w")),
+                       "With Global_pooling: true Filter size cannot specified")
+        else:
+            self.check((not pp.HasField("kernel_size")) != (not (pp.HasField("kernel_h") and pp.HasField("kernel_w"))),
+                       "Filter size is kernel_size OR kernel_h and kernel_w; not both")
+            self.check(pp.HasField("kernel_size") or (pp.HasField("kernel_h") and pp.HasField("kernel_w")),
+                       "For non-square filters both kernel_h and kernel_w are required.")
+        self.check((not pp.HasField("pad") and pp.HasField("pad_h") and pp.HasField("pad_w"))
+                   or (not pp.HasField("pad_h") and not pp.HasField("pad_w")),
+                   "pad is pad OR pad_h and pad_w are required.")
+        self.check((not pp.HasField("stride") and pp.HasField("stride_h") and pp.HasField("stride_w"))
+                   or (not pp.HasField("stride_h") and not pp.HasField("stride_w")),
+                   "Stride is stride OR stride_h and stride_w are required.")
+        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "
+                   "width); got %s" % bottom[0].shape_string())
+        if self.global_pooling:
+            self.kernel = list(bottom[0].shape[2:])
+        elif pp.HasField("kernel_size"):
+            self.kernel = [pp.kernel_size] * 2
+        else:
+            self.kernel = [pp.kernel_h, pp.kernel_w]
+        self.check(all(k > 0 for k in self.kernel), "Filter dimensions cannot be zero.")
+        self.pad = [pp.pad_h, pp.pad_w] if pp.HasField("pad_h") else [pp.pad] * 2
+        self.stride = [pp.stride_h, pp.stride_w] if pp.HasField("stride_h") else [pp.stride] * 2
+        self.check(all(s > 0 for s in self.stride), "Stride dimensions must be nonzero.")
+        if self.global_pooling:
+            self.check(self.pad == [0, 0] and self.stride == [1, 1],
+                       "With Global_pooling: true; only pad = 0 and stride = 1")
+        if any(self.pad):
+            self.check(self.method in (_PP.AVE, _PP.MAX), "Padding implemented only for average and max pooling.")
+            self.check(self.pad[0] < self.kernel[0] and self.pad[1] < self.kernel[1],
+                       "pad (%d, %d) must be smaller than the kernel (%d, %d)" % tuple(self.pad + self.kernel))
+        self.round_ceil = pp.round_mode == _PP.CEIL
+
+    def reshape(self, bottom, top):
+        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "
+                   "width); got %s" % bottom[0].shape_string())
+        self.in_shape = list(bottom[0].shape[2:])
+        if self.global_pooling:
+            self.kernel = list(self.in_shape)
+        rnd = math.ceil if self.round_ceil else math.floor
+        out = [int(rnd(float(s + 2 * p - k) / st)) + 1
+               for s, p, k, st in zip(self.in_shape, self.pad, self.kernel, self.stride)]
+        if any(self.pad):
+            # the last pooling window must start strictly inside the image, else clip it
+            out = [o - 1 if (o - 1) * st >= s + p else o
+                   for o, st, s, p in zip(out, self.stride, self.in_shape, self.pad)]
+        self.check(all(o > 0 for o in out), "pooled output %s is empty for input %s"
+                   % (out, bottom[0].shape_string()))
+        self.out = out
+        # padded plane that holds every window: left pad, then at least up to the last window's end
+        self.padded_shape = [max(p + s, (o - 1) * st + k)
+                             for p, s, o, st, k in zip(self.pad, self.in_shape, out, self.stride, self.kernel)]
+        shape = tuple(bottom[0].shape[:2]) + tuple(out)
+        for t in top:
+            t.reshape(shape)
+        self._divisor = None
+
+    def _windows(self, x, fill):
+        xpad = padded(self.xp, x, self.pad, self.padded_shape, fill)
+        win = windows(self.xp, xpad, self.kernel, self.stride, [1, 1], self.out)
+        return win.reshape(x.shape[:2] + (self.kernel[0] * self.kernel[1],) + tuple(self.out))
+
+    def _scatter_windows(self, col):
+        """Adjoint of `_windows`: (N, C, kh*kw, PH, PW) back onto the (N, C, H, W) bottom."""
+        col = col.reshape(col.shape[:2] + tuple(self.kernel) + tuple(self.out))
+        acc = accumulate_windows(self.xp, col, self.padded_shape, self.stride, [1, 1])
+        return crop(acc, self.pad, self.in_shape)
+
+    def _ave_divisor(self):
+        """Caffe's AVE pool size per output: the window clipped to the padded image (H + 2 pad)."""
+        if self._divisor is None:
+            sizes = []
+            for o, st, p, k, s in zip(self.out, self.stride, self.pad, self.kernel, self.in_shape):
+                start = np.arange(o) * st - p
+                sizes.append(np.minimum(start + k, s + p) - start)
+            self._divisor = self.xp.asarray(np.outer(sizes[0], sizes[1]).astype(self.mdtype))
+        return self._divisor
+
+    def pool(self, x, want_mask=False):
+        """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for."""
+        xp = self.xp
+        mask = None
+        if self.method == _PP.MAX:
+            lowest = np.finfo(self.mdtype).min
+            win = self._windows(x, lowest)
+            arg = win.argmax(axis=2)
+            val = xp.take_along_axis(win, arg[:, :, None], axis=2)[:, :, 0]
+            self.arg = arg
+            self.valid = val > lowest          # Caffe keeps -FLT_MAX and mask -1 when nothing beats it
+            if want_mask:
+                kw = self.kernel[1]
+                h = xp.arange(self.out[0])[:, None] * self.stride[0] - self.pad[0] + arg // kw
+                w = xp.arange(self.out[1])[None, :] * self.stride[1] - self.pad[1] + arg % kw
+                mask = xp.where(self.valid, h * self.in_shape[1] + w, -1)
+            return xp.maximum(val, lowest), mask
+        win = self._windows(x, 0)
+        if self.method == _PP.AVE:
+            return win.sum(axis=2) / self._ave_divisor(), None
+        if self.phase == caffe_pb2.TRAIN:
+            # sample each window's element with probability proportional to its (non-negative) value
+            csum = xp.cumsum(win, axis=2)
+            u = xp.asarray(backend.rng().random(csum.shape[:2] + csum.shape[3:]).astype(self.mdtype))
+            self.arg = xp.argmax(csum >= (u * csum[:, :, -1])[:, :, None], axis=2)
+            self.valid = xp.ones(self.arg.shape, dtype=bool)
+            return xp.take_along_axis(win, self.arg[:, :, None], axis=2)[:, :, 0], None
+        s = win.sum(axis=2)
+        sq = (win * win).sum(axis=2)
+        return xp.where(s > 0, sq / xp.where(s > 0, s, 1), 0), None
+
+    def unpool(self, g):
+        """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call."""
+        xp = self.xp
+        kk = self.kernel[0] * self.kernel[1]
+        if self.method == _PP.AVE:
+            col = xp.broadcast_to((g / self._ave_divisor())[:, :, None], g.shape[:2] + (kk,) + g.shape[2:])
+        else:
+            if self.method == _PP.STOCHASTIC and self.phase != caffe_pb2.TRAIN:
+                raise self.error("STOCHASTIC pooling backpropagates only in the TRAIN phase")
+            hit = (self.arg[:, :, None] == xp.arange(kk)[:, None, None]) & self.valid[:, :, None]
+            col = hit * g[:, :, None]
+        return self._scatter_windows(col)
+
+    def forward(self, bottom, top):
+        out, mask = self.pool(self.m(bottom[0].dev_data), len(top) > 1)
+        top[0].mut_dev_data[...] = out
+        if mask is not None:
+            top[1].mut_dev_data[...] = mask
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].mut_dev_diff[...] = self.unpool(self.m(top[0].dev_diff))
+
+
+@register("SPP")
+class SPPLayer(Layer):
+    """Caffe's spatial pyramid pooling: pooling at 1, 2, 4, ... bins per side, flattened and concatenated."""
+
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        sp = self.layer_param.spp_param
+        self.pyramid_height = sp.pyramid_height
+        self.check(self.pyramid_height > 0, "pyramid_height must be positive")
+        self.in_shape = None
+
+    def _pooling_param(self, level, h, w):
+        sp = self.layer_param.spp_param
+        lp = caffe_pb2.LayerParameter(name="%s_level%d" % (self.name, level), type="Pooling")
+        lp.phase = self.phase
+        bins = 2 ** level
+        pp = lp.pooling_param
+        kh, kw = int(math.ceil(h / float(bins))), int(math.ceil(w / float(bins)))
+        pp.pad_h, pp.pad_w = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        pp.kernel_h, pp.kernel_w = kh, kw
+        pp.stride_h, pp.stride_w = kh, kw
+        pp.pool = {caffe_pb2.SPPParameter.MAX: _PP.MAX, caffe_pb2.SPPParameter.AVE: _PP.AVE,
+                   caffe_pb2.SPPParameter.STOCHASTIC: _PP.STOCHASTIC}[sp.pool]
+        return lp
+
+    def reshape(self, bottom, top):
+        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "
+                   "width); got %s" % bottom[0].shape_string())
+        h, w = bottom[0].shape[2:]
+        self.check(h > 0 and w > 0, "Input dimensions cannot be zero.")
+        if self.in_shape != bottom[0].shape:
+            self.in_shape = bottom[0].shape
+            self.pools = []
+            for level in range(self.pyramid_height):
+                layer = PoolingLayer(self._pooling_param(level, h, w), dtype=self.dtype)
+                layer.setup(bottom, [Blob(dtype=self.dtype)])
+                self.pools.append(layer)
+        n = bottom[0].shape[0]
+        self.widths = [bottom[0].shape[1] * p.out[0] * p.out[1] for p in self.pools]
+        if self.pyramid_height == 1:
+            top[0].reshape(tuple(bottom[0].shape[:2]) + tuple(self.pools[0].out))
+        else:
+            top[0].reshape(n, sum(self.widths))
+
+    def forward(self, bottom, top):
+        x = self.m(bottom[0].dev_data)
+        n = x.shape[0]
+        out = top[0].mut_dev_data.reshape(n, -1)
+        start = 0
+        for layer, width in zip(self.pools, self.widths):
+            out[:, start:start + width] = layer.pool(x)[0].reshape(n, width)
+            start += width
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        g = self.m(top[0].dev_diff).reshape(n, -1)
+        total = None
+        start = 0
+        for layer, width in zip(self.pools, self.widths):
+            d = layer.unpool(g[:, start:start + width].reshape((n, -1) + tuple(layer.out)))
+            total = d if total is None else total + d
+            start += width
+        bottom[0].mut_dev_diff[...] = total
