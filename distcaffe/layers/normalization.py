@@ -1,0 +1,192 @@
+"""Normalization layers: BatchNorm (BVLC statistics + NVCaffe `scale_bias`), LRN, MVN, as Caffe computes them."""
+from ..proto import caffe_pb2
+from .base import Layer, NeuronLayer, register
+
+
+@register("BatchNorm")
+class BatchNormLayer(NeuronLayer):
+    """Caffe's BatchNorm: blobs are running mean, running variance (unbiased, m/(m-1)) and their scale
+    factor; NVCaffe's `scale_bias` adds per-channel scale and bias blobs (3 and 4) applied after it."""
+
+    def layer_setup(self, bottom, top):
+        bp = self.layer_param.batch_norm_param
+        self.moving_average_fraction = bp.moving_average_fraction
+        self.use_global_stats = self.phase == caffe_pb2.TEST
+        if bp.HasField("use_global_stats"):
+            self.use_global_stats = bp.use_global_stats
+        self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
+        self.eps = bp.eps
+        self.scale_bias = bp.scale_bias or bp.HasField("scale_filler") or bp.HasField("bias_filler")
+        if not self.blobs:
+            c = self.channels
+            self.blobs = [self.new_param([c]), self.new_param([c]), self.new_param([1])]
+            if self.scale_bias:
+                one = caffe_pb2.FillerParameter(type="constant", value=1.0)
+                self.blobs.append(self.new_param([c], bp.scale_filler if bp.HasField("scale_filler") else one))
+                self.blobs.append(self.new_param([c], bp.bias_filler if bp.HasField("bias_filler") else None))
+        # the statistics are not learned: lr_mult 0 (Caffe refuses anything else); scale/bias learn (NVCaffe)
+        params = self.layer_param.param
+        for i in range(len(self.blobs)):
+            if i < 3:
+                if len(params) == i:
+                    params.add(lr_mult=0.0)
+                elif params[i].lr_mult != 0:
+                    raise self.error("Cannot configure batch normalization statistics as layer parameters.")
+            elif len(params) == i:
+                params.add(lr_mult=1.0, decay_mult=1.0)
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes > 1:
+            self.check(bottom[0].shape[1] == self.channels, "bottom has %d channels, expected %d"
+                       % (bottom[0].shape[1], self.channels))
+        top[0].reshape_like(bottom[0])
+
+    def _view(self, arr):
+        n = arr.shape[0] if arr.ndim else 1
+        return self.m(arr).reshape(n, self.channels, -1)
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = self._view(bottom[0].dev_data)
+        if self.use_global_stats:
+            f = float(self.blobs[2].dev_data[0])
+            factor = 0.0 if f == 0 else 1.0 / f
+            mean = self.m(self.blobs[0].dev_data) * factor
+            var = self.m(self.blobs[1].dev_data) * factor
+            xc = x - mean[:, None]
+        else:
+            mean = x.mean(axis=(0, 2))
+            xc = x - mean[:, None]
+            var = (xc * xc).mean(axis=(0, 2))
+            maf = self.moving_average_fraction
+            self.blobs[2].mut_dev_data[...] = self.blobs[2].dev_data * maf + 1
+            self.blobs[0].mut_dev_data[...] = mean + maf * self.m(self.blobs[0].dev_data)
+            m = x.size // self.channels
+            correction = m / (m - 1.0) if m > 1 else 1.0
+            self.blobs[1].mut_dev_data[...] = correction * var + maf * self.m(self.blobs[1].dev_data)
+        self.std = xp.sqrt(var + self.eps)
+        self.x_norm = xc / self.std[:, None]
+        y = self.x_norm
+        if self.scale_bias:
+            y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
+        top[0].mut_dev_data[...] = y.reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        g = self._view(top[0].dev_diff)
+        if self.scale_bias:
+            pd = self.param_propagate_down
+            if len(pd) > 3 and pd[3]:
+                self.blobs[3].mut_dev_diff[...] += (g * self.x_norm).sum(axis=(0, 2))
+            if len(pd) > 4 and pd[4]:
+                self.blobs[4].mut_dev_diff[...] += g.sum(axis=(0, 2))
+            g = g * self.m(self.blobs[3].dev_data)[:, None]
+        if not propagate_down[0]:
+            return
+        if self.use_global_stats:
+            d = g / self.std[:, None]
+        else:
+            y = self.x_norm
+            mean_gy = (g * y).mean(axis=(0, 2))
+            mean_g = g.mean(axis=(0, 2))
+            d = (g - mean_g[:, None] - mean_gy[:, None] * y) / self.std[:, None]
+        bottom[0].mut_dev_diff[...] = d.reshape(bottom[0].shape)
+
+
+def _window_sum(xp, a, axes, size):
+    """Sum over a centred window of odd `size` along each of `axes` (zero padding), by shifted slices."""
+    pre = (size - 1) // 2
+    out = a
+    for ax in axes:
+        pad = [(0, 0)] * a.ndim
+        pad[ax] = (pre, pre)
+        p = xp.pad(out, pad)
+        n = out.shape[ax]
+        acc = None
+        for k in range(size):
+            sl = [slice(None)] * a.ndim
+            sl[ax] = slice(k, k + n)
+            acc = p[tuple(sl)] if acc is None else acc + p[tuple(sl)]
+        out = acc
+    return out
+
+
+@register("LRN")
+class LRNLayer(NeuronLayer):
+    """Caffe's local response normalization: x / (k + alpha/n sum x^2)^beta across channels, or
+    x / (1 + alpha/n^2 sum x^2)^beta over a spatial n x n window (WITHIN_CHANNEL ignores k, as Caffe)."""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.lrn_param
+        self.size = p.local_size
+        self.check(self.size % 2 == 1, "LRN only supports odd values for local_size")
+        self.alpha, self.beta, self.k = p.alpha, p.beta, p.k
+        self.across = p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS
+
+    def reshape(self, bottom, top):
+        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "
+                   "width); got %s" % bottom[0].shape_string())
+        top[0].reshape_like(bottom[0])
+
+    def _terms(self):
+        """(axes summed over, divisor of alpha, constant added)."""
+        if self.across:
+            return (1,), self.size, self.k
+        return (2, 3), self.size * self.size, 1.0
+
+    def forward(self, bottom, top):
+        x = self.m(bottom[0].dev_data)
+        axes, n, k = self._terms()
+        self.scale = k + (self.alpha / n) * _window_sum(self.xp, x * x, axes, self.size)
+        top[0].mut_dev_data[...] = x * self.scale ** -self.beta
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x = self.m(bottom[0].dev_data)
+        g = self.m(top[0].dev_diff)
+        axes, n, _ = self._terms()
+        y = x * self.scale ** -self.beta
+        ratio = _window_sum(self.xp, g * y / self.scale, axes, self.size)
+        bottom[0].mut_dev_diff[...] = g * self.scale ** -self.beta - (2.0 * self.alpha * self.beta / n) * x * ratio
+
+
+@register("MVN")
+class MVNLayer(NeuronLayer):
+    """Caffe's mean-variance normalization per (num, channel) or per num (across_channels); eps is added
+    to the standard deviation, as Caffe does."""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.mvn_param
+        self.normalize_variance = p.normalize_variance
+        self.across_channels = p.across_channels
+        self.eps = p.eps
+
+    def reshape(self, bottom, top):
+        self.check(bottom[0].num_axes <= 4, "Cannot use legacy accessors on Blobs with > 4 axes (shape %s)"
+                   % bottom[0].shape_string())
+        top[0].reshape_like(bottom[0])
+
+    def _view(self, arr):
+        shape = arr.shape + (1,) * (2 - arr.ndim) if arr.ndim < 2 else arr.shape
+        rows = shape[0] if self.across_channels else shape[0] * shape[1]
+        return self.m(arr).reshape(rows, -1)
+
+    def forward(self, bottom, top):
+        x = self._view(bottom[0].dev_data)
+        y = x - x.mean(axis=1, keepdims=True)
+        if self.normalize_variance:
+            self.std = self.xp.sqrt((y * y).mean(axis=1, keepdims=True)) + self.eps
+            y = y / self.std
+        top[0].mut_dev_data[...] = y.reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        g = self._view(top[0].dev_diff)
+        if self.normalize_variance:
+            y = self._view(top[0].dev_data)
+            d = g - (g.sum(axis=1, keepdims=True) + y * (y * g).sum(axis=1, keepdims=True)) / g.shape[1]
+            d = d / self.std
+        else:
+            d = g - g.mean(axis=1, keepdims=True)
+        bottom[0].mut_dev_diff[...] = d.reshape(bottom[0].shape)
