@@ -1,0 +1,178 @@
+"""SGDSolver: Caffe's update, term for term (SGDSolver::ApplyUpdate), shared by every solver type.
+
+Per iteration: lr from the policy; undo NVCaffe's global gradient scale; ClipGradients on the global L2 norm;
+then per param Normalize (1/iter_size), Regularize (L2/L1, weight_decay * decay_mult), ComputeUpdateValue
+(method-specific, leaves the step in the param diff) and data -= diff. Math runs in float32; weights and history
+are stored in `solver_data_type` (a master copy of the weights is kept when the layer stores another type).
+"""
+import numpy as np
+
+from .. import backend
+from ..errors import SolverError
+from ..log import get_logger
+from . import larc, lr_policy
+from .solver import Solver
+
+log = get_logger("sgd_solver")
+F32 = np.float32
+
+
+class SGDSolver(Solver):
+    """Stochastic gradient descent with momentum (Caffe type "SGD")."""
+
+    type = "SGD"
+    history_sets = 1          # history arrays per learnable param (AdaDelta/Adam keep 2)
+
+    def pre_solve(self):
+        xp = backend.xp()
+        self.solver_dtype = np.dtype(backend.dtype_of(self.param.solver_data_type))
+        params = self.net.learnable_params
+        self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
+        self._master = [None] * len(params)
+        self.weights_changed()
+        self.wgrad_sumsq = 0.0
+        self.grad_scale = 1.0
+        net_param = self.net.param
+        self._gs_param = net_param.global_grad_scale
+        self._gs_adaptive = net_param.global_grad_scale_adaptive
+        self._gs_enabled = self._gs_adaptive or (net_param.HasField("global_grad_scale") and self._gs_param != 1.0)
+
+    def weights_changed(self):
+        """(Re)build master weight copies for params whose storage type differs from solver_data_type."""
+        for i, p in enumerate(self.net.learnable_params):
+            self._master[i] = p.dev_data.astype(self.solver_dtype) if p.dtype != self.solver_dtype else None
+
+    @property
+    def history(self):
+        return self._history
+
+    def restore_history(self, arrays, path):
+        if len(arrays) != len(self._history):
+            raise SolverError("%s: incorrect length of history blobs (%d in the file, solver %s on this net needs %d)"
+                              % (path, len(arrays), self.type, len(self._history)))
+        xp = backend.xp()
+        for i, (h, arr) in enumerate(zip(self._history, arrays)):
+            if arr.size != h.size:
+                raise SolverError("%s: history blob %d has %d values, the net's param needs %s"
+                                  % (path, i, arr.size, "x".join(map(str, h.shape))))
+            self._history[i] = xp.asarray(arr.reshape(h.shape), dtype=self.solver_dtype)
+        log.info("SGDSolver: restoring history")
+
+    # --- learning rate / scale -----------------------------------------------------------------
+    def get_learning_rate(self):
+        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        return rate
+
+    def get_momentum(self):
+        """Momentum of this iteration (NVCaffe momentum_policy; `opt` derives it from the global rate)."""
+        return lr_policy.momentum(self.param, self.iter, self.rate)
+
+    def prepare_gradients(self):
+        """NVCaffe global gradient scale: the loss tops' diffs (where backward starts) are multiplied by it."""
+        if not self._gs_enabled:
+            return
+        self.grad_scale = larc.grad_scale_coeff(self._gs_param, self._gs_adaptive, self.wgrad_sumsq)
+        for name, weight in self.net.blob_loss_weights_by_name.items():
+            blob = self.net.blobs.get(name)
+            if weight and blob is not None:
+                blob.mut_dev_diff[...] = weight * self.grad_scale
+
+    # --- the update ----------------------------------------------------------------------------
+    def apply_update(self):
+        p = self.param
+        rate = self.rate = self.get_learning_rate()
+        if self.is_root and p.display and self.iter % p.display == 0:
+            log.info("Iteration %d, lr = %g", self.iter, rate)
+        params = self.net.learnable_params
+        grads = [self._grad32(q) for q in params]
+        if self._gs_enabled and self.grad_scale != 1.0:
+            for g in grads:
+                g *= F32(1.0 / self.grad_scale)
+        self.clip_gradients(grads)
+        self.wgrad_sumsq = 0.0
+        for i, (q, g) in enumerate(zip(params, grads)):
+            self.normalize(g)
+            g_sumsq = 0.0
+            if self._gs_enabled or p.larc:
+                g_sumsq = float((g * g).sum(dtype=F32))
+                if g_sumsq == g_sumsq and g_sumsq > 0:
+                    self.wgrad_sumsq += g_sumsq
+            w = self._weights32(i)
+            self.regularize(i, g, w)
+            self.compute_update_value(i, g, self.local_rate(i, rate, w, g_sumsq))
+            self._update(i, q, g, w)
+
+    @staticmethod
+    def _grad32(blob):
+        """The param's diff as a float32 array to work on (the diff itself when it is float32, like Caffe)."""
+        d = blob.mut_dev_diff
+        return d if d.dtype == F32 else d.astype(F32)
+
+    def _weights32(self, i):
+        src = self._master[i] if self._master[i] is not None else self.net.learnable_params[i].dev_data
+        return src if src.dtype == F32 else src.astype(F32)
+
+    def clip_gradients(self, grads):
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        l2 = float(np.sqrt(sum(float((g * g).sum(dtype=F32)) for g in grads)))
+        if l2 > clip:
+            scale = clip / l2
+            log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g", l2, clip, scale)
+            for g in grads:
+                g *= F32(scale)
+
+    def normalize(self, g):
+        if self.param.iter_size != 1:
+            g *= F32(1.0 / self.param.iter_size)
+
+    def regularize(self, i, g, w):
+        decay = lr_policy.weight_decay(self.param, self.iter) * self.net.params_weight_decay[i]
+        if not decay:
+            return
+        if self.param.regularization_type == "L2":
+            g += F32(decay) * w
+        else:
+            g += F32(decay) * backend.xp().sign(w)
+
+    def local_rate(self, i, rate, w, g_sumsq):
+        """rate * lr_mult, or NVCaffe LARC's layer-wise rate combined by larc_policy."""
+        lr_mult = self.net.params_lr[i]
+        if not self.param.larc:
+            return rate * lr_mult
+        local = lr_mult
+        if lr_mult > 0:
+            local = larc.larc_local_rate(self.param.larc_eta, float((w * w).sum(dtype=F32)), g_sumsq)
+        return larc.combine(self.param.larc_policy, rate, local)
+
+    def _update(self, i, blob, g, w):
+        """Net::Update: data -= diff, in float32, stored back to the master copy and the layer's blob."""
+        diff = blob.mut_dev_diff
+        if g is not diff:
+            diff[...] = g
+        if self._master[i] is None and w.dtype == blob.dtype:
+            blob.mut_dev_data[...] -= g
+            return
+        w = w - g
+        if self._master[i] is not None:
+            self._master[i][...] = w
+        blob.mut_dev_data[...] = w
+
+    def hist(self, k):
+        """History array k as float32 (a copy when stored in another type; write it back with set_hist)."""
+        h = self._history[k]
+        return h if h.dtype == F32 else h.astype(F32)
+
+    def set_hist(self, k, value):
+        if value is not self._history[k]:
+            self._history[k][...] = value
+
+    def compute_update_value(self, i, g, local_rate):
+        """SGD with momentum: h = local_rate * g + momentum * h; the step is h."""
+        m = self.get_momentum()
+        h = self.hist(i)
+        h *= F32(m)
+        h += F32(local_rate) * g
+        self.set_hist(i, h)
+        g[...] = h

@@ -1,0 +1,413 @@
+"""Solver scaffolding (Caffe's Solver): builds the train and test nets, runs iterations with display, testing,
+smoothed loss, snapshots and signal actions, and exposes pycaffe's solver API. The update itself lives in
+SGDSolver and its subclasses (`apply_update`, `history`, `restore_history`).
+
+Hooks for the distributed engine: `add_callback(cb)` (cb.on_start(solver) before forward/backward,
+cb.on_gradients_ready(solver) before the update), `is_root` (False: no display/test lines, no test nets, no
+snapshots), `root_barrier` (called on every rank right after each rank-0 duty: test, snapshot),
+`global_batch_multiplier` (for the `Solver performance` line) and `action_request_function` (Caffe's
+SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP).
+"""
+import math
+import os
+import time
+
+from .. import backend
+from ..errors import CaffeError, SolverError
+from ..log import get_logger
+from ..net import TEST, TRAIN, Net
+from ..proto import caffe_pb2
+from . import lr_policy, signals, snapshot as snap
+
+log = get_logger("solver")
+
+
+def load_solver_param(source):
+    """(SolverParameter, directory of its file or None) from a path or a SolverParameter."""
+    from ..io import read_solver_param, upgrade_solver_param
+    if isinstance(source, caffe_pb2.SolverParameter):
+        param = caffe_pb2.SolverParameter()
+        param.CopyFrom(source)
+        return upgrade_solver_param(param), None
+    path = os.fspath(source)
+    param = read_solver_param(path)
+    # BVLC UpgradeSnapshotPrefixProperty: default prefix from the solver file name; a directory gets the stem.
+    stem = os.path.splitext(path)[0]
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = stem
+    elif os.path.isdir(param.snapshot_prefix):
+        param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))
+    return param, os.path.dirname(os.path.abspath(path))
+
+
+def format_time(seconds):
+    """NVCaffe-style elapsed time: `24s`, `3m 5s`, `1h 2m 3s`."""
+    s = int(round(seconds))
+    h, m, s = s // 3600, (s // 60) % 60, s % 60
+    return ("%dh %dm %ds" % (h, m, s)) if h else ("%dm %ds" % (m, s)) if m else ("%ds" % s)
+
+
+class Solver:
+    """Caffe's Solver. Subclasses implement `pre_solve`, `apply_update`, `history` and `restore_history`."""
+
+    type = None
+
+    def __init__(self, source, is_root=True):
+        self.param, self._dir = load_solver_param(source)
+        self._where = "solver %s" % (source if self._dir else "<SolverParameter>")
+        self.is_root = is_root
+        self.root_barrier = None
+        self.global_batch_multiplier = 1
+        self.callbacks = []
+        self.action_request_function = None
+        self.requested_early_exit = False
+        self._last_snapshot_iter = None
+        self._init()
+
+    # --- scaffolding -----------------------------------------------------------------------------
+    def _init(self):
+        p = self.param
+        log.info("Initializing solver from parameters: \n%s", p)
+        if p.average_loss < 1:
+            raise SolverError("%s: average_loss should be >= 1 (got %d)" % (self._where, p.average_loss))
+        if p.iter_size < 1:
+            raise SolverError("%s: iter_size should be >= 1 (got %d)" % (self._where, p.iter_size))
+        if p.regularization_type not in ("L1", "L2"):
+            raise SolverError("%s: unknown regularization_type '%s' (known: L1, L2)" % (self._where,
+                                                                                       p.regularization_type))
+        lr_policy.check_policies(p, self._where)
+        self._check_snapshot_dir()
+        if p.random_seed >= 0:
+            backend.set_random_seed(p.random_seed)
+        self.net = self._init_train_net()
+        self.test_nets = self._init_test_nets()
+        log.info("Solver scaffolding done.")
+        self.iter = 0
+        self.current_step = 0
+        self.smoothed_loss = 0.0
+        self._losses = []
+        self.pre_solve()
+
+    def _check_snapshot_dir(self):
+        if not self.param.snapshot:
+            return
+        d = os.path.dirname(os.path.abspath(self.param.snapshot_prefix + "_"))
+        if not os.path.isdir(d) or not os.access(d, os.W_OK):
+            raise SolverError("%s: cannot write to snapshot prefix '%s': make sure that the directory %s exists and "
+                              "is writable" % (self._where, self.param.snapshot_prefix, d))
+
+    def _path(self, name):
+        """A net file as Caffe opens it (relative to the working directory), else relative to the solver file."""
+        if self._dir and not os.path.isabs(name) and not os.path.exists(name):
+            beside = os.path.join(self._dir, name)
+            if os.path.exists(beside):
+                return beside
+        return name
+
+    def _read_net(self, name):
+        from ..io import read_net_param
+        return read_net_param(self._path(name))
+
+    def _init_train_net(self):
+        p = self.param
+        fields = ("net", "net_param", "train_net", "train_net_param")
+        given = [f for f in fields if p.HasField(f)]
+        if len(given) != 1:
+            raise SolverError("%s: SolverParameter must specify exactly one train net using one of these fields: %s "
+                              "(found %s)" % (self._where, ", ".join(fields), ", ".join(given) or "none"))
+        field = given[0]
+        if field.endswith("_param"):
+            net_param = caffe_pb2.NetParameter()
+            net_param.CopyFrom(getattr(p, field))
+            log.info("Creating training net specified in %s.", field)
+        else:
+            log.info("Creating training net from %s file: %s", field, getattr(p, field))
+            net_param = self._read_net(getattr(p, field))
+        state = caffe_pb2.NetState(phase=TRAIN)
+        state.MergeFrom(net_param.state)
+        state.MergeFrom(p.train_state)
+        net_param.state.CopyFrom(state)
+        return Net(net_param, phase=state.phase)
+
+    def _init_test_nets(self):
+        p = self.param
+        generic = [f for f in ("net_param", "net") if p.HasField(f)]
+        n_explicit = len(p.test_net_param) + len(p.test_net)
+        if generic and len(p.test_iter) < n_explicit or not generic and len(p.test_iter) != n_explicit:
+            raise SolverError("%s: test_iter must be specified for each test network (%d test_iter, %d test nets%s)"
+                              % (self._where, len(p.test_iter), n_explicit,
+                                 "" if generic else "; no 'net' to build test nets from"))
+        n_total = len(p.test_iter) if generic else n_explicit
+        if len(p.test_state) and len(p.test_state) != n_total:
+            raise SolverError("%s: test_state must be unspecified or specified once per test net (%d test nets, %d "
+                              "test_state)" % (self._where, n_total, len(p.test_state)))
+        if n_total and p.test_interval <= 0:
+            raise SolverError("%s: test_interval must be > 0 when there are test nets" % self._where)
+        if not self.is_root:
+            return []
+        sources = []
+        for tp in p.test_net_param:
+            sources.append(("test_net_param", tp))
+        for name in p.test_net:
+            sources.append(("test_net file: " + name, self._read_net(name)))
+        for _ in range(n_total - len(sources)):
+            if p.HasField("net_param"):
+                sources.append(("net_param", p.net_param))
+            else:
+                sources.append(("net file: " + p.net, self._read_net(p.net)))
+        nets = []
+        for i, (what, src) in enumerate(sources):
+            net_param = caffe_pb2.NetParameter()
+            net_param.CopyFrom(src)
+            state = caffe_pb2.NetState(phase=TEST)
+            state.MergeFrom(net_param.state)
+            if len(p.test_state):
+                state.MergeFrom(p.test_state[i])
+            net_param.state.CopyFrom(state)
+            log.info("Creating test net (#%d) specified by %s", i, what)
+            net = Net(net_param, phase=state.phase)
+            net.debug_info = p.debug_info
+            net.share_with(self.net)
+            nets.append(net)
+        return nets
+
+    # --- hooks -----------------------------------------------------------------------------------
+    def add_callback(self, cb):
+        self.callbacks.append(cb)
+
+    def _call(self, hook):
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self)
+
+    def _root_duty(self, fn):
+        """Run a rank-0 duty (test, snapshot) on the root only; then every rank meets at the barrier."""
+        if self.is_root:
+            fn()
+        if self.root_barrier is not None:
+            self.root_barrier()
+
+    def _requested_action(self):
+        return self.action_request_function() if self.action_request_function else signals.NONE
+
+    # --- training loop (Caffe's Step / Solve) ----------------------------------------------------
+    def _update_smoothed_loss(self, loss, start_iter):
+        avg = self.param.average_loss
+        if len(self._losses) < avg:
+            self._losses.append(loss)
+            n = len(self._losses)
+            self.smoothed_loss = (self.smoothed_loss * (n - 1) + loss) / n
+        else:
+            idx = (self.iter - start_iter) % avg
+            self.smoothed_loss += (loss - self._losses[idx]) / avg
+            self._losses[idx] = loss
+
+    def step(self, iters):
+        """Run `iters` iterations (Caffe's Solver::Step)."""
+        p = self.param
+        start_iter, stop_iter = self.iter, self.iter + int(iters)
+        self._losses, self.smoothed_loss = [], 0.0
+        self._perf = []
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self._root_duty(self.test_all)
+                if self.requested_early_exit:
+                    break
+            t0 = time.perf_counter()
+            self._call("on_start")
+            display = bool(p.display) and self.iter % p.display == 0
+            self.net.debug_info = display and p.debug_info
+            self.prepare_gradients()
+            loss = 0.0
+            for _ in range(p.iter_size):
+                loss += self.net.forward_backward()
+            loss /= p.iter_size
+            if not math.isfinite(loss):
+                raise SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (weights not "
+                                  "updated, the last good snapshot is kept)" % (self.iter, self.net.name, loss))
+            self._update_smoothed_loss(loss, start_iter)
+            if display and self.is_root:
+                self._display()
+            self._call("on_gradients_ready")
+            self.apply_update()
+            self.iter += 1
+            self._perf.append(time.perf_counter() - t0)
+            action = self._requested_action()
+            if (p.snapshot and self.iter % p.snapshot == 0) or action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
+                self._root_duty(self.snapshot)
+            if action in (signals.STOP, signals.SNAPSHOT_STOP):
+                self.requested_early_exit = True
+                break
+
+    def _display(self):
+        log.info("Iteration %d, loss = %g", self.iter, self.smoothed_loss)
+        self._log_outputs(self.net, "Train", {n: backend.to_host(self.net.blobs[n].dev_data).ravel()
+                                              for n in self.net.outputs})
+
+    @staticmethod
+    def _log_outputs(net, kind, values):
+        """`    Train|Test net output #k: name = v (* w = w*v loss)` for every element of every output."""
+        index = 0
+        for name in net.outputs:
+            weight = net.blob_loss_weights_by_name.get(name, 0.0)
+            for v in values[name]:
+                extra = " (* %g = %g loss)" % (weight, weight * v) if weight else ""
+                log.info("    %s net output #%d: %s = %g%s", kind, index, name, v, extra)
+                index += 1
+
+    def solve(self, resume_file=None):
+        """Train to max_iter, optionally resuming from a .solverstate (Caffe's Solver::Solve)."""
+        p = self.param
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", p.lr_policy)
+        self.requested_early_exit = False
+        started = time.perf_counter()
+        if resume_file:
+            log.info("Restoring previous solver status from %s", resume_file)
+            self.restore(resume_file)
+        start_iter = self.iter
+        self.step(p.max_iter - self.iter)
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self._root_duty(self.snapshot)
+        if self.requested_early_exit:
+            log.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward_prefilled()
+            self._update_smoothed_loss(loss, start_iter)
+            if self.is_root:
+                log.info("Iteration %d, loss = %g", self.iter, self.smoothed_loss)
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self._root_duty(self.test_all)
+        if self.is_root:
+            self._log_performance()
+            log.info("Optimization Done in %s", format_time(time.perf_counter() - started))
+
+    def batch_size(self):
+        """Images per iteration on this process: the first top of the first layer, times iter_size."""
+        for layer_tops in self.net.top_names.values():
+            for name in layer_tops:
+                blob = self.net.blobs.get(name)
+                if blob is not None and blob.num_axes:
+                    return blob.shape[0] * self.param.iter_size
+            break
+        return self.param.iter_size
+
+    def _log_performance(self):
+        """NVCaffe's `Solver performance on device D: R * B = P img/sec` (first 3 iterations skipped)."""
+        times = self._perf[3:] if len(self._perf) > 3 else self._perf
+        if not times or sum(times) <= 0:
+            return
+        rate = len(times) / sum(times)
+        batch = self.batch_size() * self.global_batch_multiplier
+        device = backend._state.device if backend.is_gpu() else "CPU"
+        log.info("Solver performance on device %s: %.4g * %d = %.4g img/sec (%d itr in %.4g sec)", device, rate,
+                 batch, rate * batch, len(times), sum(times))
+
+    # --- testing ---------------------------------------------------------------------------------
+    def test_all(self):
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test(i)
+
+    def test(self, test_net_id=0):
+        """Run test_iter forward passes of a test net and log the mean of every output (Caffe's Test)."""
+        p = self.param
+        log.info("Iteration %d, Testing net (#%d)", self.iter, test_net_id)
+        net = self.test_nets[test_net_id]
+        net.share_with(self.net)
+        iters = p.test_iter[test_net_id]
+        scores, loss = None, 0.0
+        for _ in range(iters):
+            action = self._requested_action()
+            if action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
+                self.snapshot()
+            if action in (signals.STOP, signals.SNAPSHOT_STOP):
+                self.requested_early_exit = True
+                log.info("Test interrupted.")
+                return None
+            iter_loss = net.forward_prefilled()
+            if p.test_compute_loss:
+                loss += iter_loss
+            out = {n: backend.to_host(net.blobs[n].dev_data).astype("float64").ravel() for n in net.outputs}
+            scores = out if scores is None else {n: scores[n] + out[n] for n in out}
+        if p.test_compute_loss:
+            log.info("Test loss: %g", loss / iters)
+        means = {n: v / iters for n, v in (scores or {}).items()}
+        if means:
+            self._log_outputs(net, "Test", means)
+        return means
+
+    # --- snapshots -------------------------------------------------------------------------------
+    def snapshot(self):
+        """Write `<prefix>_iter_<N>.caffemodel` and `.solverstate` (or their .h5 forms); returns the model path."""
+        if self._last_snapshot_iter == self.iter:
+            return None
+        p = self.param
+        hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        base = snap.snapshot_base(p.snapshot_prefix, self.iter)
+        if hdf5:
+            model = base + ".caffemodel.h5"
+            log.info("Snapshotting to HDF5 file %s", model)
+            self.net.save_hdf5(model, write_diff=p.snapshot_diff)
+        else:
+            model = base + ".caffemodel"
+            log.info("Snapshotting to binary proto file %s", model)
+            self.net.save(model, write_diff=p.snapshot_diff, old_format=p.store_blobs_in_old_format)
+        state = base + (".solverstate.h5" if hdf5 else ".solverstate")
+        log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto", state)
+        snap.write_state(state, self.iter, model, self.current_step, self.history, hdf5=hdf5,
+                         old_format=p.store_blobs_in_old_format)
+        self._last_snapshot_iter = self.iter
+        return model
+
+    def restore(self, path):
+        """Continue from a .solverstate(.h5): weights, iteration, lr step, history and the RNG state."""
+        path = os.fspath(path)
+        state = snap.read_state(path)
+        if state["learned_net"]:
+            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]))
+        self.iter = state["iter"]
+        self.current_step = state["current_step"]
+        self.restore_history(state["history"], path)
+        self.weights_changed()
+        snap.restore_rng(path)
+        self._last_snapshot_iter = self.iter
+
+    def copy_weights(self, paths):
+        """Fine-tuning: load weights from one or more .caffemodel files (comma-separated or a list)."""
+        if isinstance(paths, str):
+            paths = [p for p in paths.split(",") if p]
+        for path in paths:
+            log.info("Finetuning from %s", path)
+            self.net.copy_from(path)
+        self.weights_changed()
+
+    # --- for subclasses ----------------------------------------------------------------------------
+    def pre_solve(self):
+        """Allocate the update state (history)."""
+
+    def prepare_gradients(self):
+        """Called before the forward/backward passes of an iteration (global gradient scale)."""
+
+    def apply_update(self):
+        raise NotImplementedError
+
+    def weights_changed(self):
+        """The net weights were replaced from outside (restore, fine-tuning): refresh any master copy."""
+
+    @property
+    def history(self):
+        return []
+
+    def restore_history(self, arrays, path):
+        if arrays:
+            raise SolverError("%s: has %d history blobs, solver %s keeps none" % (path, len(arrays), self.type))
+
+
+def check_known_type(type_name, known, where):
+    if type_name not in known:
+        raise CaffeError("%s: unknown solver type '%s' (known types: %s)" % (where, type_name, ", ".join(known)))
