@@ -115,10 +115,12 @@ class SliceLayer(Layer):
             self.check(len(p.slice_point) == len(top) - 1, "needs one slice_point per top after the first "
                        "(%d tops, %d slice_points)" % (len(top), len(p.slice_point)))
             self.check(len(top) <= n, "%d tops is more than the %d elements of axis %d" % (len(top), n, self.axis))
-            bounds = [0] + list(p.slice_point) + [n]
+            bounds = [0] + list(p.slice_point)
             for lo, hi in zip(bounds, bounds[1:]):
-                self.check(hi > lo, "slice points %s must be strictly increasing and inside axis %d of size %d"
-                           % (list(p.slice_point), self.axis, n))
+                self.check(hi > lo, "slice points %s must be strictly increasing" % list(p.slice_point))
+            self.check(bounds[-1] <= n, "slice point %d is past the end of axis %d (size %d)"
+                       % (bounds[-1], self.axis, n))
+            bounds.append(n)
         else:
             self.check(n % len(top) == 0, "number of top blobs (%d) should evenly divide input slice axis %d (%d)"
                        % (len(top), self.axis, n))
