@@ -1,0 +1,60 @@
+"""Read-only LMDB access in Caffe's cursor order (keys sorted bytewise), safe to share between threads."""
+import os
+import threading
+
+import lmdb
+
+from ..errors import DataError
+
+
+class LMDBReader:
+    """An LMDB opened read-only without locking (many processes may read it); one read txn per thread."""
+
+    def __init__(self, path, what="LMDB"):
+        self.path = str(path)
+        self.what = what
+        if not os.path.isdir(self.path) or not os.path.exists(os.path.join(self.path, "data.mdb")):
+            raise DataError("%s %s does not exist (expected a directory holding data.mdb)" % (what, self.path))
+        try:
+            self.env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, max_readers=512,
+                                 subdir=True)
+        except lmdb.Error as e:
+            raise DataError("%s %s cannot be opened: %s" % (what, self.path, e)) from None
+        self._local = threading.local()
+        self._keys = None
+
+    def __len__(self):
+        return self.env.stat()["entries"]
+
+    def keys(self):
+        """All keys as bytes, in cursor order (read once, then cached)."""
+        if self._keys is None:
+            with self.env.begin(buffers=False) as txn:
+                self._keys = list(txn.cursor().iternext(keys=True, values=False))
+        return self._keys
+
+    def items(self):
+        """(key, value) pairs in cursor order, streamed (for tools that pass over the whole DB once)."""
+        with self.env.begin(buffers=False) as txn:
+            yield from txn.cursor()
+
+    def get(self, key):
+        """The value stored under `key` (bytes), read in this thread's own transaction."""
+        txn = getattr(self._local, "txn", None)
+        if txn is None:
+            txn = self._local.txn = self.env.begin(buffers=False)
+        value = txn.get(key)
+        if value is None:
+            raise DataError("%s %s: key %r is missing" % (self.what, self.path, key.decode(errors="replace")))
+        return value
+
+    def close(self):
+        self.env.close()
+
+
+def open_nonempty(path, what="LMDB"):
+    """LMDBReader for `path`, or a DataError when it is missing or holds no records."""
+    reader = LMDBReader(path, what)
+    if len(reader) == 0:
+        raise DataError("%s %s is empty (no records)" % (what, path))
+    return reader

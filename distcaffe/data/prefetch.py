@@ -1,0 +1,174 @@
+"""The prefetching batch pipeline behind the data layers: reader/parser threads, transformer threads,
+a bounded queue of ready batches, optional host cache and per-epoch shuffling.
+
+Batch b holds positions [b*B, (b+1)*B) of an endless stream over this rank's shard; epoch e of the stream is
+the shard in order, or permuted by a Generator seeded with (seed, e) when shuffling. Transformer thread t
+builds batches t, t+T, ... into its own bounded queue, and the consumer takes batch b from queue b % T, so
+batches come out in order and identical for any thread count. Each batch's random transform uses a Generator
+seeded with (seed, b). Threads are daemons watching a stop event: `close()` (also at interpreter exit)
+ends them without a hang.
+"""
+import atexit
+import os
+import queue
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..errors import CaffeError, DataError
+from .cache import RecordCache
+from .shard import shard_indices
+
+_live = weakref.WeakSet()
+
+
+def auto_threads():
+    """Transformer threads when `threads: 0`: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+class Batch:
+    """A ready batch: `plan` (transform to apply, possibly on the device) or `data`, plus `labels`."""
+
+    __slots__ = ("index", "data", "plan", "labels")
+
+    def __init__(self, index, data, plan, labels):
+        self.index, self.data, self.plan, self.labels = index, data, plan, labels
+
+
+class Pipeline:
+    """Produces transformed batches of `source` records (source: len(), key(i), read(i) -> (array, label))."""
+
+    def __init__(self, source, batch_size, transformer, seed, what, threads=0, parser_threads=0, prefetch=4,
+                 cache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
+        if batch_size <= 0:
+            raise DataError("%s: batch_size must be positive" % what)
+        self.source, self.batch_size, self.transformer, self.what = source, int(batch_size), transformer, what
+        self.seed = int(seed)
+        self.indices = np.asarray(shard_indices(len(source), *shard), dtype=np.int64)
+        if not len(self.indices):
+            raise DataError("%s: shard %d of %d of %s holds no records (%d records in all)"
+                            % (what, shard[0], shard[1], source.name, len(source)))
+        self.shuffle = bool(shuffle)
+        self.skip = int(np.random.default_rng([self.seed, 1 << 30]).integers(rand_skip)) if rand_skip else 0
+        self.cache = RecordCache(len(source), what) if cache else None
+        self.device_transform = device_transform
+        self.threads = int(threads) or auto_threads()
+        self.parsers = ThreadPoolExecutor(int(parser_threads) or self.threads, thread_name_prefix="caffe-parser")
+        depth = max(1, -(-int(prefetch or 4) // self.threads))
+        self.queues = [queue.Queue(depth) for _ in range(self.threads)]
+        self.stop = threading.Event()
+        self.next_batch = 0
+        self.wait_seconds = 0.0
+        self._orders = {}
+        self._workers = [threading.Thread(target=self._work, args=(t,), daemon=True, name="caffe-data-%d" % t)
+                         for t in range(self.threads)]
+        for w in self._workers:
+            w.start()
+        _live.add(self)
+
+    # --- the record stream ------------------------------------------------------------------------------
+    def epoch_order(self, epoch):
+        """Shard indices of `epoch` in reading order (a fresh seeded permutation per epoch when shuffling)."""
+        if not self.shuffle:
+            return self.indices
+        order = self._orders.get(epoch)
+        if order is None:
+            order = self.indices[np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))]
+            self._orders = {epoch: order}
+        return order
+
+    def batch_indices(self, b):
+        """Source indices of batch `b`."""
+        m = len(self.indices)
+        pos = self.skip + b * self.batch_size + np.arange(self.batch_size)
+        return np.array([self.epoch_order(p // m)[p % m] for p in pos]) if self.shuffle else \
+            self.indices[pos % m]
+
+    def _read(self, index):
+        record = self.cache.get(index) if self.cache is not None else None
+        if record is None:
+            record = self.source.read(int(index))
+            if self.cache is not None:
+                self.cache.put(index, record)
+        return record
+
+    def _read_chunk(self, chunk):
+        return [self._read(i) for i in chunk]
+
+    # --- threads ---------------------------------------------------------------------------------------
+    def _work(self, t):
+        b = t
+        q = self.queues[t]
+        while not self.stop.is_set():
+            try:
+                item = self._make_batch(b)
+            except Exception as e:                  # delivered to the consumer, raised there
+                item = e
+            while not self.stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, Exception):
+                return
+            b += self.threads
+
+    def _make_batch(self, b):
+        idx = self.batch_indices(b)
+        chunks = np.array_split(idx, min(len(idx), self.parsers._max_workers))
+        records = [r for part in self.parsers.map(self._read_chunk, chunks) for r in part]
+        rng = np.random.default_rng([self.seed, b])
+        keys = [self.source.key(int(i)) for i in idx]
+        plan = self.transformer.plan([r[0] for r in records], rng, keys)
+        labels = np.array([r[1] for r in records], dtype=np.float32)
+        if self.device_transform:
+            return Batch(b, None, plan, labels)
+        return Batch(b, self.transformer.apply(plan), None, labels)
+
+    def next(self):
+        """The next batch in order (blocks until ready; raises the worker's error if reading failed)."""
+        q = self.queues[self.next_batch % self.threads]
+        start = time.perf_counter()
+        while True:
+            try:
+                item = q.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise DataError("%s: data pipeline was closed" % self.what) from None
+                if not any(w.is_alive() for w in self._workers):
+                    raise DataError("%s: data threads died" % self.what) from None
+        self.wait_seconds += time.perf_counter() - start
+        if isinstance(item, Exception):
+            self.close()
+            if isinstance(item, CaffeError):
+                raise item
+            raise DataError("%s: reading %s failed: %s: %s" % (self.what, self.source.name, type(item).__name__, item))
+        self.next_batch += 1
+        return item
+
+    def close(self):
+        """Stop the threads and wait for them (bounded)."""
+        self.stop.set()
+        for w in self._workers:
+            if w is not threading.current_thread():
+                w.join(timeout=5)
+        self.parsers.shutdown(wait=False, cancel_futures=True)
+
+    def __del__(self):
+        self.stop.set()
+
+
+@atexit.register
+def _close_all():
+    for p in list(_live):
+        p.stop.set()

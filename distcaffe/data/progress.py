@@ -1,0 +1,31 @@
+"""A plain text progress bar on stderr for the data tools (no dependency): `[#####.....] 512/1000 files`."""
+import sys
+import time
+
+
+class ProgressBar:
+    """Redraws at most 10 times a second; `finish()` prints the final state and a newline."""
+
+    def __init__(self, total, unit="records", stream=None, width=30):
+        self.total, self.unit, self.width = int(total), unit, width
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self._last = 0.0
+
+    def update(self, n=1):
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self._draw()
+
+    def _draw(self):
+        frac = self.done / self.total if self.total else 1.0
+        fill = int(round(frac * self.width))
+        self.stream.write("\r[%s%s] %d/%d %s" % ("#" * fill, "." * (self.width - fill), self.done, self.total, self.unit))
+        self.stream.flush()
+
+    def finish(self):
+        self._draw()
+        self.stream.write("\n")
+        self.stream.flush()

@@ -1,0 +1,102 @@
+"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA) and its RGB->gray, so converted data match Caffe's.
+
+Caffe resizes with OpenCV; Pillow's filters give different pixels. LINEAR on uint8 reproduces OpenCV's
+fixed-point arithmetic (11-bit coefficients, SIMD vertical pass) bit for bit; CUBIC and AREA use OpenCV's
+coefficients in float and round, so they may differ from OpenCV by one grey level.
+RGB->gray is libpng's (what OpenCV's PNG reader does for IMREAD_GRAYSCALE). Images are (C, H, W) arrays.
+"""
+import numpy as np
+
+NEAREST, LINEAR, CUBIC, AREA = 0, 1, 2, 3     # TransformationParameter.InterpolationAlgo values
+_COEF_BITS = 11
+_COEF_SCALE = 1 << _COEF_BITS
+
+
+def _linear_taps(dst, src):
+    """Source indices (dst, 2) and float32 weights (dst, 2) of OpenCV's INTER_LINEAR along one axis."""
+    scale = 1.0 / (float(dst) / src)
+    d = np.arange(dst, dtype=np.float64)
+    f = ((d + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    f = (f - s).astype(np.float32)
+    low = s < 0
+    f[low], s[low] = 0, 0
+    high = s >= src - 1
+    f[high], s[high] = 0, src - 1
+    idx = np.stack([s, np.minimum(s + 1, src - 1)], axis=1)
+    w = np.stack([np.float32(1) - f, f], axis=1)
+    return idx, w
+
+
+def _fixed(w):
+    """float32 weights -> OpenCV's saturate_cast<short>(w * 2048) (round half to even)."""
+    return np.rint(w.astype(np.float32) * np.float32(_COEF_SCALE)).astype(np.int64)
+
+
+def _resize_linear_u8(img, h, w):
+    yi, yw = _linear_taps(h, img.shape[1])
+    xi, xw = _linear_taps(w, img.shape[2])
+    ax, by = _fixed(xw), _fixed(yw)
+    src = img.astype(np.int64)
+    rows = src[:, :, xi[:, 0]] * ax[:, 0] + src[:, :, xi[:, 1]] * ax[:, 1]          # (C, H, w) horizontal pass
+    s0 = rows[:, yi[:, 0], :] >> 4
+    s1 = rows[:, yi[:, 1], :] >> 4
+    b0 = by[:, 0][None, :, None]
+    b1 = by[:, 1][None, :, None]
+    out = (((s0 * b0) >> 16) + ((s1 * b1) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _cubic_weights(f):
+    a = -0.75
+    w0 = ((a * (f + 1) - 5 * a) * (f + 1) + 8 * a) * (f + 1) - 4 * a
+    w1 = ((a + 2) * f - (a + 3)) * f * f + 1
+    w2 = ((a + 2) * (1 - f) - (a + 3)) * (1 - f) * (1 - f) + 1
+    return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
+
+
+def _matrix(dst, src, algo):
+    """(dst, src) float64 interpolation matrix of one axis for the non-fixed-point algorithms."""
+    m = np.zeros((dst, src))
+    rows = np.arange(dst)
+    scale = src / float(dst)
+    if algo == NEAREST:
+        m[rows, np.minimum(np.floor(rows * scale).astype(int), src - 1)] = 1
+    elif algo == AREA and scale >= 1:
+        for d in range(dst):
+            lo, hi = d * scale, (d + 1) * scale
+            for s in range(int(np.floor(lo)), min(int(np.ceil(hi)), src)):
+                m[d, s] = (min(hi, s + 1) - max(lo, s)) / scale
+    elif algo == CUBIC:
+        f = (rows + 0.5) * scale - 0.5
+        s = np.floor(f).astype(int)
+        wts = _cubic_weights(f - s)
+        for k in range(4):
+            np.add.at(m, (rows, np.clip(s - 1 + k, 0, src - 1)), wts[:, k])
+    else:
+        idx, w = _linear_taps(dst, src)
+        np.add.at(m, (rows, idx[:, 0]), w[:, 0])
+        np.add.at(m, (rows, idx[:, 1]), w[:, 1])
+    return m
+
+
+def resize(img, height, width, algo=LINEAR):
+    """cv::resize of a (C, H, W) uint8 or float image to (C, height, width) with OpenCV's interpolation."""
+    c, h, w = img.shape
+    if (h, w) == (height, width):
+        return img.copy()
+    if algo == LINEAR and img.dtype == np.uint8:
+        return _resize_linear_u8(img, height, width)
+    my, mx = _matrix(height, h, algo), _matrix(width, w, algo)
+    out = np.einsum("yh,chw,xw->cyx", my, img.astype(np.float64), mx)
+    if img.dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(img.dtype)
+
+
+def bgr_to_gray(img):
+    """libpng's rgb_to_gray (0.299/0.587 as 15-bit fixed point, truncated; grey pixels kept) on a (3, H, W)
+    uint8 BGR image -> (1, H, W): what OpenCV's imread(IMREAD_GRAYSCALE) gives for colour PNGs."""
+    b, g, r = (img[i].astype(np.int32) for i in range(3))
+    gray = (r * 9797 + g * 19234 + b * 3737) >> 15
+    return np.where((r == g) & (g == b), r, gray).astype(np.uint8)[None]
