@@ -41,11 +41,13 @@ def filter_net(param):
 
 
 def split_layer_name(layer_name, blob_name, blob_idx):
-    return "%s_%s_%d_split" % (layer_name, blob_name, blob_idx)
+    """Caffe's SplitLayerName: blob name first, then the producing layer's name."""
+    return "%s_%s_%d_split" % (blob_name, layer_name, blob_idx)
 
 
 def split_blob_name(layer_name, blob_name, blob_idx, split_idx):
-    return "%s_%s_%d_split_%d" % (layer_name, blob_name, blob_idx, split_idx)
+    """Caffe's SplitBlobName: `<blob>_<layer>_<top index>_split_<k>`."""
+    return "%s_%s_%d_split_%d" % (blob_name, layer_name, blob_idx, split_idx)
 
 
 def insert_splits(param):
