@@ -4,7 +4,7 @@ import pytest
 
 from distcaffe.errors import NetError
 from layer_harness import check_gradient
-from test_layers_neuron import run_layer
+from test_layers_neuron import assert_gpu_matches_cpu, needs_gpu, run_layer
 
 RNG = np.random.default_rng(3)
 A, B, C = (RNG.standard_normal((2, 3, 4)) for _ in range(3))
@@ -127,3 +127,18 @@ def test_bad_parameters(text, arrays, msg):
     with pytest.raises(NetError, match=msg) as e:
         run_layer('name: "bad" ' + text, *arrays)
     assert "layer 'bad'" in str(e.value)
+
+
+@needs_gpu
+@pytest.mark.parametrize("text,arrays", [
+    ('type: "Eltwise" eltwise_param { operation: PROD }', [A, B, C]),
+    ('type: "Eltwise" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 coeff: 3 }', [A, B, C]),
+    ('type: "Eltwise" eltwise_param { operation: MAX }', [A, B, C]),
+    ('type: "Bias" bias_param { axis: 1 num_axes: 2 }', [A]),
+    ('type: "Bias"', [A, RNG.standard_normal(3)]),
+    ('type: "Scale" scale_param { bias_term: true }', [A]),
+    ('type: "Scale" scale_param { num_axes: 0 }', [A]),
+    ('type: "Scale" scale_param { axis: 0 }', [A, RNG.standard_normal((2, 3))]),
+])
+def test_gpu_matches_cpu(text, arrays):
+    assert_gpu_matches_cpu(text, arrays)

@@ -24,6 +24,48 @@ def run_layer(layer_text, *arrays, num_top=1, phase=TRAIN, in_place=False):
     return layer, bottom, top
 
 
+def forward_backward(text, arrays, num_top=1, down=None, gpu=False, phase=TRAIN):
+    """float32 forward + backward with seeded top diffs, on CPU or GPU; returns host copies of the tops,
+    bottom diffs (where `down`, default all) and parameter diffs, to compare the two modes."""
+    if gpu:
+        backend.set_mode_gpu()
+    try:
+        backend.set_random_seed(0)  # the same filler draws in both modes
+        layer = make_layer(text, np.float32, phase)
+        bottom = []
+        for a in arrays:
+            b = Blob(np.shape(a), np.float32)
+            b.data[...] = a
+            bottom.append(b)
+        top = [Blob(dtype=np.float32) for _ in range(num_top)]
+        layer.setup(bottom, top)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        rng = np.random.default_rng(0)
+        for t in top:
+            t.diff[...] = rng.standard_normal(t.shape)
+        for p in layer.blobs:
+            p.diff[...] = 0
+        down = [True] * len(bottom) if down is None else down
+        layer.param_propagate_down = [True] * len(layer.blobs)
+        layer.backward(top, down, bottom)
+        return ([t.data.copy() for t in top] + [b.diff.copy() for b, d in zip(bottom, down) if d]
+                + [p.diff.copy() for p in layer.blobs])
+    finally:
+        backend.set_mode_cpu()
+
+
+def assert_gpu_matches_cpu(text, arrays, **kwargs):
+    cpu = forward_backward(text, arrays, **kwargs)
+    gpu = forward_backward(text, arrays, gpu=True, **kwargs)
+    assert len(cpu) == len(gpu)
+    for i, (c, g) in enumerate(zip(cpu, gpu)):
+        np.testing.assert_allclose(g, c, rtol=1e-5, atol=1e-5, err_msg="%s: output %d" % (text, i))
+
+
+needs_gpu = pytest.mark.skipif(not backend.gpu_available(), reason="no GPU (cupy with a CUDA device)")
+
+
 def away_from(x, points, gap=0.05):
     """x nudged so that no element lies within `gap` of a kink in `points` (finite differences straddle none)."""
     x = x.copy()
@@ -74,6 +116,20 @@ def test_gradient(case):
     text, x = case[0], case[1]
     phase = case[2] if len(case) > 2 else TRAIN
     check_gradient(text, [x], phase=phase, seed=3)
+
+
+def test_cpu_forward_backward_is_deterministic():
+    for case in GRADIENT_CASES:
+        a, b = forward_backward(case[0], [case[1]]), forward_backward(case[0], [case[1]])
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", GRADIENT_CASES + [('type: "Dropout"', X, TEST)], ids=[c[0] for c in GRADIENT_CASES]
+                         + ["Dropout TEST"])
+def test_gpu_matches_cpu(case):
+    assert_gpu_matches_cpu(case[0], [case[1]], phase=case[2] if len(case) > 2 else TRAIN)
 
 
 def test_forward_values():

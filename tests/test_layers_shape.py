@@ -6,7 +6,7 @@ import pytest
 from distcaffe.blob import Blob
 from distcaffe.errors import NetError
 from layer_harness import check_gradient, make_layer
-from test_layers_neuron import run_layer
+from test_layers_neuron import assert_gpu_matches_cpu, needs_gpu, run_layer
 
 RNG = np.random.default_rng(5)
 X = RNG.standard_normal((2, 3, 4, 5))
@@ -227,3 +227,22 @@ def test_bad_parameters(text, arrays, num_top, msg):
 def test_view_layers_refuse_in_place(kind):
     with pytest.raises(NetError, match="does not allow in-place"):
         run_layer('type: "%s"' % kind, X, in_place=True)
+
+
+@needs_gpu
+@pytest.mark.parametrize("text,arrays,num_top,down", [
+    ('type: "Concat" concat_param { axis: -1 }', [X, X[..., :2]], 1, None),
+    ('type: "Slice" slice_param { axis: 1 slice_point: 1 }', [X], 2, None),
+    ('type: "Flatten"', [X], 1, None),
+    ('type: "Reshape" reshape_param { shape { dim: 0 dim: -1 } }', [X], 1, None),
+    ('type: "Crop" crop_param { axis: 2 offset: 1 }', [X, np.zeros((2, 3, 2, 3))], 1, [True, False]),
+    ('type: "Tile" tile_param { tiles: 3 }', [X], 1, None),
+    ('type: "Filter"', [X, np.array([0.0, 1.0])], 1, [True, False]),
+    ('type: "BatchReindex"', [X, np.array([1.0, 1.0, 0.0])], 1, [True, False]),
+    ('type: "Reduction" reduction_param { operation: SUMSQ axis: 1 coeff: 2 }', [X], 1, None),
+    ('type: "Reduction" reduction_param { operation: ASUM axis: -1 }', [X], 1, None),
+    ('type: "Reduction" reduction_param { operation: MEAN }', [X], 1, None),
+])
+def test_gpu_matches_cpu(text, arrays, num_top, down):
+    assert_gpu_matches_cpu(text, arrays, num_top=num_top, down=down)
+
