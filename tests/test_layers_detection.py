@@ -225,6 +225,80 @@ def test_detection_output_errors():
                 'name_size_file: "b" }', np.zeros((1, 8)), np.zeros((1, 4)))
 
 
+
+def _caffe_reference(loc, conf, prior, num_classes, nms_threshold, top_k, keep_top_k, conf_thr, eta):
+    """A line-by-line Python port of NVCaffe's DetectionOutput Forward_cpu (CENTER_SIZE, shared location)."""
+    num, npri = loc.shape[0], prior.shape[2] // 4
+    pri = prior[0, 0].reshape(npri, 4)
+    var = prior[0, 1].reshape(npri, 4)
+
+    def decode(p, v, l):
+        pw, ph = p[2] - p[0], p[3] - p[1]
+        cx, cy = v[0] * l[0] * pw + (p[0] + p[2]) / 2, v[1] * l[1] * ph + (p[1] + p[3]) / 2
+        w, h = math.exp(v[2] * l[2]) * pw, math.exp(v[3] * l[3]) * ph
+        return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+    def size(b):
+        return 0.0 if b[2] < b[0] or b[3] < b[1] else (b[2] - b[0]) * (b[3] - b[1])
+
+    def iou(a, b):
+        if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
+            return 0.0
+        iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+        if iw > 0 and ih > 0:
+            return iw * ih / (size(a) + size(b) - iw * ih)
+        return 0.0
+
+    rows = []
+    for i in range(num):
+        boxes = [decode(pri[p], var[p], loc[i].reshape(npri, 4)[p]) for p in range(npri)]
+        scores = conf[i].reshape(npri, num_classes)
+        indices = {}
+        for c in range(1, num_classes):
+            cand = sorted([(scores[p, c], p) for p in range(npri) if scores[p, c] > conf_thr],
+                          key=lambda t: -t[0])[:top_k]
+            kept, thr = [], nms_threshold
+            for _, p in cand:
+                keep = all(iou(boxes[p], boxes[k]) <= thr for k in kept)
+                if keep:
+                    kept.append(p)
+                    if eta < 1 and thr > 0.5:
+                        thr *= eta
+            indices[c] = kept
+        if sum(len(v) for v in indices.values()) > keep_top_k:
+            pairs = sorted([(scores[p, c], c, p) for c in indices for p in indices[c]], key=lambda t: -t[0])
+            new = {}
+            for _, c, p in pairs[:keep_top_k]:
+                new.setdefault(c, []).append(p)
+            indices = new
+        for c in sorted(indices):
+            rows += [[i, c, scores[p, c]] + boxes[p] for p in indices[c]]
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("eta, keep_top_k, rows", [(1.0, 7, 14), (1.0, 100, 26), (0.9, 100, 20)])
+def test_detection_output_matches_reference_port(monkeypatch, eta, keep_top_k, rows):
+    # random overlapping priors/offsets/scores (NMS drops 22 of 48 candidates, eta 0.9 six more, keep_top_k 7
+    # cuts each image to 7); NMS runs a few candidates at a time to exercise the chunked overlaps
+    import distcaffe.layers.detection as det
+    real = det.nms_fast
+    monkeypatch.setattr(det, "nms_fast", lambda *a: real(*a, chunk=3))
+    rng = np.random.default_rng(3)
+    num, npri, ncls = 2, 24, 3
+    c = rng.uniform(0.4, 0.6, (npri, 2))
+    wh = rng.uniform(0.2, 0.4, (npri, 2))
+    pri = np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
+    prior = np.stack([pri.ravel(), np.tile(np.float32([0.1, 0.1, 0.2, 0.2]), npri)])[None].astype(np.float64)
+    loc = (0.5 * rng.standard_normal((num, npri * 4))).astype(np.float32).astype(np.float64)
+    conf = rng.uniform(0, 1, (num, npri * ncls)).astype(np.float32).astype(np.float64)
+    params = ("num_classes: 3 code_type: CENTER_SIZE keep_top_k: %d confidence_threshold: 0.2 "
+              "nms_param { nms_threshold: 0.55 top_k: 12 eta: %g }" % (keep_top_k, eta))
+    text = 'type: "DetectionOutput" detection_output_param { %s }' % params
+    _, top = run(text, [loc, conf, prior])
+    ref = _caffe_reference(loc, conf, prior, ncls, 0.55, 12, keep_top_k, 0.2, eta)
+    assert ref.shape == (rows, 7)
+    np.testing.assert_allclose(top.data.reshape(-1, 7), ref, rtol=1e-5, atol=1e-6)
+
 # --- the zoo's NVCaffe SSD deploy nets ---------------------------------------------------------------
 def _net(zoo, rel):
     from distcaffe.net import TEST, Net
