@@ -1,0 +1,93 @@
+"""Shared pieces of the distributed tests: a tiny real LMDB, a two-layer classifier net and its solver, and a
+runner for real `mpiexec -n N` jobs. Run as a script it is one rank: `python tests/_dist_helpers.py SOLVER [k=v]`."""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NET = """name: "tiny"
+reduce_buckets: {buckets}
+layer {{ name: "data" type: "Data" top: "data" top: "label" include {{ phase: TRAIN }}
+  transform_param {{ scale: 0.00390625 }} data_param {{ source: "{lmdb}" batch_size: {batch} backend: LMDB }} }}
+layer {{ name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
+  inner_product_param {{ num_output: 6 weight_filler {{ type: "gaussian" std: 0.3 }}
+                        bias_filler {{ type: "constant" value: 0.1 }} }} }}
+layer {{ name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }}
+layer {{ name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  inner_product_param {{ num_output: 3 weight_filler {{ type: "gaussian" std: 0.3 }}
+                        bias_filler {{ type: "constant" value: 0.0 }} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }}
+"""
+SOLVER = """net: "{net}"
+base_lr: 0.5
+momentum: 0.9
+weight_decay: 0.001
+lr_policy: "fixed"
+max_iter: {max_iter}
+display: 1
+random_seed: 7
+snapshot: {snapshot}
+snapshot_prefix: "{prefix}"
+"""
+
+
+def make_lmdb(path, n=96, seed=0):
+    """n records of 1x4x4 uint8 images with labels 0..2 that depend on the pixels (learnable)."""
+    from distcaffe.data import LMDBWriter, array_to_datum
+    rng = np.random.default_rng(seed)
+    with LMDBWriter(str(path)) as w:
+        for i in range(n):
+            label = i % 3
+            img = rng.integers(0, 80, (1, 4, 4)) + 60 * label
+            w.put("%08d" % i, array_to_datum(img.astype(np.uint8), label).SerializeToString())
+    return path
+
+
+def make_job(tmp, batch, max_iter=10, buckets=6, snapshot=0, lmdb=None, name="run"):
+    """Write net + solver prototxt under tmp/name (sharing one LMDB); returns the solver path."""
+    tmp = pathlib.Path(tmp)
+    lmdb = lmdb or tmp / "records_lmdb"
+    if not lmdb.exists():
+        make_lmdb(lmdb)
+    d = tmp / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "net.prototxt").write_text(NET.format(lmdb=lmdb, batch=batch, buckets=buckets))
+    solver = d / "solver.prototxt"
+    solver.write_text(SOLVER.format(net=d / "net.prototxt", max_iter=max_iter, snapshot=snapshot,
+                                    prefix=d / "snap"))
+    return solver
+
+
+def mpiexec(n, args, env=None, timeout=240, extra=()):
+    """Run `mpiexec -n n python args...` from the repo root; returns the CompletedProcess."""
+    exe = shutil.which("mpiexec")
+    cmd = [exe, *extra, "-n", str(n), sys.executable, *map(str, args)]
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run(cmd, cwd=str(ROOT), env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def weights(path):
+    """{layer: [arrays]} of a .caffemodel."""
+    from distcaffe.io import blobproto_to_array, read_net_binary
+    return {l.name: [blobproto_to_array(b) for b in l.blobs] for l in read_net_binary(str(path)).layer if l.blobs}
+
+
+def single_process(solver, resume=None):
+    """Train in this process (world size 1): the reference trajectory."""
+    from distcaffe import backend
+    from distcaffe.solvers import get_solver
+    backend.set_mode_cpu()
+    s = get_solver(str(solver))
+    s.solve(resume_file=resume)
+    return s
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    from engine.worker import train_distributed
+    opts = dict(a.split("=", 1) for a in sys.argv[2:])
+    sys.exit(train_distributed(sys.argv[1], opts))
