@@ -75,7 +75,7 @@ class SyncedArray:
 class Blob:
     """pycaffe-compatible blob: `.data`/`.diff` are host views; layers use `dev_data`/`mut_dev_data`."""
 
-    def __init__(self, shape=(), dtype=np.float32, name=""):
+    def __init__(self, shape=None, dtype=np.float32, name=""):
         self.name = name
         self.dtype = np.dtype(dtype)
         self._shape = ()
@@ -83,8 +83,8 @@ class Blob:
         self._data = SyncedArray(0, self.dtype)
         self._diff = SyncedArray(0, self.dtype)
         self.capacity = 0
-        if shape is not None and len(shape):
-            self.reshape(*shape)
+        if shape is not None:  # None: not yet shaped (count 0); () is Caffe's 0-axis scalar (count 1)
+            self.reshape(tuple(shape))
 
     # --- shape -----------------------------------------------------------------------------------
     @property

@@ -2,20 +2,11 @@
 broadcast along axes `axis .. axis+num_axes` of bottom 0, learned or given as a second bottom)."""
 import numpy as np
 
-from ..fillers import fill
 from ..proto import caffe_pb2
 from .base import Layer, register
 from .shape import canonical_axis
 
 PROD, SUM, MAX = caffe_pb2.EltwiseParameter.PROD, caffe_pb2.EltwiseParameter.SUM, caffe_pb2.EltwiseParameter.MAX
-
-
-def param_blob(layer, shape, filler):
-    """A new parameter blob of any shape, including Caffe's 0-axis scalar blob (shape (), one value)."""
-    blob = layer.new_param(tuple(shape) or (1,))
-    blob.reshape(tuple(shape))
-    fill(blob, filler, what="layer '%s' param %d" % (layer.name, len(layer.blobs)))
-    return blob
 
 
 def broadcast_param_shape(layer, bottom0, axis, num_axes, what):
@@ -127,7 +118,7 @@ class _BroadcastParamLayer(Layer):
         return bottom[1] if len(bottom) > 1 else self.blobs[param_index]
 
     def learned_blob(self, bottom, p, filler, what):
-        return param_blob(self, broadcast_param_shape(self, bottom[0], p.axis, p.num_axes, what), filler)
+        return self.new_param(broadcast_param_shape(self, bottom[0], p.axis, p.num_axes, what), filler)
 
 
 @register("Bias")

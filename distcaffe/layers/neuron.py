@@ -11,7 +11,6 @@ import numpy as np
 from .. import backend
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register
-from .elementwise import param_blob
 
 
 def sigmoid(xp, x):
@@ -284,7 +283,7 @@ class PReLULayer(NeuronLayer):
             filler = p.filler
             if not p.HasField("filler"):
                 filler = caffe_pb2.FillerParameter(type="constant", value=0.25)
-            self.blobs = [param_blob(self, () if self.shared else (channels,), filler)]
+            self.blobs = [self.new_param(() if self.shared else (channels,), filler)]
         want = 1 if self.shared else channels
         self.check(self.blobs[0].count == want, "negative slope size is inconsistent with prototxt config "
                    "(%d slopes, want %d)" % (self.blobs[0].count, want))
