@@ -7,23 +7,31 @@ import argparse
 from distcaffe.errors import CaffeError
 
 
-def _bool(text):
-    if text.lower() in ("1", "true", "yes", "y"):
-        return True
-    if text.lower() in ("0", "false", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError("expected true or false, got %r" % text)
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that accepts single-dash long flags and reports errors as CaffeError (one line, exit 2)."""
 
+    bools = ()
+
     def parse(self, argv):
-        argv = ["-" + a if a.startswith("-") and not a.startswith("--") and len(a) > 2 else a for a in argv]
-        return self.parse_args(argv)
+        out = []
+        for a in argv:
+            if a.startswith("-") and not a.startswith("--") and len(a) > 2:
+                a = "-" + a
+            name, eq, value = a[2:].partition("=")
+            if a.startswith("--") and name in self.bools and eq:       # gflags: --gray=true / --gray=false
+                if value.lower() not in ("true", "false", "1", "0"):
+                    self.error("--%s expects true or false, got %r" % (name, value))
+                if value.lower() in ("true", "1"):
+                    out.append("--" + name)
+                continue
+            if a.startswith("--no") and a[4:] in self.bools:               # gflags: --nogray
+                continue
+            out.append(a)
+        return self.parse_args(out)
 
     def flag(self, name, help):
-        self.add_argument("--" + name, type=_bool, nargs="?", const=True, default=False, help=help)
+        self.bools += (name,)
+        self.add_argument("--" + name, action="store_true", help=help)
 
     def error(self, message):
         raise CaffeError("%s: %s (see `distcaffe %s --help`)" % (self.prog, message, self.prog.split()[-1]))

@@ -6,6 +6,32 @@ import lmdb
 
 from ..errors import DataError
 
+_envs = {}                       # realpath -> [Environment, users]: lmdb allows one open per process
+_envs_lock = threading.Lock()
+
+
+def _open_env(path):
+    """The process's shared read-only Environment of `path` (opened on first use)."""
+    real = os.path.realpath(path)
+    with _envs_lock:
+        entry = _envs.get(real)
+        if entry is None:
+            env = lmdb.open(real, readonly=True, lock=False, readahead=False, max_readers=512, subdir=True)
+            entry = _envs[real] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_env(path):
+    real = os.path.realpath(path)
+    with _envs_lock:
+        entry = _envs.get(real)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _envs[real]
+                entry[0].close()
+
 
 class LMDBReader:
     """An LMDB opened read-only without locking (many processes may read it); one read txn per thread."""
@@ -16,8 +42,7 @@ class LMDBReader:
         if not os.path.isdir(self.path) or not os.path.exists(os.path.join(self.path, "data.mdb")):
             raise DataError("%s %s does not exist (expected a directory holding data.mdb)" % (what, self.path))
         try:
-            self.env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, max_readers=512,
-                                 subdir=True)
+            self.env = _open_env(self.path)
         except lmdb.Error as e:
             raise DataError("%s %s cannot be opened: %s" % (what, self.path, e)) from None
         self._local = threading.local()
@@ -49,7 +74,9 @@ class LMDBReader:
         return value
 
     def close(self):
-        self.env.close()
+        if self.env is not None:
+            self.env = None
+            _release_env(self.path)
 
 
 def open_nonempty(path, what="LMDB"):

@@ -44,7 +44,8 @@ class Batch:
 
 
 class Pipeline:
-    """Produces transformed batches of `source` records (source: len(), key(i), read(i) -> (array, label))."""
+    """Produces transformed batches of `source` records (source: name, len(), key(i), read(i) -> (array, label),
+    close())."""
 
     def __init__(self, source, batch_size, transformer, seed, what, threads=0, parser_threads=0, prefetch=4,
                  cache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
@@ -163,6 +164,8 @@ class Pipeline:
             if w is not threading.current_thread():
                 w.join(timeout=5)
         self.parsers.shutdown(wait=False, cancel_futures=True)
+        if not any(w.is_alive() for w in self._workers):
+            self.source.close()
 
     def __del__(self):
         self.stop.set()

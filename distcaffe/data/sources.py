@@ -25,6 +25,9 @@ class LMDBSource:
         datum = parse_datum(self.reader.get(self.keys[i]), where)
         return datum_to_array(datum, where, self.color), datum.label
 
+    def close(self):
+        self.reader.close()
+
 
 class ImageListSource:
     """Images named by a list file under `root_folder`, decoded (colour or gray) and optionally resized."""
@@ -46,3 +49,6 @@ class ImageListSource:
         name, label = self.lines[i]
         img = read_image(self.root + name, self.key(i), self.is_color, self.new_height, self.new_width)
         return img, label
+
+    def close(self):
+        pass

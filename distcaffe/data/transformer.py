@@ -179,11 +179,11 @@ class DataTransformer:
             return xp.asarray(np.broadcast_to(self.mean_values, (c,)).astype(np.float32))
         return None
 
-    def output_shape(self, sample_shape):
-        """(C, H, W) of a transformed record of this shape (Caffe's InferBlobShape)."""
+    def output_shape(self, sample_shape, key="the first record"):
+        """(C, H, W) of a transformed record of this shape (Caffe's InferBlobShape, with its crop checks)."""
         c, h, w = sample_shape
         if self.crop:
-            return c, self.crop, self.crop
+            return (c,) + self._out_hw(h, w, key)
         if self.resize_enabled:
             raise DataError("%s: random resize needs crop_size (the output size would vary)" % self.what)
         return c, h, w

@@ -46,12 +46,13 @@ class _PrefetchingLayer(Layer):
         source = self._make_source(what, self.transformer.color)
         batch_size, threads, parsers, prefetch, cache, shuffle, rand_skip = self._options()
         rank, world = get_shard()
-        sample, _ = source.read(int(rank) % len(source))
+        first = int(rank) % len(source)
+        sample, _ = source.read(first)
         self.device_transform = bool(tp.use_gpu_transform and backend.is_gpu() and not self.transformer.resize_enabled)
         self.pipeline = Pipeline(source, batch_size, self.transformer, _layer_seed(tp, rank), what, threads=threads,
                                  parser_threads=parsers, prefetch=prefetch, cache=cache, shuffle=shuffle,
                                  rand_skip=rand_skip, shard=(rank, world), device_transform=self.device_transform)
-        top[0].reshape((batch_size,) + self.transformer.output_shape(sample.shape))
+        top[0].reshape((batch_size,) + self.transformer.output_shape(sample.shape, source.key(first)))
         if len(top) > 1:
             top[1].reshape((batch_size,))
 
