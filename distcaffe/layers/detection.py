@@ -6,7 +6,6 @@ Box arithmetic runs in float32, as Caffe's NormalizedBBox fields are floats.
 import numpy as np
 
 from .. import backend
-from ..fillers import fill
 from ..proto import caffe_pb2
 from .base import Layer, register
 
@@ -37,10 +36,7 @@ class NormalizeLayer(Layer):
             filler = p.scale_filler if p.HasField("scale_filler") else caffe_pb2.FillerParameter(type="constant",
                                                                                                     value=1.0)
             shape = () if self.channel_shared else (channels,)
-            scale = self.new_param(shape)
-            scale.reshape(shape)  # Blob(()) is empty; Caffe's shape-() blob is a scalar (count 1)
-            fill(scale, filler, what="layer '%s' scale" % self.name)
-            self.blobs = [scale]
+            self.blobs = [self.new_param(shape, filler)]
         want = 1 if self.channel_shared else channels
         self.check(self.blobs[0].count == want, "scale size is inconsistent with prototxt config (%d values, want %d)"
                    % (self.blobs[0].count, want))
