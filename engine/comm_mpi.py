@@ -67,6 +67,8 @@ class MPICommunicator(Communicator):
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), node.Get_rank(), node.Get_size())
         node.Free()
         self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
+        if self.rank == 0:
+            log.info("MPI world of %d ranks: %s", self.size, ", ".join(self.describe(r) for r in range(self.size)))
         self.heartbeat = None
         if heartbeat and self.size > 1:
             if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
