@@ -52,9 +52,12 @@ class Solver:
 
     type = None
 
-    def __init__(self, source, is_root=True):
+    def __init__(self, source, is_root=True, base_dir=None, name=None):
+        """`source`: solver prototxt path or SolverParameter; `base_dir`: where relative net files may live
+        (defaults to the solver file's directory); `name`: how errors name the solver."""
         self.param, self._dir = load_solver_param(source)
-        self._where = "solver %s" % (source if self._dir else "<SolverParameter>")
+        self._where = "solver %s" % (name or (os.fspath(source) if self._dir else "<SolverParameter>"))
+        self._dir = base_dir or self._dir
         self.is_root = is_root
         self.root_barrier = None
         self.global_batch_multiplier = 1
