@@ -1,13 +1,19 @@
 """Window views and their adjoint (im2col / col2im) shared by convolution, pooling and LRN.
 
-`windows` is Caffe's im2col as a zero-copy strided view: (B, C, *spatial) -> (B, C, *kernel, *out).
-`accumulate_windows` is col2im: it adds every window back onto the (padded) input plane, looping over
-kernel offsets only (each step is one strided slice add over all images and channels), so overlapping
-windows sum in Caffe's kernel-offset order without any scatter.
+Arrays hold their spatial axes as a contiguous run starting at `axis` (2 for (B, C, *spatial); 1 for the
+batch-last (C, *spatial, B) layout convolution uses so that copies and slice-adds run over long rows).
+`windows` is Caffe's im2col as a zero-copy strided view: spatial -> (*kernel, *out).
+`accumulate_windows` is col2im: it adds every window back onto the (padded) plane, looping over kernel
+offsets only (each step one strided slice add over all images and channels), so overlapping windows
+sum in Caffe's kernel-offset order without any scatter.
 """
 import itertools
 
 import numpy as np
+
+
+def prod(values):
+    return int(np.prod(values, dtype=np.int64)) if len(values) else 1
 
 
 def conv_out_size(size, kernel, stride, pad, dilation):
@@ -16,62 +22,68 @@ def conv_out_size(size, kernel, stride, pad, dilation):
     return (size + 2 * pad - extent) // stride + 1
 
 
-def padded(xp, x, pad, padded_shape, value=0):
-    """`x` (B, C, *spatial) placed at offset `pad` inside a (B, C, *padded_shape) array filled with `value`."""
-    spatial = x.shape[2:]
+def _spatial(x, axis, n, values):
+    """An index tuple selecting `values` (slices/ints) on the n spatial axes starting at `axis`."""
+    return (slice(None),) * axis + tuple(values) + (slice(None),) * (x.ndim - axis - n)
+
+
+def padded(xp, x, pad, padded_shape, value=0, axis=2):
+    """`x` placed at offset `pad` on its spatial axes inside an array of spatial shape `padded_shape`."""
+    n = len(pad)
+    spatial = x.shape[axis:axis + n]
     padded_shape = tuple(padded_shape)
     if not any(pad) and padded_shape == tuple(spatial):
         return x
-    out = xp.full(x.shape[:2] + padded_shape, value, dtype=x.dtype)
-    inner = tuple(slice(p, p + s) for p, s in zip(pad, spatial))
-    out[(slice(None), slice(None)) + inner] = x
+    out = xp.full(x.shape[:axis] + padded_shape + x.shape[axis + n:], value, dtype=x.dtype)
+    out[_spatial(out, axis, n, [slice(p, p + s) for p, s in zip(pad, spatial)])] = x
     return out
 
 
-def windows(xp, xpad, kernel, stride, dilation, out_shape):
-    """Strided view (B, C, *kernel, *out) of a padded (B, C, *spatial) array: element [b, c, k.., o..] is
-    xpad[b, c, o*stride + k*dilation] per axis (Caffe's im2col column layout, no copy)."""
+def crop(x, pad, shape, axis=2):
+    """The interior of a padded array (inverse of `padded`)."""
+    return x[_spatial(x, axis, len(pad), [slice(p, p + s) for p, s in zip(pad, shape)])]
+
+
+def windows(xp, xpad, kernel, stride, dilation, out_shape, axis=2):
+    """Strided view of `xpad` with its spatial axes replaced by (*kernel, *out): element [.., k.., o.., ..]
+    is xpad[.., o*stride + k*dilation, ..] per axis (Caffe's im2col columns, no copy)."""
     n = len(kernel)
-    lead, lead_strides = xpad.shape[:-n] if n else xpad.shape, xpad.strides[:-n] if n else xpad.strides
-    sp_strides = xpad.strides[len(xpad.shape) - n:]
-    shape = tuple(lead) + tuple(kernel) + tuple(out_shape)
-    strides = (tuple(lead_strides) + tuple(d * s for d, s in zip(dilation, sp_strides))
-               + tuple(st * s for st, s in zip(stride, sp_strides)))
+    sp = xpad.strides[axis:axis + n]
+    shape = xpad.shape[:axis] + tuple(kernel) + tuple(out_shape) + xpad.shape[axis + n:]
+    strides = (xpad.strides[:axis] + tuple(d * s for d, s in zip(dilation, sp))
+               + tuple(st * s for st, s in zip(stride, sp)) + xpad.strides[axis + n:])
     return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
 
 
-def accumulate_windows(xp, col, padded_shape, stride, dilation, dtype=None):
-    """col2im onto a zeroed (B, C, *padded_shape) array: the adjoint of `windows`."""
+def accumulate_windows(xp, col, padded_shape, stride, dilation, axis=2, kernel=None, dtype=None):
+    """col2im onto a zeroed padded plane (the adjoint of `windows`). `col` is the (.., *kernel, *out, ..)
+    array, or a function of the kernel offset returning that offset's (.., *out, ..) piece (then
+    `kernel` and `dtype` are given)."""
     n = len(padded_shape)
-    kernel = col.shape[2:2 + n]
-    out_shape = col.shape[2 + n:]
-    acc = xp.zeros(col.shape[:2] + tuple(padded_shape), dtype=dtype or col.dtype)
-    lead = (slice(None), slice(None))
+    if callable(col):
+        piece = col
+    else:
+        kernel, dtype = col.shape[axis:axis + n], col.dtype
+
+        def piece(offs):
+            return col[(slice(None),) * axis + tuple(offs)]
+    first = piece((0,) * n)
+    out_shape = first.shape[axis:axis + n]
+    acc = xp.zeros(first.shape[:axis] + tuple(padded_shape) + first.shape[axis + n:], dtype=dtype)
     for offs in itertools.product(*[range(k) for k in kernel]):
-        dst = tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
-                    for k, d, o, s in zip(offs, dilation, out_shape, stride))
-        acc[lead + dst] += col[lead + offs]
+        dst = [slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(offs, dilation, out_shape, stride)]
+        acc[_spatial(acc, axis, n, dst)] += first if not any(offs) else piece(offs)
     return acc
 
 
-def crop(x, pad, shape):
-    """The (B, C, *shape) interior of a padded array (inverse of `padded`)."""
-    inner = tuple(slice(p, p + s) for p, s in zip(pad, shape))
-    return x[(slice(None), slice(None)) + inner]
+def im2col(xp, x, kernel, stride, pad, dilation, out_shape, axis=2):
+    """Caffe's im2col: a (.., *kernel, *out, ..) view of the zero-padded input."""
+    spatial = x.shape[axis:axis + len(kernel)]
+    xpad = padded(xp, x, pad, [s + 2 * p for s, p in zip(spatial, pad)], axis=axis)
+    return windows(xp, xpad, kernel, stride, dilation, out_shape, axis)
 
 
-def im2col(xp, x, kernel, stride, pad, dilation, out_shape):
-    """Caffe's im2col of x (B, C, *spatial): a (B, C, *kernel, *out) view of the zero-padded input."""
-    spatial = x.shape[2:]
-    xpad = padded(xp, x, pad, [s + 2 * p for s, p in zip(spatial, pad)])
-    return windows(xp, xpad, kernel, stride, dilation, out_shape)
-
-
-def col2im(xp, col, spatial, stride, pad, dilation):
-    """Caffe's col2im: sum the (B, C, *kernel, *out) columns back into a (B, C, *spatial) array."""
-    acc = accumulate_windows(xp, col, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation)
-    return crop(acc, pad, spatial)
-
-
-def prod(values):
-    return int(np.prod(values, dtype=np.int64)) if len(values) else 1
+def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
+    """Caffe's col2im: sum the (.., *kernel, *out, ..) columns back into the (.., *spatial, ..) input."""
+    acc = accumulate_windows(xp, col, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis)
+    return crop(acc, pad, spatial, axis)

@@ -121,35 +121,36 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self.conv_input_shape = out if self.reverse else spatial
         self.col_shape = spatial if self.reverse else out
 
-    # --- GEMM layout helpers -------------------------------------------------------------------
+    # --- GEMM layout helpers (batch-last: GEMM columns are (position, image), image fastest) ----------
     def _im2col_gemm(self, x):
-        """(num, conv_in_channels, *conv_input_shape) -> columns (group, kernel_dim, num*positions)."""
-        col = im2col(self.xp, x, self.kernel, self.stride, self.pad, self.dilation, self.col_shape)
-        nd = self.num_spatial
-        # (B, C, *k, *o) -> (C, *k, B, *o): one copy into GEMM layout
-        order = (1,) + tuple(range(2, 2 + nd)) + (0,) + tuple(range(2 + nd, 2 + 2 * nd))
-        return col.transpose(order).reshape(self.group, self.kernel_dim, -1)
+        """(num, conv_in_channels, *conv_input_shape) -> columns (group, kernel_dim, positions*num)."""
+        xt = self.xp.moveaxis(x, 0, -1)
+        col = im2col(self.xp, xt, self.kernel, self.stride, self.pad, self.dilation, self.col_shape, axis=1)
+        return col.reshape(self.group, self.kernel_dim, -1)
 
     def _col2im_gemm(self, col):
         """Inverse layout of `_im2col_gemm`, summing overlapping windows (col2im)."""
-        nd = self.num_spatial
-        col = col.reshape((self.conv_in_channels,) + tuple(self.kernel) + (self.num,) + tuple(self.col_shape))
-        order = (nd + 1, 0) + tuple(range(1, 1 + nd)) + tuple(range(nd + 2, 2 + 2 * nd))
-        return col2im(self.xp, col.transpose(order), self.conv_input_shape, self.stride, self.pad, self.dilation)
+        col = col.reshape((self.conv_in_channels,) + tuple(self.kernel) + tuple(self.col_shape) + (self.num,))
+        xt = col2im(self.xp, col, self.conv_input_shape, self.stride, self.pad, self.dilation, axis=1)
+        return self.xp.moveaxis(xt, -1, 0)
 
     def _to_gemm(self, y):
-        """(num, channels, *col_shape) -> (group, channels/group, num*positions)."""
+        """(num, channels, *col_shape) -> (group, channels/group, positions*num)."""
         c = y.shape[1]
-        y = y.reshape(self.num, self.group, c // self.group, -1)
-        return y.transpose(1, 2, 0, 3).reshape(self.group, c // self.group, -1)
+        return y.reshape(self.num, c, -1).transpose(1, 2, 0).reshape(self.group, c // self.group, -1)
 
     def _from_gemm(self, g, channels):
-        """(group, channels/group, num*positions) -> (num, channels, positions)."""
-        g = g.reshape(self.group, channels // self.group, self.num, -1)
-        return g.transpose(2, 0, 1, 3).reshape(self.num, channels, -1)
+        """(group, channels/group, positions*num) -> (num, channels, positions)."""
+        return g.reshape(channels, -1, self.num).transpose(2, 0, 1)
 
     def _weights(self):
         return self.m(self.blobs[0].dev_data).reshape(self.group, self.conv_out_channels // self.group, -1)
+
+    def _gmm(self, a, b):
+        """Per-group GEMM of (G, m, k) and (G, k, n) stacks (2-D GEMMs: numpy's stacked matmul is slower)."""
+        if self.group == 1:
+            return (a[0] @ b[0])[None]
+        return self.xp.stack([a[i] @ b[i] for i in range(self.group)])
 
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
@@ -160,16 +161,15 @@ class _BaseConvolution(_ConvGeometry, Layer):
         for b, t in zip(bottom, top):
             x = self._as_batch(b.dev_data, self.channels)
             if self.reverse:
-                y = self._col2im_gemm(w.transpose(0, 2, 1) @ self._to_gemm(x))
+                y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)))
                 y = y.reshape(self.num, self.num_output, -1)
             else:
-                y = self._from_gemm(w @ self._im2col_gemm(x), self.num_output)
+                y = self._from_gemm(self._gmm(w, self._im2col_gemm(x)), self.num_output)
             if self.bias_term:
                 y = y + self.m(self.blobs[1].dev_data)[:, None]
             t.mut_dev_data[...] = y.reshape(t.shape)
 
     def backward(self, top, propagate_down, bottom):
-        xp = self.xp
         w = self._weights()
         want_w = self.param_propagate_down[0] if self.param_propagate_down else False
         want_b = self.bias_term and len(self.param_propagate_down) > 1 and self.param_propagate_down[1]
@@ -183,18 +183,18 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 x = self._to_gemm(self._as_batch(b.dev_data, self.channels))
                 if want_w:
-                    self.blobs[0].mut_dev_diff[...] += xp.matmul(x, col.transpose(0, 2, 1)).reshape(
+                    self.blobs[0].mut_dev_diff[...] += self._gmm(x, col.transpose(0, 2, 1)).reshape(
                         self.blobs[0].shape)
                 if propagate_down[i]:
-                    b.mut_dev_diff[...] = self._from_gemm(w @ col, self.channels).reshape(b.shape)
+                    b.mut_dev_diff[...] = self._from_gemm(self._gmm(w, col), self.channels).reshape(b.shape)
             else:
                 gg = self._to_gemm(g)
                 if want_w:
                     col = self._im2col_gemm(self._as_batch(b.dev_data, self.channels))
-                    self.blobs[0].mut_dev_diff[...] += xp.matmul(gg, col.transpose(0, 2, 1)).reshape(
+                    self.blobs[0].mut_dev_diff[...] += self._gmm(gg, col.transpose(0, 2, 1)).reshape(
                         self.blobs[0].shape)
                 if propagate_down[i]:
-                    b.mut_dev_diff[...] = self._col2im_gemm(w.transpose(0, 2, 1) @ gg).reshape(b.shape)
+                    b.mut_dev_diff[...] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg)).reshape(b.shape)
 
 
 @register("Convolution")
@@ -324,15 +324,12 @@ class PoolingLayer(Layer):
         self._divisor = None
 
     def _windows(self, x, fill):
+        """(N, C, kh, kw, PH, PW) strided view of x padded with `fill`."""
         xpad = padded(self.xp, x, self.pad, self.padded_shape, fill)
-        win = windows(self.xp, xpad, self.kernel, self.stride, [1, 1], self.out)
-        return win.reshape(x.shape[:2] + (self.kernel[0] * self.kernel[1],) + tuple(self.out))
+        return windows(self.xp, xpad, self.kernel, self.stride, [1, 1], self.out)
 
-    def _scatter_windows(self, col):
-        """Adjoint of `_windows`: (N, C, kh*kw, PH, PW) back onto the (N, C, H, W) bottom."""
-        col = col.reshape(col.shape[:2] + tuple(self.kernel) + tuple(self.out))
-        acc = accumulate_windows(self.xp, col, self.padded_shape, self.stride, [1, 1])
-        return crop(acc, self.pad, self.in_shape)
+    def _offsets(self):
+        return [(i, j) for i in range(self.kernel[0]) for j in range(self.kernel[1])]
 
     def _ave_divisor(self):
         """Caffe's AVE pool size per output: the window clipped to the padded image (H + 2 pad)."""
@@ -345,48 +342,65 @@ class PoolingLayer(Layer):
         return self._divisor
 
     def pool(self, x, want_mask=False):
-        """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for."""
+        """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for.
+        MAX and STOCHASTIC remember the chosen kernel offset per output (`self.arg`, -1 for none)."""
         xp = self.xp
-        mask = None
         if self.method == _PP.MAX:
+            # Caffe's scan: start at -FLT_MAX, take an element only when strictly greater (first wins)
             lowest = np.finfo(self.mdtype).min
             win = self._windows(x, lowest)
-            arg = win.argmax(axis=2)
-            val = xp.take_along_axis(win, arg[:, :, None], axis=2)[:, :, 0]
+            best = xp.full(x.shape[:2] + tuple(self.out), lowest, dtype=x.dtype)
+            arg = xp.full(best.shape, -1, dtype="int32")
+            for k, (i, j) in enumerate(self._offsets()):
+                v = win[:, :, i, j]
+                better = v > best
+                best = xp.fmax(v, best)          # branch-free; a NaN never wins, as in Caffe's scan
+                arg += (k - arg) * better
             self.arg = arg
-            self.valid = val > lowest          # Caffe keeps -FLT_MAX and mask -1 when nothing beats it
+            mask = None
             if want_mask:
                 kw = self.kernel[1]
                 h = xp.arange(self.out[0])[:, None] * self.stride[0] - self.pad[0] + arg // kw
                 w = xp.arange(self.out[1])[None, :] * self.stride[1] - self.pad[1] + arg % kw
-                mask = xp.where(self.valid, h * self.in_shape[1] + w, -1)
-            return xp.maximum(val, lowest), mask
+                mask = xp.where(arg >= 0, h * self.in_shape[1] + w, -1)
+            return best, mask
         win = self._windows(x, 0)
+        total = win.sum(axis=(2, 3))
         if self.method == _PP.AVE:
-            return win.sum(axis=2) / self._ave_divisor(), None
+            return total / self._ave_divisor(), None
         if self.phase == caffe_pb2.TRAIN:
-            # sample each window's element with probability proportional to its (non-negative) value
-            csum = xp.cumsum(win, axis=2)
-            u = xp.asarray(backend.rng().random(csum.shape[:2] + csum.shape[3:]).astype(self.mdtype))
-            self.arg = xp.argmax(csum >= (u * csum[:, :, -1])[:, :, None], axis=2)
-            self.valid = xp.ones(self.arg.shape, dtype=bool)
-            return xp.take_along_axis(win, self.arg[:, :, None], axis=2)[:, :, 0], None
-        s = win.sum(axis=2)
-        sq = (win * win).sum(axis=2)
-        return xp.where(s > 0, sq / xp.where(s > 0, s, 1), 0), None
+            # pick each window's element with probability proportional to its (non-negative) value
+            thres = xp.asarray(backend.rng().random(total.shape).astype(self.mdtype)) * total
+            csum = xp.zeros_like(total)
+            val = xp.zeros_like(total)
+            arg = xp.full(total.shape, -1, dtype="int32")
+            for k, (i, j) in enumerate(self._offsets()):
+                v = win[:, :, i, j]
+                csum = csum + v
+                hit = (csum >= thres) & (arg < 0)
+                val = xp.where(hit, v, val)
+                arg += (k - arg) * hit
+            self.arg = arg
+            return val, None
+        sq = (win * win).sum(axis=(2, 3))
+        return xp.where(total > 0, sq / xp.where(total > 0, total, 1), 0), None
 
     def unpool(self, g):
         """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call."""
         xp = self.xp
-        kk = self.kernel[0] * self.kernel[1]
         if self.method == _PP.AVE:
-            col = xp.broadcast_to((g / self._ave_divisor())[:, :, None], g.shape[:2] + (kk,) + g.shape[2:])
+            gd = g / self._ave_divisor()
+
+            def piece(offs):
+                return gd
         else:
             if self.method == _PP.STOCHASTIC and self.phase != caffe_pb2.TRAIN:
                 raise self.error("STOCHASTIC pooling backpropagates only in the TRAIN phase")
-            hit = (self.arg[:, :, None] == xp.arange(kk)[:, None, None]) & self.valid[:, :, None]
-            col = hit * g[:, :, None]
-        return self._scatter_windows(col)
+            def piece(offs):
+                return g * (self.arg == offs[0] * self.kernel[1] + offs[1])   # branch-free select
+        acc = accumulate_windows(xp, piece, self.padded_shape, self.stride, [1, 1], kernel=self.kernel,
+                                 dtype=g.dtype)
+        return crop(acc, self.pad, self.in_shape)
 
     def forward(self, bottom, top):
         out, mask = self.pool(self.m(bottom[0].dev_data), len(top) > 1)
