@@ -204,6 +204,8 @@ def test_argmax_variants():
     assert top[0].shape == (1, 4) and top[0].data.tolist() == [[1, 0, 1, 1]]
     _, _, top = run('type: "ArgMax" argmax_param { axis: 1 out_max_val: true top_k: 2 }', [x])
     assert top[0].data.tolist() == [[3, 3], [5, 4]]
+    _, _, top = run('type: "ArgMax" argmax_param { top_k: 4 out_max_val: true }', [[[-np.inf, 2.0, -np.inf, 2.0]]])
+    assert top[0].data.ravel().tolist() == [3, 1, 2, 0, 2, 2, -np.inf, -np.inf]
     with pytest.raises(NetError, match="top_k must be less than or equal to the dimension of the axis"):
         run('type: "ArgMax" argmax_param { axis: 0 top_k: 3 }', [x])
     with pytest.raises(NetError, match="top k must not be less than 1"):

@@ -4,6 +4,22 @@ from .loss import read_labels
 from .softmax import split_axis
 
 
+def _top_k(xp, x, k):
+    """Indices (outer, k, inner) of the k largest entries of x along axis 1, in decreasing order, equal values
+    in decreasing index order (Caffe's partial_sort with std::greater on (value, index) pairs); needs no sort."""
+    dim = x.shape[1]
+    positions = xp.arange(dim)[None, :, None]
+    taken = xp.zeros(x.shape, dtype=bool)
+    picks = []
+    for _ in range(k):
+        best = xp.where(taken, -xp.inf, x).max(axis=1, keepdims=True)
+        candidates = ~taken & (x == best)
+        pick = dim - 1 - candidates[:, ::-1, :].argmax(axis=1)
+        picks.append(pick)
+        taken |= positions == pick[:, None, :]
+    return xp.stack(picks, axis=1)
+
+
 @register("Accuracy")
 class AccuracyLayer(Layer):
     """Fraction of items whose label scores among the top_k (ties count against it, as in Caffe); a second top
@@ -96,9 +112,7 @@ class ArgMaxLayer(Layer):
         else:
             outer, dim, inner = bottom[0].shape[0], bottom[0].count_range(1), 1
         x = self.m(bottom[0].dev_data).reshape(outer, dim, inner)
-        # stable descending sort of the reversed axis puts equal values in decreasing index order
-        order = xp.argsort(-x[:, ::-1, :], axis=1, kind="stable")[:, :self.top_k, :]
-        idx = dim - 1 - order
+        idx = _top_k(xp, x, self.top_k)
         if not self.out_max_val:
             out = idx
         elif self.has_axis:
