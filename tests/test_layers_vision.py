@@ -1,0 +1,259 @@
+"""Convolution, Deconvolution, Im2col, Pooling, SPP: float64 gradients, naive references, shapes, errors."""
+import itertools
+
+import numpy as np
+import pytest
+
+from distcaffe.blob import Blob
+from distcaffe.errors import NetError
+from distcaffe.net import TEST, TRAIN
+from layer_harness import check_gradient, make_layer
+
+RNG = np.random.default_rng(0)
+
+
+def _run(text, *arrays, phase=TRAIN, num_top=1, dtype=np.float64):
+    layer = make_layer(text, dtype, phase)
+    bottom = []
+    for a in arrays:
+        b = Blob(a.shape, dtype)
+        b.data[...] = a
+        bottom.append(b)
+    top = [Blob(dtype=dtype) for _ in range(num_top)]
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    return layer, bottom, top
+
+
+def _naive_conv(x, w, b, stride, pad, dilation, group):
+    """Direct N-D convolution by loops (reference only)."""
+    n, c = x.shape[:2]
+    nd = x.ndim - 2
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad])
+    k = w.shape[2:]
+    out = [(x.shape[2 + i] + 2 * pad[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(nd)]
+    o = w.shape[0]
+    y = np.zeros((n, o) + tuple(out))
+    cg, og = c // group, o // group
+    for oc in range(o):
+        g = oc // og
+        for pos in itertools.product(*[range(s) for s in out]):
+            for koff in itertools.product(*[range(s) for s in k]):
+                idx = tuple(pos[i] * stride[i] + koff[i] * dilation[i] for i in range(nd))
+                patch = xp[(slice(None), slice(g * cg, (g + 1) * cg)) + idx]
+                y[(slice(None), oc) + pos] += patch @ w[(oc, slice(None)) + koff]
+        if b is not None:
+            y[:, oc] += b[oc]
+    return y
+
+
+CONV_CASES = [
+    ('num_output: 3 kernel_size: 3', (2, 2, 5, 5)),
+    ('num_output: 4 kernel_size: 3 group: 2 stride: 2 pad: 1', (2, 4, 5, 6)),
+    ('num_output: 2 kernel_size: 2 dilation: 2 bias_term: false', (1, 2, 6, 5)),
+    ('num_output: 2 kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 2', (2, 1, 5, 4)),
+    ('num_output: 2 kernel_size: 1', (2, 3, 3, 3)),
+    ('num_output: 2 kernel_size: 2 kernel_size: 1 kernel_size: 2 stride: 1 stride: 2 stride: 1 pad: 1', (1, 2, 3, 4, 3)),
+]
+
+
+@pytest.mark.parametrize("params,shape", CONV_CASES)
+def test_convolution_gradient(params, shape):
+    text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
+           'bias_filler { type: "gaussian" std: 0.5 } }' % params
+    check_gradient(text, [RNG.standard_normal(shape)])
+
+
+@pytest.mark.parametrize("params,shape", CONV_CASES)
+def test_convolution_matches_direct_loops(params, shape):
+    text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
+           'bias_filler { type: "gaussian" std: 0.5 } }' % params
+    x = RNG.standard_normal(shape)
+    layer, _, top = _run(text, x)
+    cp = layer.layer_param.convolution_param
+    bias = layer.blobs[1].data if cp.bias_term else None
+    ref = _naive_conv(x, layer.blobs[0].data, bias, layer.stride, layer.pad, layer.dilation, cp.group)
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_convolution_axis_and_two_bottoms():
+    """`axis: 2` treats axis 0-1 as batch; two bottoms share the weights and sum their gradients."""
+    text = 'type: "Convolution" convolution_param { num_output: 2 kernel_size: 2 axis: 2 ' \
+           'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } }'
+    a, b = RNG.standard_normal((2, 2, 3, 4, 4)), RNG.standard_normal((2, 2, 3, 4, 4))
+    layer = check_gradient(text, [a, b], num_top=2)
+    assert layer.blobs[0].shape == (2, 3, 2, 2)
+    _, _, top = _run('name: "c" ' + text, a)
+    assert top[0].shape == (2, 2, 2, 3, 3)
+
+
+@pytest.mark.parametrize("params,shape", [
+    ('num_output: 3 kernel_size: 3 stride: 2 pad: 1', (2, 2, 3, 3)),
+    ('num_output: 4 kernel_size: 2 group: 2 stride: 1', (1, 4, 3, 2)),
+    ('num_output: 2 kernel_h: 3 kernel_w: 2 stride: 2 dilation: 2 bias_term: false', (2, 1, 2, 3)),
+])
+def test_deconvolution_gradient(params, shape):
+    text = 'type: "Deconvolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
+           'bias_filler { type: "gaussian" std: 0.5 } }' % params
+    check_gradient(text, [RNG.standard_normal(shape)])
+
+
+def test_deconvolution_is_adjoint_of_convolution():
+    """Deconv(x) with weight W satisfies <deconv(x), y> == <x, conv_nobias(y)> (Caffe's formulation)."""
+    params = 'num_output: 3 kernel_size: 3 stride: 2 pad: 1 group: 1 bias_term: false ' \
+             'weight_filler { type: "gaussian" std: 0.5 }'
+    x = RNG.standard_normal((2, 4, 3, 3))
+    dec, _, dtop = _run('type: "Deconvolution" convolution_param { %s }' % params, x)
+    assert dtop[0].shape == (2, 3, 5, 5) and dec.blobs[0].shape == (4, 3, 3, 3)
+    y = RNG.standard_normal(dtop[0].shape)
+    conv_text = 'type: "Convolution" convolution_param { %s }' % params.replace("num_output: 3", "num_output: 4")
+    conv = make_layer(conv_text)
+    yb, ct = Blob(y.shape, np.float64), Blob(dtype=np.float64)
+    yb.data[...] = y
+    conv.setup([yb], [ct])
+    conv.blobs[0].data[...] = dec.blobs[0].data
+    conv.forward([yb], [ct])
+    assert np.isclose((dtop[0].data * y).sum(), (x * ct.data).sum())
+
+
+def test_im2col_layer():
+    x = RNG.standard_normal((2, 3, 4, 5))
+    _, _, top = _run('type: "Im2col" convolution_param { kernel_size: 2 stride: 1 pad: 1 }', x)
+    assert top[0].shape == (2, 12, 5, 6)
+    xp = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    # channel index c*4 + ki*2 + kj holds x[c, h + ki, w + kj]
+    np.testing.assert_array_equal(top[0].data[:, 1 * 4 + 1 * 2 + 0], xp[:, 1, 1:6, 0:6])
+    check_gradient('type: "Im2col" convolution_param { kernel_size: 3 stride: 2 pad: 1 dilation: 1 }',
+                   [RNG.standard_normal((1, 2, 5, 4))])
+
+
+@pytest.mark.parametrize("params,bad", [
+    ('num_output: 2', "kernel_size must be specified"),
+    ('num_output: 2 kernel_size: 0', "Filter dimensions must be nonzero"),
+    ('num_output: 2 kernel_size: 3 kernel_h: 2 kernel_w: 2', "not both"),
+    ('num_output: 2 kernel_h: 2', "both kernel_h and kernel_w"),
+    ('num_output: 3 kernel_size: 1 group: 2', "group"),
+    ('num_output: 2 kernel_size: 1 group: 3', "group"),
+    ('num_output: 2 kernel_size: 1 kernel_size: 1 kernel_size: 1', "once per spatial dimension"),
+    ('num_output: 2 kernel_size: 9', "empty"),
+    ('kernel_size: 2', "num_output"),
+])
+def test_convolution_bad_parameters(params, bad):
+    with pytest.raises(NetError, match=bad) as e:
+        _run('name: "c1" type: "Convolution" convolution_param { %s }' % params, np.zeros((1, 4, 4, 4)))
+    assert "c1" in str(e.value) and "Convolution" in str(e.value)
+
+
+def test_convolution_kernel_hw_only_2d():
+    with pytest.raises(NetError, match="2D convolution"):
+        _run('type: "Convolution" convolution_param { num_output: 1 kernel_h: 1 kernel_w: 1 }',
+             np.zeros((1, 1, 2, 2, 2)))
+
+
+# --- pooling ------------------------------------------------------------------------------------------
+
+def _pool(text, x, phase=TRAIN, num_top=1):
+    return _run('type: "Pooling" pooling_param { %s }' % text, x, phase=phase, num_top=num_top)
+
+
+@pytest.mark.parametrize("params", [
+    'pool: MAX kernel_size: 3 stride: 2',
+    'pool: MAX kernel_size: 3 stride: 2 pad: 1',
+    'pool: MAX kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 1 pad_w: 0',
+    'pool: AVE kernel_size: 3 stride: 2',
+    'pool: AVE kernel_size: 3 stride: 2 pad: 2',
+    'pool: AVE global_pooling: true',
+    'pool: MAX global_pooling: true',
+    'pool: AVE kernel_size: 2 stride: 3 round_mode: FLOOR',
+])
+def test_pooling_gradient(params):
+    x = RNG.permutation(2 * 2 * 6 * 7).reshape(2, 2, 6, 7) / 10.0   # distinct values: no max ties
+    check_gradient('type: "Pooling" pooling_param { %s }' % params, [x])
+
+
+def test_pooling_output_sizes():
+    x = np.zeros((1, 1, 6, 6))
+    assert _pool('kernel_size: 3 stride: 2', x)[2][0].shape == (1, 1, 3, 3)             # ceil
+    assert _pool('kernel_size: 3 stride: 2 round_mode: FLOOR', x)[2][0].shape == (1, 1, 2, 2)
+    # ceil gives 4, but the 4th window would start in the padding: clipped to 3
+    assert _pool('kernel_size: 3 stride: 3 pad: 2', x)[2][0].shape == (1, 1, 3, 3)
+    assert _pool('pool: AVE global_pooling: true', np.zeros((2, 3, 4, 5)))[2][0].shape == (2, 3, 1, 1)
+
+
+def test_max_pooling_values_and_mask():
+    x = RNG.standard_normal((2, 3, 5, 5))
+    _, _, top = _pool('pool: MAX kernel_size: 2 stride: 2 pad: 1', x, num_top=2)
+    y, mask = top[0].data, top[1].data
+    for n, c, ph, pw in itertools.product(range(2), range(3), range(3), range(3)):
+        h0, w0 = max(ph * 2 - 1, 0), max(pw * 2 - 1, 0)
+        win = x[n, c, h0:ph * 2 + 1, w0:pw * 2 + 1]
+        i = np.argmax(win)
+        assert y[n, c, ph, pw] == win.flat[i]
+        assert mask[n, c, ph, pw] == (h0 + i // win.shape[1]) * 5 + w0 + i % win.shape[1]
+
+
+def test_max_pooling_ties_take_first_and_backward_routes_there():
+    x = np.ones((1, 1, 2, 2))
+    layer, bottom, top = _pool('pool: MAX kernel_size: 2', x, num_top=2)
+    assert top[1].data.ravel().tolist() == [0.0]
+    top[0].diff[...] = 3.0
+    layer.backward(top, [True], bottom)
+    assert bottom[0].diff.ravel().tolist() == [3.0, 0.0, 0.0, 0.0]
+
+
+def test_ave_pooling_padded_divisor():
+    x = np.ones((1, 1, 3, 3))
+    _, _, top = _pool('pool: AVE kernel_size: 3 stride: 2 pad: 1', x)
+    # corner window covers rows -1..1 (all inside H + pad), 4 real ones out of 9
+    np.testing.assert_allclose(top[0].data[0, 0], [[4 / 9, 4 / 9], [4 / 9, 4 / 9]])
+
+
+def test_stochastic_pooling():
+    x = RNG.random((2, 2, 4, 4)) + 0.1
+    _, _, top = _pool('pool: STOCHASTIC kernel_size: 2 stride: 2', x, phase=TEST)
+    win = x.reshape(2, 2, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 2, 2, 2, 4)
+    np.testing.assert_allclose(top[0].data, (win ** 2).sum(-1) / win.sum(-1))
+    layer, bottom, top = _pool('pool: STOCHASTIC kernel_size: 2 stride: 2', x, phase=TRAIN)
+    assert all(top[0].data[idx] in win[idx] for idx in np.ndindex(2, 2, 2, 2))
+    top[0].diff[...] = 1.0
+    layer.backward(top, [True], bottom)
+    picked = bottom[0].diff.reshape(2, 2, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 2, 2, 2, 4)
+    assert (picked.sum(-1) == 1).all()
+    np.testing.assert_array_equal((picked * win).sum(-1), top[0].data)
+
+
+@pytest.mark.parametrize("params,bad", [
+    ('kernel_size: 2 kernel_h: 2 kernel_w: 2', "not both"),
+    ('kernel_h: 2', "kernel_size OR kernel_h and kernel_w"),
+    ('global_pooling: true kernel_size: 2', "Global_pooling"),
+    ('kernel_size: 2 pad: 2', "smaller than the kernel"),
+    ('pool: STOCHASTIC kernel_size: 2 pad: 1', "Padding implemented only"),
+    ('kernel_size: 2 pad: 1 pad_h: 1 pad_w: 1', "pad is pad OR"),
+    ('pool: AVE kernel_size: 2', "mask"),
+])
+def test_pooling_bad_parameters(params, bad):
+    with pytest.raises(NetError, match=bad):
+        _pool(params, np.zeros((1, 1, 4, 4)), num_top=2 if "AVE" in params else 1)
+
+
+def test_pooling_needs_4_axes():
+    with pytest.raises(NetError, match="4 axes"):
+        _pool('kernel_size: 2', np.zeros((1, 4, 4)))
+
+
+# --- SPP ------------------------------------------------------------------------------------------------
+
+def test_spp_shapes_and_values():
+    x = RNG.standard_normal((2, 3, 8, 7))
+    _, _, top = _run('type: "SPP" spp_param { pyramid_height: 3 pool: MAX }', x)
+    assert top[0].shape == (2, 3 * (1 + 4 + 16))
+    np.testing.assert_allclose(top[0].data[:, :3], x.max(axis=(2, 3)))
+    _, _, top = _run('type: "SPP" spp_param { pyramid_height: 1 pool: AVE }', x)
+    assert top[0].shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(top[0].data[:, :, 0, 0], x.mean(axis=(2, 3)))
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_spp_gradient(pool):
+    x = RNG.permutation(2 * 2 * 5 * 4).reshape(2, 2, 5, 4) / 10.0
+    check_gradient('type: "SPP" spp_param { pyramid_height: 2 pool: %s }' % pool, [x])
