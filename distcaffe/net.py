@@ -392,6 +392,12 @@ class Net:
         self.backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
 
+    def set_input_arrays(self, data, labels):
+        """pycaffe's Net.set_input_arrays: feed arrays to the first layer, which must be MemoryData."""
+        if not self.layers or self.layers[0].type != "MemoryData":
+            raise NetError("set_input_arrays may only be called if the first layer is a MemoryData layer")
+        self.layers[0].set_input_arrays(data, labels)
+
     # --- weights ---------------------------------------------------------------------------------
     def copy_trained_layers_from(self, source):
         """Copy parameter blobs from a NetParameter by layer name; a shape mismatch names the layer."""

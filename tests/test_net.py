@@ -132,3 +132,21 @@ def test_reshape_propagates_new_batch_size():
     net.blobs["label"].reshape(7)
     net.forward()
     assert net.blobs["ip2"].shape == (7, 3)
+
+
+def test_set_input_arrays_feeds_memory_data():
+    text = """
+layer { name: "mem" type: "MemoryData" top: "data" top: "label"
+        memory_data_param { batch_size: 2 channels: 1 height: 1 width: 3 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+    net = net_from(text)
+    data = np.arange(12, dtype=np.float32).reshape(4, 1, 1, 3)
+    net.set_input_arrays(data, np.array([0, 1, 1, 0], np.float32))
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["data"].data, data[:2])
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["label"].data, [1, 0])
+    with pytest.raises(NetError, match="first layer is a MemoryData"):
+        net_from(MLP).set_input_arrays(data, np.zeros(4, np.float32))
