@@ -135,25 +135,24 @@ class DataTransformer:
 
     # --- steps 3-4: crop, mean, scale, mirror on a whole batch -----------------------------------------
     def apply(self, plan, xp=np, dtype=np.float32):
-        """The transformed batch (N, C, oh, ow) as an `xp` array of `dtype`."""
-        batch = xp.asarray(plan.batch)
+        """The transformed batch (N, C, oh, ow) as an `xp` array of `dtype`: each record's crop (a view,
+        reversed along W when mirrored) is copied once into the float batch, then mean and scale apply."""
+        batch = plan.batch if xp is np else xp.asarray(plan.batch)
         n, c, h, w = batch.shape
         oh, ow = plan.out_hw
         mean = self._mean(c, h, w, xp)
-        plain = (oh, ow) == (h, w) and not plan.mirror.any()
-        if plain:
+        per_item_mean = mean is not None and mean.ndim == 3
+        if (oh, ow) == (h, w) and not plan.mirror.any():
             x = batch.astype(np.float32)
-            if mean is not None and mean.ndim == 3:
+            if per_item_mean:
                 x -= mean[None]
         else:
-            rows = xp.asarray(plan.offsets[:, 0:1] + np.arange(oh))                 # (N, oh)
-            cols = plan.offsets[:, 1:2] + np.arange(ow)
-            cols = xp.asarray(np.where(plan.mirror[:, None], cols[:, ::-1], cols))  # (N, ow), mirrored rows reversed
-            ch = xp.arange(c)[None, :, None, None]
-            ri, ci = rows[:, None, :, None], cols[:, None, None, :]
-            x = batch[xp.arange(n)[:, None, None, None], ch, ri, ci].astype(np.float32)
-            if mean is not None and mean.ndim == 3:
-                x -= mean[ch, ri, ci]
+            x = xp.empty((n, c, oh, ow), np.float32)
+            for i, ((dh, dw), flip) in enumerate(zip(plan.offsets.tolist(), plan.mirror.tolist())):
+                cols = slice(dw + ow - 1, dw - 1 if dw else None, -1) if flip else slice(dw, dw + ow)
+                x[i] = batch[i, :, dh:dh + oh, cols]
+                if per_item_mean:
+                    x[i] -= mean[:, dh:dh + oh, cols]
         if mean is not None and mean.ndim == 1:
             x -= mean[None, :, None, None]
         if self.param.scale != 1:
