@@ -157,6 +157,7 @@ class SGDSolver(Solver):
         w = w - g
         if self._master[i] is not None:
             self._master[i][...] = w
+            w = self._master[i]
         blob.mut_dev_data[...] = w
 
     def hist(self, k):
