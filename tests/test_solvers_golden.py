@@ -22,13 +22,19 @@ def sig6(x):
     return float("%.6g" % x)
 
 
+@pytest.mark.parametrize("mode", ["cpu", "gpu"])
 @pytest.mark.parametrize("case", CASES)
-def test_golden_solver(golden, case, monkeypatch, tmp_path):
+def test_golden_solver(golden, case, mode, monkeypatch, tmp_path):
     d = golden / "solvers" / case
     meta = json.loads((d / "meta.json").read_text())
     data = np.load(d / "data.npz")
     monkeypatch.chdir(tmp_path)  # nets resolve beside the solver file; nothing is written into the golden tree
-    distcaffe.set_mode_cpu()
+    if mode == "gpu":
+        if not distcaffe.backend.gpu_available():
+            pytest.skip("no GPU")
+        distcaffe.set_mode_gpu()
+    else:
+        distcaffe.set_mode_cpu()
     solver = solvers.get_solver(str(d / "solver.prototxt"))
     net = solver.net
     for name, blobs in net.params.items():
@@ -49,3 +55,4 @@ def test_golden_solver(golden, case, monkeypatch, tmp_path):
                 ok = close(b.data, ref)
                 assert ok.all(), (case, k + 1, name, i, np.abs(b.data - ref).max())
     assert [sig6(x) for x in lrs] == [sig6(x) for x in meta["lr_per_iter_from_caffe_log"]]
+    distcaffe.set_mode_cpu()
