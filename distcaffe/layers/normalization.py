@@ -1,6 +1,6 @@
 """Normalization layers: BatchNorm (BVLC statistics + NVCaffe `scale_bias`), LRN, MVN, as Caffe computes them."""
 from ..proto import caffe_pb2
-from .base import Layer, NeuronLayer, register
+from .base import NeuronLayer, register
 
 
 @register("BatchNorm")

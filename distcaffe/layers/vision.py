@@ -181,8 +181,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 continue
             if self.reverse:
                 col = self._im2col_gemm(g)                   # columns of the top diff
-                x = self._to_gemm(self._as_batch(b.dev_data, self.channels))
                 if want_w:
+                    x = self._to_gemm(self._as_batch(b.dev_data, self.channels))
                     self.blobs[0].mut_dev_diff[...] += self._gmm(x, col.transpose(0, 2, 1)).reshape(
                         self.blobs[0].shape)
                 if propagate_down[i]:
