@@ -10,10 +10,9 @@ import pytest
 import distcaffe
 from distcaffe import caffe_pb2, solvers
 from distcaffe.errors import CaffeError, SolverError
-from distcaffe.io import format_text
 from distcaffe.solvers import signals
 from launcher import flags as F
-from solver_helpers import NET, Capture, make_solver, weights
+from solver_helpers import NET, Capture, make_solver
 
 
 class Lines(logging.Handler):

@@ -13,7 +13,7 @@ import os
 import time
 
 from .. import backend
-from ..errors import CaffeError, SolverError
+from ..errors import SolverError
 from ..log import get_logger
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
@@ -410,7 +410,3 @@ class Solver:
         if arrays:
             raise SolverError("%s: has %d history blobs, solver %s keeps none" % (path, len(arrays), self.type))
 
-
-def check_known_type(type_name, known, where):
-    if type_name not in known:
-        raise CaffeError("%s: unknown solver type '%s' (known types: %s)" % (where, type_name, ", ".join(known)))
