@@ -42,6 +42,8 @@ class TrainOptions:
     ray: str = None               # --ray auto|ADDRESS
     cpu_workers: int = 0          # --cpu-workers N: N CPU ranks (local processes or Ray actors)
     placement: str = "PACK"       # Ray placement group strategy: PACK or SPREAD
+    level: int = 0                # -level / -stage: the train net's NetState, as in `caffe train`
+    stage: str = ""
 
     @classmethod
     def from_any(cls, obj=None, **overrides):
@@ -49,11 +51,13 @@ class TrainOptions:
         if isinstance(obj, cls) and not overrides:
             return obj
         src = obj if isinstance(obj, dict) else vars(obj) if obj is not None else {}
-        values = {f.name: src[f.name] for f in fields(cls) if src.get(f.name) is not None}
+        src = {str(k).replace("-", "_"): v for k, v in src.items()}
+        values = {f.name: src[f.name] for f in fields(cls) if src.get(f.name) not in (None, "")}
         values.update(overrides)
         opts = cls(**values)
         try:
             opts.cpu_workers = int(opts.cpu_workers)
+            opts.level = int(opts.level)
             opts.reduce_buckets = None if opts.reduce_buckets is None else int(opts.reduce_buckets)
         except ValueError as e:
             raise CaffeError("--cpu-workers and -reduce_buckets take integers (%s)" % e) from None
@@ -173,14 +177,15 @@ class Worker:
         if self.rank != 0 and not os.environ.get("DISTCAFFE_LOG_ALL_RANKS"):
             set_quiet(True)
         param, solver_dir = load_solver_param(source)
+        param.train_state.level = int(self.options.level or 0)
+        param.train_state.stage.extend(s for s in (self.options.stage or "").split(",") if s)
         if self.options.batch_semantics == "nvcaffe" and self.comm.local_size > 1:
             param, changed = split_batch(param, solver_dir, self.comm.local_size)
             log.info("NVCaffe batch semantics: batch_size of %s divided by %d ranks on this node",
                      ", ".join(changed) or "(no data layer)", self.comm.local_size)
-        elif isinstance(source, (str, os.PathLike)):
-            param = source  # keep the file so the solver resolves relative paths and the snapshot prefix itself
         set_shard(self.comm.rank, self.comm.size)
-        solver = get_solver(param, is_root=self.rank == 0)
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        solver = get_solver(param, is_root=self.rank == 0, base_dir=solver_dir, name=name)
         seed = solver.param.random_seed
         if seed >= 0:
             backend.set_random_seed(seed + self.rank)  # fillers ran with `seed`; dropout/shuffles now differ
@@ -317,11 +322,13 @@ class Worker:
             return 1
 
 
-def train_distributed(solver_source, options=None, comm=None, device=None):
-    """Train as one rank of a job. `comm` None: MPI when launched by mpiexec/srun, else world size 1."""
+def train_distributed(solver_source, options=None, comm=None, device=None, world_size=None):
+    """Train as one rank of a job; returns the exit code. `comm` None: made by make_communicator for
+    `world_size` ranks (None: read from an MPI/srun launcher's environment, else 1)."""
     opts = TrainOptions.from_any(options)
     if comm is None:
-        size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE")
-                   or os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("DISTCAFFE_WORLD_SIZE") or 1)
-        comm = make_communicator(opts.comm, size, device)
+        if world_size is None:
+            world_size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE")
+                             or os.environ.get("SLURM_STEP_NUM_TASKS") or 1)
+        comm = make_communicator(opts.comm, world_size, device)
     return Worker(comm, opts, device).run(solver_source)

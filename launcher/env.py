@@ -2,8 +2,8 @@
 
 Read before MPI or CUDA start, so the GPU of a rank is chosen before any device context exists.
 Launchers: OpenMPI (OMPI_COMM_WORLD_*), MPICH/Hydra and Intel MPI (PMI_RANK, PMI_SIZE, MPI_LOCALRANKID),
-PMIx (PMIX_RANK), SLURM srun (SLURM_PROCID, SLURM_LOCALID, SLURM_STEP_NUM_TASKS / SLURM_NTASKS),
-distcaffe's own local spawner (DISTCAFFE_*); PBS/SLURM batch context (job id, nodes) is reported too.
+PMIx (PMIX_RANK), SLURM srun (SLURM_PROCID, SLURM_LOCALID, SLURM_STEP_NUM_TASKS / SLURM_NTASKS); the PBS or
+SLURM batch context (job id, nodes) is reported too.
 """
 import os
 import re
@@ -27,7 +27,7 @@ class Placement:
 
     @property
     def is_mpi(self):
-        return self.launcher in ("openmpi", "mpich", "pmix", "slurm", "spawn")
+        return self.launcher in ("openmpi", "mpich", "pmix", "slurm")
 
 
 def _int(env, name, default=None):
@@ -83,11 +83,6 @@ def detect(env=None):
         p.rank, p.size = _int(env, "OMPI_COMM_WORLD_RANK"), _int(env, "OMPI_COMM_WORLD_SIZE", 1)
         p.local_rank = _int(env, "OMPI_COMM_WORLD_LOCAL_RANK", 0)
         p.local_size = _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", 1)
-    elif "DISTCAFFE_RANK" in env:
-        p.launcher = "spawn"
-        p.rank, p.size = _int(env, "DISTCAFFE_RANK"), _int(env, "DISTCAFFE_WORLD_SIZE", 1)
-        p.local_rank, p.local_size = _int(env, "DISTCAFFE_LOCAL_RANK", p.rank), _int(env, "DISTCAFFE_LOCAL_SIZE",
-                                                                                      p.size)
     elif "PMI_RANK" in env:
         p.launcher = "mpich"
         p.rank, p.size = _int(env, "PMI_RANK"), _int(env, "PMI_SIZE", 1)

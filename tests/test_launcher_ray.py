@@ -1,0 +1,73 @@
+"""A real local Ray cluster with 2 CPU actors (GLOO through torch): the same weights as single-process training
+with the doubled batch; a SIGKILLed actor ends the job non-zero, named, with no actor left."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _dist_helpers as h  # noqa: E402
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+
+
+def ray_train(solver, *extra):
+    cmd = [sys.executable, "-m", "launcher.distributed", "-solver", str(solver), "--ray", "auto", "--cpu-workers",
+           "2", *extra]
+    env = dict(os.environ, PYTHONPATH=str(h.ROOT), RAY_ADDRESS="")
+    return subprocess.Popen(cmd, cwd=str(h.ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_two_ray_cpu_actors_equal_single_process(tmp_path):
+    dist = h.make_job(tmp_path, batch=4, name="dist")
+    single = h.make_job(tmp_path, batch=8, name="single")
+    proc = ray_train(dist)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(r"Ray job of 2 ranks \(PACK\)", out) and "Overall performance:" in out
+    h.single_process(single)
+    wa, wb = h.weights(dist.parent / "snap_iter_10.caffemodel"), h.weights(single.parent / "snap_iter_10.caffemodel")
+    for name in wa:
+        for x, y in zip(wa[name], wb[name]):
+            np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+
+
+def test_killed_ray_actor_ends_job_named(tmp_path):
+    solver = h.make_job(tmp_path, batch=4, max_iter=10 ** 6, name="long")
+    solver.write_text(solver.read_text().replace("display: 1", "display: 500"))
+    proc = ray_train(solver)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    pids, deadline = None, time.time() + 180
+    while time.time() < deadline and not (pids and any("Iteration 500," in ln for ln in lines)):
+        for ln in list(lines):
+            m = re.search(r"rank 0 \(pid (\d+) on node \w+\), rank 1 \(pid (\d+) on", ln)
+            if m:
+                pids = int(m.group(1)), int(m.group(2))
+        time.sleep(0.2)
+    assert pids, "".join(lines)[-3000:]
+    os.kill(pids[1], signal.SIGKILL)
+    t0 = time.time()
+    try:
+        rc = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    elapsed = time.time() - t0
+    reader.join(5)
+    out = "".join(lines)
+    assert rc != 0 and elapsed < 60, out[-3000:]
+    assert re.search(r"rank 1 \(pid %d on node \w+\) is lost" % pids[1], out), out[-3000:]
+    time.sleep(1)
+    assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
