@@ -28,9 +28,10 @@ def combine(policy, rate, local_rate):
     raise SolverError("unknown larc_policy '%s' (known: scale, clip)" % policy)
 
 
-def grad_scale_coeff(scale_param, adaptive, wgrad_sumsq):
-    """NVCaffe Net::update_grad_scale: adaptive -> sqrt(sum of squared unscaled weight gradients of the last
-    iteration) * global_grad_scale when that sum is > 0; otherwise the fixed global_grad_scale."""
-    if adaptive and wgrad_sumsq > 0.0:
-        return math.sqrt(wgrad_sumsq) * scale_param
+def grad_scale_coeff(scale_param, adaptive, wgrad_amax):
+    """NVCaffe's global gradient scale: adaptive -> max |unscaled weight gradient| of the last iteration
+    times global_grad_scale when it is > 0 (NVCaffe measures max |grad|, not the L2 norm its docs and older
+    sources name); otherwise the fixed global_grad_scale."""
+    if adaptive and wgrad_amax > 0.0:
+        return wgrad_amax * scale_param
     return scale_param

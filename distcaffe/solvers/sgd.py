@@ -30,7 +30,7 @@ class SGDSolver(Solver):
         self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
         self._master = [None] * len(params)
         self.weights_changed()
-        self.wgrad_sumsq = 0.0
+        self.wgrad_amax = 0.0
         self.grad_scale = 1.0
         net_param = self.net.param
         self._gs_param = net_param.global_grad_scale
@@ -71,7 +71,7 @@ class SGDSolver(Solver):
         """NVCaffe global gradient scale: the loss tops' diffs (where backward starts) are multiplied by it."""
         if not self._gs_enabled:
             return
-        self.grad_scale = larc.grad_scale_coeff(self._gs_param, self._gs_adaptive, self.wgrad_sumsq)
+        self.grad_scale = larc.grad_scale_coeff(self._gs_param, self._gs_adaptive, self.wgrad_amax)
         for name, weight in self.net.blob_loss_weights_by_name.items():
             blob = self.net.blobs.get(name)
             if weight and blob is not None:
@@ -89,14 +89,14 @@ class SGDSolver(Solver):
             for g in grads:
                 g *= F32(1.0 / self.grad_scale)
         self.clip_gradients(grads)
-        self.wgrad_sumsq = 0.0
+        self.wgrad_amax = 0.0
         for i, (q, g) in enumerate(zip(params, grads)):
             self.normalize(g)
-            g_sumsq = 0.0
-            if self._gs_enabled or p.larc:
-                g_sumsq = float((g * g).sum(dtype=F32))
-                if g_sumsq == g_sumsq and g_sumsq > 0:
-                    self.wgrad_sumsq += g_sumsq
+            g_sumsq = float((g * g).sum(dtype=F32)) if p.larc else 0.0
+            if self._gs_adaptive and g.size:
+                amax = float(abs(g).max())
+                if amax == amax:
+                    self.wgrad_amax = max(self.wgrad_amax, amax)
             w = self._weights32(i)
             self.regularize(i, g, w)
             self.compute_update_value(i, g, self.local_rate(i, rate, w, g_sumsq))
