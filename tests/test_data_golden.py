@@ -2,11 +2,11 @@
 import io
 import json
 
-import lmdb
 import numpy as np
 import pytest
 from PIL import Image
 
+from distcaffe.data import LMDBReader
 from distcaffe.data.datum import parse_datum
 from distcaffe.io import blobproto_to_array, read_blobproto
 from distcaffe.data.sources import LMDBSource
@@ -16,8 +16,11 @@ DBS = ["color_lmdb", "resized_lmdb", "gray_lmdb", "gray_resized_lmdb", "encoded_
 
 
 def _contents(path):
-    with lmdb.open(str(path), readonly=True, lock=False) as env, env.begin() as txn:
-        return dict(txn.cursor())
+    reader = LMDBReader(str(path))
+    try:
+        return dict(reader.items())
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize("db", DBS)

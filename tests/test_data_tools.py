@@ -2,7 +2,6 @@
 re-encoding, the offline MNIST sample, and clear errors for missing optional packages."""
 import sys
 
-import lmdb
 import numpy as np
 import pytest
 
@@ -13,8 +12,7 @@ from launcher.cli import main
 
 
 def _keys(path):
-    with lmdb.open(str(path), readonly=True, lock=False) as env, env.begin() as txn:
-        return [k.decode() for k in txn.cursor().iternext(values=False)]
+    return [k.decode() for k in LMDBSource(str(path), "t").keys]
 
 
 def _images(golden):
@@ -38,7 +36,8 @@ def test_failed_conversion_leaves_nothing(tmp_path, capsys):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((5, 4, 3), np.uint8)).save(tmp_path / "b.png")
     (tmp_path / "list.txt").write_text("a.png 0\nb.png 1\n")
-    rc = main(["convert_imageset", "--check_size", str(tmp_path) + "/", str(tmp_path / "list.txt"), str(tmp_path / "db")])
+    rc = main(["convert_imageset", "--check_size", str(tmp_path) + "/", str(tmp_path / "list.txt"),
+               str(tmp_path / "db")])
     assert rc == 2 and "incorrect data field size" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "list.txt"]
 
@@ -81,7 +80,8 @@ def test_compute_image_mean_of_missing_db(tmp_path, capsys):
 
 def test_mnist_sample_writes_caffe_lmdbs(tmp_path):
     assert main(["data", "mnist-sample", str(tmp_path)]) == 0
-    train, test = LMDBSource(str(tmp_path / "mnist_train_lmdb"), "t"), LMDBSource(str(tmp_path / "mnist_test_lmdb"), "t")
+    train = LMDBSource(str(tmp_path / "mnist_train_lmdb"), "t")
+    test = LMDBSource(str(tmp_path / "mnist_test_lmdb"), "t")
     assert (len(train), len(test)) == (4000, 1000)
     assert train.keys[:2] == [b"00000000", b"00000001"]
     labels = [train.read(i)[1] for i in range(0, 4000, 7)]

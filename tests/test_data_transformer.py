@@ -88,7 +88,8 @@ def test_same_seed_same_batch():
 
 @settings(max_examples=60, deadline=None)
 @given(h=st.integers(8, 60), w=st.integers(8, 60), lo=st.integers(1, 40), extra=st.integers(0, 30),
-       vs=st.floats(0.5, 1.5), hs=st.floats(0.5, 1.5), crop=st.integers(0, 8), up=st.booleans(), seed=st.integers(0, 99))
+       vs=st.floats(0.5, 1.5), hs=st.floats(0.5, 1.5), crop=st.integers(0, 8), up=st.booleans(),
+       seed=st.integers(0, 99))
 def test_random_resize_keeps_documented_bounds(h, w, lo, extra, vs, hs, crop, up, seed):
     tp = _tp(img_rand_resize_lower=lo, img_rand_resize_upper=lo + extra, vertical_stretch_lower=min(vs, 1.0),
              vertical_stretch_upper=max(vs, 1.0), horizontal_stretch_lower=min(hs, 1.0),
@@ -129,3 +130,14 @@ def test_resize_in_transform_then_crop():
     items = [np.random.default_rng(i).integers(0, 255, (3, 20, 30), dtype=np.uint8) for i in range(4)]
     out = t.apply(t.plan(items, np.random.default_rng(0)))
     assert out.shape == (4, 3, 10, 10)
+
+
+@pytest.mark.gpu
+def test_gpu_transform_matches_cpu():
+    from distcaffe import backend
+    if not backend.gpu_available():
+        pytest.skip("no CUDA device")
+    import cupy
+    t = DataTransformer(_tp(crop_size=3, mirror=True, mean_value=[1.0, 2.0], scale=0.5), TRAIN)
+    plan = t.plan([_img() + i for i in range(6)], np.random.default_rng(0))
+    np.testing.assert_array_equal(cupy.asnumpy(t.apply(plan, cupy)), t.apply(plan))

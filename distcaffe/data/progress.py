@@ -22,7 +22,8 @@ class ProgressBar:
     def _draw(self):
         frac = self.done / self.total if self.total else 1.0
         fill = int(round(frac * self.width))
-        self.stream.write("\r[%s%s] %d/%d %s" % ("#" * fill, "." * (self.width - fill), self.done, self.total, self.unit))
+        bar = "#" * fill + "." * (self.width - fill)
+        self.stream.write("\r[%s] %d/%d %s" % (bar, self.done, self.total, self.unit))
         self.stream.flush()
 
     def finish(self):

@@ -69,7 +69,8 @@ def convert_imageset(root, list_file, db, resize_height=0, resize_width=0, gray=
                 if data_size is None:
                     data_size = size
                 elif size != data_size:
-                    raise DataError("%s: incorrect data field size %d (the first image had %d)" % (where, size, data_size))
+                    raise DataError("%s: incorrect data field size %d (the first image had %d)"
+                                    % (where, size, data_size))
             out.put("%08d_%s" % (line_id, name), datum.SerializeToString())
             bar.update()
         bar.finish()

@@ -63,7 +63,8 @@ class DataTransformer:
         p = self.param
         new_size = min(height, width)
         if p.img_rand_resize_lower > 0 and p.img_rand_resize_upper > 0:
-            new_size = p.img_rand_resize_lower + int(rng.integers(p.img_rand_resize_upper - p.img_rand_resize_lower + 1))
+            span = p.img_rand_resize_upper - p.img_rand_resize_lower
+            new_size = p.img_rand_resize_lower + int(rng.integers(span + 1))
         scale = np.float32(new_size) / np.float32(height if width >= height else width)
         fh, fw = np.float32(scale * np.float32(height)), np.float32(scale * np.float32(width))
         if p.rand_resize_ratio_lower >= 1 and p.rand_resize_ratio_upper > 1:

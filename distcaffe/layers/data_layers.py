@@ -174,7 +174,8 @@ class HDF5DataLayer(Layer):
         n = rows.pop()
         keep = np.arange(self.rank, n, self.world)
         if not len(keep):
-            raise DataError("%s: %s holds %d rows, none for rank %d of %d" % (self.what, path, n, self.rank, self.world))
+            raise DataError("%s: %s holds %d rows, none for rank %d of %d"
+                            % (self.what, path, n, self.rank, self.world))
         if self.layer_param.hdf5_data_param.shuffle:
             keep = self.rng.permutation(keep)
         self.arrays = {k: v[keep] for k, v in arrays.items()}
