@@ -52,6 +52,7 @@ class Bucket:
         self.params_size = int(self.offsets[-1])
         self.buffer = backend.xp().zeros(self.params_size + extra, dtype)
         self.request = None
+        self.started_at = 0.0  # perf_counter() when its allreduce started (benchmarks/scaling.py)
 
     def pack(self):
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
@@ -95,11 +96,15 @@ class GradientReducer:
         if layer_index == self.top_layer:
             self.passes += 1
         if self.passes == self.iter_size:
+            for bucket in self.buckets:
+                if bucket.request is not None:
+                    bucket.request.test()  # MPI progresses only inside MPI calls: poke it between layers
             for b in self.trigger.get(layer_index, ()):
                 self._start(self.buckets[b])
                 self.stats["overlapped"] += 1
 
     def _start(self, bucket):
+        bucket.started_at = time.perf_counter()
         bucket.pack()
         if self.flags_fn is not None and bucket is self.buckets[-1]:
             bucket.buffer[bucket.params_size:] = backend.xp().asarray(self.flags_fn(), bucket.buffer.dtype)
