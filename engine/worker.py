@@ -154,6 +154,7 @@ class Worker:
         self.reducer = None
         self._broadcast_done = False
         self._agreed_action = None
+        self._local_action = None
         self._iter_starts = []
         self._duty_iters = set()
 
@@ -196,8 +197,7 @@ class Worker:
         self.solver = solver
         solver.root_barrier = self._root_barrier
         solver.global_batch_multiplier = 1
-        local_action = solver.action_request_function
-        self._local_action = local_action
+        self._local_action = solver.action_request_function
         solver.action_request_function = self._take_agreed_action
         if self.comm.size > 1:
             buckets = self.options.reduce_buckets or solver.net.param.reduce_buckets  # NetParameter field (NVCaffe)

@@ -107,3 +107,40 @@ def test_killed_rank_found_by_heartbeat_without_launcher_cleanup(tmp_path):
     assert re.search(r"rank 0: rank 1 \(pid %d on .*\) is lost: no heartbeat" % pids[1], err), err[-2000:]
     time.sleep(0.5)
     assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_nvcaffe_batch_semantics_split_prototxt_batch(tmp_path):
+    dist = h.make_job(tmp_path, batch=8, name="dist")          # 8 in the prototxt, 4 per rank on this node
+    single = h.make_job(tmp_path, batch=8, name="single")
+    r = h.mpiexec(2, [HELPER, dist, "batch_semantics=nvcaffe"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "batch_size of data divided by 2 ranks on this node" in r.stderr
+    assert "Effective global batch: 4 per rank (iter_size 1) x 2 ranks = 8 (nvcaffe semantics)" in r.stderr
+    h.single_process(single)
+    assert_same_weights(dist.parent / "snap_iter_10.caffemodel", single.parent / "snap_iter_10.caffemodel")
+
+
+def test_sigterm_to_one_rank_stops_all_at_the_same_iteration(tmp_path):
+    solver = h.make_job(tmp_path, batch=4, max_iter=10 ** 6, name="term")
+    solver.write_text(solver.read_text().replace("display: 1", "display: 100"))
+    proc = subprocess.Popen([shutil.which("mpiexec"), "-n", "2", sys.executable, str(HELPER), str(solver)],
+                            cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 60
+    pid = None
+    while time.time() < deadline and not (pid and any("Iteration 200," in ln for ln in lines)):
+        m = re.search(r"rank 1 \(pid (\d+) on", "".join(lines))
+        pid = int(m.group(1)) if m else None
+        time.sleep(0.1)
+    assert pid, "".join(lines)[-2000:]
+    os.kill(pid, signal.SIGTERM)                               # only rank 1 is told to stop
+    rc = proc.wait(timeout=60)
+    reader.join(5)
+    out = "".join(lines)
+    assert rc == 0, out[-3000:]
+    states = list(solver.parent.glob("snap_iter_*.solverstate"))
+    assert len(states) == 1 and out.count("Snapshotting to binary proto file") == 1
+    assert "Optimization stopped early" in out
