@@ -4,9 +4,11 @@ Device (cupy) arrays are staged through a host copy. A ring heartbeat (engine/wa
 dead rank even while this rank waits at a barrier or computes, and aborts the whole job naming it.
 """
 import os
+import signal
 import socket
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -39,6 +41,7 @@ class _MPIRequest(Request):
         try:
             done = self.req.Test()
         except Exception as e:  # mpi4py.MPI.Exception: a peer's connection broke
+            self.comm.await_heartbeat_verdict()
             raise CollectiveError("MPI %s failed on rank %d: %s%s" % (self.what, self.comm.rank, e,
                                                                      self.comm.lost_message())) from None
         if done:
@@ -49,7 +52,7 @@ class _MPIRequest(Request):
 
     def check(self):
         if self.comm.heartbeat is not None and self.comm.heartbeat.lost is not None:
-            raise CollectiveError(self.comm.lost_message().strip())
+            raise CollectiveError(self.comm.lost_message().strip("; "))
 
 
 class MPICommunicator(Communicator):
@@ -60,6 +63,9 @@ class MPICommunicator(Communicator):
     def __init__(self, comm=None, heartbeat=True):
         MPI = _mpi()
         self.MPI = MPI
+        if threading.current_thread() is threading.main_thread():
+            # a write to a dead peer's socket must become an MPI error we can report, not a silent SIGPIPE death
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         world = comm if comm is not None else MPI.COMM_WORLD
         self.comm = world.Dup()
         self.comm.Set_errhandler(MPI.ERRORS_RETURN)
@@ -70,6 +76,7 @@ class MPICommunicator(Communicator):
         if self.rank == 0:
             log.info("MPI world of %d ranks: %s", self.size, ", ".join(self.describe(r) for r in range(self.size)))
         self.heartbeat = None
+        self._aborting = threading.Lock()
         if heartbeat and self.size > 1:
             if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
                 log.warning("MPI library gives no MPI_THREAD_MULTIPLE: no heartbeat; lost ranks are found only "
@@ -86,6 +93,13 @@ class MPICommunicator(Communicator):
         if hb is None or hb.lost is None:
             return ""
         return "; %s is lost (no heartbeat for %.0f s)" % (self.describe(hb.lost), hb.timeout)
+
+    def await_heartbeat_verdict(self):
+        """After an MPI error: give the heartbeat time to name the lost rank (it aborts the job when it does)."""
+        hb = self.heartbeat
+        deadline = time.monotonic() + (hb.timeout + 2.0 if hb is not None else 0.0)
+        while hb is not None and hb.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _on_lost(self, rank, silence):
         self.abort("%s is lost: no heartbeat for %.0f s; aborting the job" % (self.describe(rank), silence))
@@ -114,9 +128,12 @@ class MPICommunicator(Communicator):
 
     def abort(self, message, code=1):
         """Print `message`, then MPI_Abort the job (a timer forces exit if the abort itself stalls)."""
+        if not self._aborting.acquire(blocking=False):
+            time.sleep(2.0)  # another thread (the heartbeat) is already aborting the job
+            os._exit(code)
         print("distcaffe: error: rank %d: %s" % (self.rank, message), file=sys.stderr, flush=True)
         log.error("rank %d: %s", self.rank, message)
-        threading.Timer(10.0, os._exit, args=(code,)).start()
+        threading.Timer(1.0, os._exit, args=(code,)).start()  # MPI_Abort may wait for a launcher that never kills
         self.MPI.COMM_WORLD.Abort(code)
 
     def close(self):

@@ -41,12 +41,18 @@ class RingHeartbeat:
         while not self._stop.is_set():
             now = time.monotonic()
             if now - last_send >= self.interval:
-                sends.append(self.comm.Isend(self._token, dest=self.succ, tag=_TAG))
+                try:
+                    sends.append(self.comm.Isend(self._token, dest=self.succ, tag=_TAG))
+                except Exception:  # the successor's connection is gone: its own successor will report it
+                    pass
                 last_send = now
-            sends = [s for s in sends if not s.Test()]
-            while recv.Test():
-                heard = now
-                recv = self.comm.Irecv(self._inbox, source=self.pred, tag=_TAG)
+            sends = [s for s in sends if not _test(s, True)]
+            try:
+                while recv.Test():
+                    heard = now
+                    recv = self.comm.Irecv(self._inbox, source=self.pred, tag=_TAG)
+            except Exception:  # MPI reports the predecessor's connection broken: it is lost now
+                heard = now - self.timeout - 1
             if now - heard > self.timeout:
                 self.lost = self.pred
                 self.on_lost(self.pred, now - heard)
@@ -60,3 +66,11 @@ class RingHeartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5.0)
+
+
+def _test(request, on_error):
+    """request.Test(), or `on_error` when MPI reports a broken peer."""
+    try:
+        return request.Test()
+    except Exception:
+        return on_error
