@@ -21,6 +21,9 @@ class SingleCommunicator(Communicator):
     def barrier(self, timeout=float("inf")):
         return None
 
+    def share(self, obj, root=0):
+        return obj
+
     def abort(self, message, code=1):
         print("distcaffe: error: %s" % message, file=sys.stderr, flush=True)
         sys.exit(code)

@@ -79,8 +79,12 @@ class Communicator:
         """Copy root's `buf` into every rank's `buf`, in place."""
         raise NotImplementedError
 
-    def barrier(self, timeout=None):
-        """Wait for every rank; `timeout` None means only liveness (heartbeat) bounds the wait."""
+    def barrier(self, timeout=float("inf")):
+        """Wait for every rank; by default only liveness (the heartbeat) bounds the wait."""
+        raise NotImplementedError
+
+    def share(self, obj, root=0):
+        """Root's picklable `obj` on every rank (e.g. an NCCL unique id)."""
         raise NotImplementedError
 
     def abort(self, message, code=1):

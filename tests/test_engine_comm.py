@@ -1,0 +1,89 @@
+"""Communicators: bounded waits, world size 1, the MPI communicator's collectives under real mpiexec, and NCCL
+(imported lazily; exercised only where cupy sees a GPU)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from engine.comm_single import SingleCommunicator
+from engine.communicator import CollectiveError, Request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Never(Request):
+    def test(self):
+        return False
+
+
+def test_wait_is_bounded(monkeypatch):
+    monkeypatch.setenv("DISTCAFFE_COLLECTIVE_TIMEOUT", "0.2")
+    with pytest.raises(CollectiveError, match="allreduce did not complete within 0 s"):
+        Never().wait()
+    with pytest.raises(CollectiveError, match="barrier did not complete within 0 s"):
+        Never().wait(0.1, "barrier")
+
+
+def test_single_is_identity():
+    c = SingleCommunicator()
+    a = np.arange(4.0)
+    assert c.allreduce(a) is a and list(a) == [0, 1, 2, 3]
+    assert c.broadcast(a) is a and c.share({"x": 1}) == {"x": 1} and c.sum_scalar(2.5) == 2.5
+    with pytest.raises(SystemExit):
+        c.abort("boom", 3)
+
+
+def test_nccl_module_imports_without_cupy():
+    r = subprocess.run([sys.executable, "-c", "import sys, engine.comm_nccl, engine.worker; "
+                        "print('cupy' in sys.modules)"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec is not on PATH")
+def test_mpi_collectives_three_ranks(tmp_path):
+    script = tmp_path / "coll.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np
+        from engine.comm_mpi import MPICommunicator
+        c = MPICommunicator()
+        a = np.full(1000, c.rank + 1, np.float32)
+        reqs = [c.iallreduce(a), c.iallreduce(b := np.array([c.rank], np.float64))]
+        for r in reqs:
+            r.wait()
+        w = np.full(3, 10.0 * c.rank)
+        c.broadcast(w, root=2)
+        c.barrier()
+        tok = c.share("id-%d" % c.rank, root=1)
+        print("R%d %g %g %g %s %d" % (c.rank, a[0], b[0], w[0], tok, c.local_size), flush=True)
+        c.close()
+    """))
+    r = subprocess.run([shutil.which("mpiexec"), "-n", "3", sys.executable, str(script)], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = sorted(re.findall(r"R\d [^R\n]*\d", r.stdout))  # ranks' lines may interleave
+    assert lines == ["R%d 6 3 20 id-1 3" % i for i in range(3)]
+
+
+def _gpu():
+    from distcaffe import backend
+    return backend.gpu_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu(), reason="needs a CUDA device visible to cupy")
+def test_nccl_one_rank_on_gpu():
+    import cupy
+    from engine.comm_nccl import NCCLCommunicator
+    c = NCCLCommunicator(SingleCommunicator(), 0)
+    a = cupy.arange(8, dtype=cupy.float32)
+    c.iallreduce(a).wait()
+    c.broadcast(a)
+    assert cupy.asnumpy(a).tolist() == list(range(8))
+    c.close()
