@@ -71,3 +71,39 @@ def test_killed_ray_actor_ends_job_named(tmp_path):
     assert re.search(r"rank 1 \(pid %d on node \w+\) is lost" % pids[1], out), out[-3000:]
     time.sleep(1)
     assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_ray_job_submit_to_a_running_cluster(tmp_path):
+    """`ray start --head` + `ray job submit -- distcaffe train --ray auto`: the driver joins the job's cluster."""
+    import shutil
+    ray_cli = shutil.which("ray")
+    if ray_cli is None:
+        pytest.skip("the ray CLI is not on PATH")
+    solver = h.make_job(tmp_path, batch=4, name="submitted")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ADDRESS="")
+    # our own head in its own session, stopped by signalling that session only (never `ray stop`, which would
+    # stop every Ray cluster on this machine)
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--num-cpus", "2", "--port", "6391",
+                             "--dashboard-port", "8291", "--include-dashboard", "true"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        entry = "cd %s && PYTHONPATH=%s %s -m launcher.distributed -solver %s --ray auto --cpu-workers 2" % (
+            h.ROOT, h.ROOT, sys.executable, solver)
+        deadline = time.time() + 120
+        while True:
+            r = subprocess.run([ray_cli, "job", "submit", "--address", "http://127.0.0.1:8291", "--", "bash", "-c",
+                                entry], env=env, capture_output=True, text=True, timeout=300)
+            out = r.stdout + r.stderr
+            if r.returncode == 0 or time.time() > deadline or "Failed to connect" not in out and \
+                    "Connection refused" not in out and "Cannot connect" not in out:
+                break
+            time.sleep(2)
+        assert r.returncode == 0, out[-3000:]
+        assert "succeeded" in out and "Ray job of 2 ranks" in out
+        assert (solver.parent / "snap_iter_10.caffemodel").exists()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
