@@ -28,16 +28,19 @@ layer {{ name: "data" type: "Input" top: "data" top: "label"
   input_param {{ shape {{ dim: {batch} dim: 3 dim: 32 dim: 32 }} shape {{ dim: {batch} }} }} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param {{ num_output: 32 pad: 2 kernel_size: 5 weight_filler {{ type: "gaussian" std: 0.0001 }} }} }}
-layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param {{ pool: MAX kernel_size: 3 stride: 2 }} }}
+layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param {{ pool: MAX kernel_size: 3 stride: 2 }} }}
 layer {{ name: "relu1" type: "ReLU" bottom: "pool1" top: "pool1" }}
 layer {{ name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
   convolution_param {{ num_output: 32 pad: 2 kernel_size: 5 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}
 layer {{ name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }}
-layer {{ name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param {{ pool: AVE kernel_size: 3 stride: 2 }} }}
+layer {{ name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param {{ pool: AVE kernel_size: 3 stride: 2 }} }}
 layer {{ name: "conv3" type: "Convolution" bottom: "pool2" top: "conv3"
   convolution_param {{ num_output: 64 pad: 2 kernel_size: 5 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}
 layer {{ name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }}
-layer {{ name: "pool3" type: "Pooling" bottom: "conv3" top: "pool3" pooling_param {{ pool: AVE kernel_size: 3 stride: 2 }} }}
+layer {{ name: "pool3" type: "Pooling" bottom: "conv3" top: "pool3"
+  pooling_param {{ pool: AVE kernel_size: 3 stride: 2 }} }}
 layer {{ name: "ip1" type: "InnerProduct" bottom: "pool3" top: "ip1"
   inner_product_param {{ num_output: {hidden} weight_filler {{ type: "gaussian" std: 0.1 }} }} }}
 layer {{ name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
@@ -258,7 +261,8 @@ def plot(measured, projection, path):
     a.legend()
     ps = [r["ranks"] for r in projection]
     b.semilogx(ps, [r["efficiency"] for r in projection], "o-", base=2, label="buckets overlapped")
-    b.semilogx(ps, [r["efficiency_no_overlap"] for r in projection], "s--", base=2, label="one allreduce after backward")
+    b.semilogx(ps, [r["efficiency_no_overlap"] for r in projection], "s--", base=2,
+               label="one allreduce after backward")
     b.set_xlabel("GPUs (projected)")
     b.set_ylabel("weak-scaling efficiency")
     b.set_ylim(0, 1.05)

@@ -4,7 +4,6 @@ Checked: arguments, resuming from the newest .solverstate, resubmission after a 
 `distcaffe train` launched through the shim (including the walltime SIGTERM -> snapshot -> resubmit path)."""
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
