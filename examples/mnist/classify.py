@@ -26,12 +26,13 @@ def first_digits(db_path, n):
 
 
 def main(argv):
-    weights = argv[0] if argv else "examples/mnist/lenet_iter_1000.caffemodel"
+    weights = argv[0] if argv else "examples/mnist/lenet_iter_1500.caffemodel"
     db = argv[1] if len(argv) > 1 else "examples/mnist/data/mnist_test_lmdb"
     n = int(argv[2]) if len(argv) > 2 else 10
     caffe.set_mode_cpu()
     net = caffe.Net("examples/mnist/lenet.prototxt", caffe.TEST, weights=weights)
     images, labels = first_digits(db, n)
+    images = images[:, :, 2:26, 2:26]  # the centre crop the net was tested on (transform_param crop_size: 24)
     net.blobs["data"].reshape(*images.shape)
     prob = net.forward(data=images * 0.00390625)["prob"]
     predicted = prob.argmax(axis=1)
