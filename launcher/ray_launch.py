@@ -6,6 +6,8 @@ submit`. The driver watches the actors: when one dies or fails, it names the ran
 exits non-zero; no actor is left running.
 """
 import os
+import socket
+import tempfile
 import time
 import uuid
 
@@ -42,21 +44,39 @@ class RayRank:
         return Worker(comm, options, device).run(solver)
 
 
+def _running_cluster():
+    """The address of a Ray cluster started on this machine that answers, else None (a stale address file
+    left by a cluster that died must not make `auto` hang)."""
+    path = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+    try:
+        with open(path) as f:
+            host, _, port = f.read().strip().rpartition(":")
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return "%s:%s" % (host, port)
+    except (OSError, ValueError):
+        return None
+
+
 def _connect(address):
+    """Join the cluster `address` names ('auto': RAY_ADDRESS, else a live local cluster, else start one);
+    returns True when this process started the cluster (and must shut it down)."""
     import ray
     if ray.is_initialized():
         return False
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}}
-    if address in ("auto", "") and not os.environ.get("RAY_ADDRESS"):
-        try:
-            ray.init(address="auto", runtime_env=env, log_to_driver=True)
-            return False
-        except ConnectionError:
-            log.info("No running Ray cluster found: starting a local one")
-            ray.init(runtime_env=env, log_to_driver=True)
-            return True
-    ray.init(address=None if address in ("auto", "") else address, runtime_env=env, log_to_driver=True)
-    return False
+    if address not in ("auto", ""):
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        return False
+    if os.environ.get("RAY_ADDRESS"):        # inside `ray job submit`, or set by the user
+        ray.init(runtime_env=env, log_to_driver=True)
+        return False
+    live = _running_cluster()
+    if live:
+        ray.init(address=live, runtime_env=env, log_to_driver=True)
+        return False
+    log.info("No running Ray cluster found: starting a local one")
+    ray.init(address="local", runtime_env=env, log_to_driver=True)
+    return True
 
 
 def _workers(options, ray):

@@ -2,9 +2,11 @@
 with the doubled batch; a SIGKILLed actor ends the job non-zero, named, with no actor left."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -75,16 +77,16 @@ def test_killed_ray_actor_ends_job_named(tmp_path):
 
 def test_ray_job_submit_to_a_running_cluster(tmp_path):
     """`ray start --head` + `ray job submit -- distcaffe train --ray auto`: the driver joins the job's cluster."""
-    import shutil
     ray_cli = shutil.which("ray")
     if ray_cli is None:
         pytest.skip("the ray CLI is not on PATH")
     solver = h.make_job(tmp_path, batch=4, name="submitted")
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ADDRESS="")
-    # our own head in its own session, stopped by signalling that session only (never `ray stop`, which would
-    # stop every Ray cluster on this machine)
+    # our own head in its own session and temp dir, stopped by signalling that session only (never `ray stop`,
+    # which would stop every Ray cluster on this machine); its address file stays in its temp dir
+    temp = tempfile.mkdtemp(prefix="dcray", dir="/tmp")
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--num-cpus", "2", "--port", "6391",
-                             "--dashboard-port", "8291", "--include-dashboard", "true"], env=env,
+                             "--dashboard-port", "8291", "--include-dashboard", "true", "--temp-dir", temp], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         entry = "cd %s && PYTHONPATH=%s %s -m launcher.distributed -solver %s --ray auto --cpu-workers 2" % (
@@ -107,3 +109,4 @@ def test_ray_job_submit_to_a_running_cluster(tmp_path):
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
