@@ -6,7 +6,11 @@ never pays for MPI or Ray. Any CaffeError becomes one line on stderr and exit co
 import importlib
 import sys
 
-from distcaffe.errors import CaffeError
+from launcher.threads import size_thread_pools
+
+size_thread_pools()  # before numpy loads: several ranks per node must not oversubscribe the cores
+
+from distcaffe.errors import CaffeError  # noqa: E402  (after the thread pools are sized)
 
 # command name -> (module, function, one-line help). The function takes argv (list of str), returns an int.
 COMMANDS = {

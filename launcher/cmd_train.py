@@ -1,9 +1,10 @@
-"""`distcaffe train`: Caffe's `caffe train` in one process — solver file, fine-tuning weights or a snapshot to
-resume, device choice, and the SIGINT/SIGHUP/SIGTERM actions."""
+"""`distcaffe train`: Caffe's `caffe train` — solver file, fine-tuning weights or a snapshot to resume, device
+choice, the SIGINT/SIGHUP/SIGTERM actions; several ranks (mpirun/srun, -gpu all, --ray) go to launcher.distributed."""
 from distcaffe import backend
 from distcaffe.errors import CaffeError
 from distcaffe.log import get_logger
 
+from launcher import distributed
 from launcher import flags as F
 
 log = get_logger("caffe")
@@ -15,7 +16,7 @@ TRAIN_FLAGS = [
     F.GPU, F.LEVEL, F.STAGE,
     F.Flag("sigint_effect", str, "stop", "action on SIGINT: snapshot, stop or none"),
     F.Flag("sighup_effect", str, "snapshot", "action on SIGHUP: snapshot, stop or none"),
-]
+] + distributed.DIST_FLAGS
 
 
 def _select_device(param, gpus):
@@ -41,6 +42,8 @@ def train(argv):
     args = F.parse("train", argv, TRAIN_FLAGS)
     if args is None:
         return 0
+    if distributed.wanted(args):
+        return distributed.run(args, argv)
     if not args["solver"]:
         raise CaffeError("train: need a solver definition to train (-solver solver.prototxt)")
     if args["snapshot"] and args["weights"]:

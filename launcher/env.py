@@ -9,7 +9,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from distcaffe.errors import CaffeError
+
+
+def _error(message):
+    """A CaffeError, imported lazily: this module is read before numpy loads (see launcher/threads.py)."""
+    from distcaffe.errors import CaffeError
+    return CaffeError(message)
 
 
 @dataclass
@@ -37,7 +42,7 @@ def _int(env, name, default=None):
     try:
         return int(value)
     except ValueError:
-        raise CaffeError("environment variable %s=%r is not an integer" % (name, value)) from None
+        raise _error("environment variable %s=%r is not an integer" % (name, value)) from None
 
 
 def slurm_tasks_on_node(tasks_per_node, node_id):
@@ -46,10 +51,10 @@ def slurm_tasks_on_node(tasks_per_node, node_id):
     for part in tasks_per_node.split(","):
         m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
         if not m:
-            raise CaffeError("cannot parse SLURM tasks-per-node list %r" % tasks_per_node)
+            raise _error("cannot parse SLURM tasks-per-node list %r" % tasks_per_node)
         counts += [int(m.group(1))] * int(m.group(2) or 1)
     if not 0 <= node_id < len(counts):
-        raise CaffeError("SLURM_NODEID=%d is outside the tasks-per-node list %r" % (node_id, tasks_per_node))
+        raise _error("SLURM_NODEID=%d is outside the tasks-per-node list %r" % (node_id, tasks_per_node))
     return counts[node_id]
 
 
@@ -61,7 +66,7 @@ def _pbs_nodes(env):
         with open(path) as f:
             return [line.strip() for line in f if line.strip()]
     except OSError as e:
-        raise CaffeError("PBS_NODEFILE %s cannot be read: %s" % (path, e)) from None
+        raise _error("PBS_NODEFILE %s cannot be read: %s" % (path, e)) from None
 
 
 def _batch_context(env, p):
@@ -104,7 +109,7 @@ def detect(env=None):
     if p.launcher == "pmix" and env.get("SLURM_STEP_TASKS_PER_NODE"):
         p.local_size = slurm_tasks_on_node(env["SLURM_STEP_TASKS_PER_NODE"], _int(env, "SLURM_NODEID", 0))
     if not (0 <= p.rank < p.size) or not (0 <= p.local_rank < max(p.local_size, p.local_rank + 1)):
-        raise CaffeError("inconsistent %s environment: rank %d of %d (local rank %d)"
+        raise _error("inconsistent %s environment: rank %d of %d (local rank %d)"
                          % (p.launcher, p.rank, p.size, p.local_rank))
     p.local_size = max(p.local_size, p.local_rank + 1)
     return _batch_context(env, p)
@@ -117,17 +122,17 @@ def parse_gpu_flag(flag, visible):
     flag = str(flag).strip()
     if flag == "all":
         if visible == 0:
-            raise CaffeError("-gpu all: no CUDA device is visible (cupy sees none)")
+            raise _error("-gpu all: no CUDA device is visible (cupy sees none)")
         return list(range(visible))
     try:
         ids = [int(x) for x in flag.split(",") if x.strip() != ""]
     except ValueError:
-        raise CaffeError("-gpu must be 'all' or a comma-separated list of device ids (got '%s')" % flag) from None
+        raise _error("-gpu must be 'all' or a comma-separated list of device ids (got '%s')" % flag) from None
     if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise CaffeError("-gpu must list distinct non-negative device ids (got '%s')" % flag)
+        raise _error("-gpu must list distinct non-negative device ids (got '%s')" % flag)
     bad = [i for i in ids if i >= visible]
     if bad:
-        raise CaffeError("-gpu %s: device %s not present (%d visible)" % (flag, bad[0], visible))
+        raise _error("-gpu %s: device %s not present (%d visible)" % (flag, bad[0], visible))
     return ids
 
 
@@ -137,6 +142,6 @@ def device_for_rank(devices, placement):
     if not devices:
         return None
     if placement.local_size > len(devices) > 1:
-        raise CaffeError("%d ranks on this node but only %d GPUs given by -gpu (%s); start one rank per GPU"
+        raise _error("%d ranks on this node but only %d GPUs given by -gpu (%s); start one rank per GPU"
                          % (placement.local_size, len(devices), ",".join(map(str, devices))))
     return devices[placement.local_rank % len(devices)]
