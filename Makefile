@@ -29,7 +29,7 @@ demo:
 	$(VENV)/bin/distcaffe data mnist-sample $(DEMO)/data --force
 	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/distcaffe train -solver $(DEMO)/lenet_solver.prototxt 2>&1 | tee $(DEMO)/train.log
 	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png
-	$(PY) $(DEMO)/classify.py $(DEMO)/lenet_iter_1500.caffemodel $(DEMO)/data/mnist_test_lmdb 10
+	$(PY) $(DEMO)/classify.py $(DEMO)/lenet_iter_2000.caffemodel $(DEMO)/data/mnist_test_lmdb 10
 
 # Regenerate distcaffe/proto/caffe_pb2.py from caffe.proto (tests fail if it is stale).
 proto: venv

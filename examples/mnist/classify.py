@@ -26,7 +26,7 @@ def first_digits(db_path, n):
 
 
 def main(argv):
-    weights = argv[0] if argv else "examples/mnist/lenet_iter_1500.caffemodel"
+    weights = argv[0] if argv else "examples/mnist/lenet_iter_2000.caffemodel"
     db = argv[1] if len(argv) > 1 else "examples/mnist/data/mnist_test_lmdb"
     n = int(argv[2]) if len(argv) > 2 else 10
     caffe.set_mode_cpu()
