@@ -130,6 +130,8 @@ def parse_gpu_flag(flag, visible):
         raise _error("-gpu must be 'all' or a comma-separated list of device ids (got '%s')" % flag) from None
     if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
         raise _error("-gpu must list distinct non-negative device ids (got '%s')" % flag)
+    if visible == 0:
+        raise _error("-gpu %s asked for, but no CUDA device is visible (cupy sees none)" % flag)
     bad = [i for i in ids if i >= visible]
     if bad:
         raise _error("-gpu %s: device %s not present (%d visible)" % (flag, bad[0], visible))
