@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,mpi,image,hdf5,examples,plot
+EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -15,6 +15,8 @@ DEMO_EXTRAS := mpi,image,examples,plot
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# Ray's CPU collectives (gloo) run on torch: take the CPU build first so no CUDA wheels are pulled in.
+	$(if $(findstring ray-cpu,$(EXTRAS)),$(PY) -m pip install -q torch==2.13.0)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
