@@ -2,9 +2,13 @@
 runner for real `mpiexec -n N` jobs. Run as a script it is one rank: `python tests/_dist_helpers.py SOLVER [k=v]`."""
 import os
 import pathlib
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -91,3 +95,29 @@ if __name__ == "__main__":
     from engine.worker import train_distributed
     opts = dict(a.split("=", 1) for a in sys.argv[2:])
     sys.exit(train_distributed(sys.argv[1], opts))
+
+
+def kill_rank1_when_training(proc, pid_pattern, progress, start_timeout, exit_timeout):
+    """Read a 2-rank job's output until `pid_pattern` (two pid groups) and the `progress` line appear, SIGKILL
+    rank 1, and wait for the job to end; returns (returncode, output, seconds to exit, (pid0, pid1))."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    pids, deadline = None, time.time() + start_timeout
+    while time.time() < deadline and not (pids and any(progress in ln for ln in lines)):
+        for ln in list(lines):
+            m = re.search(pid_pattern, ln)
+            if m:
+                pids = int(m.group(1)), int(m.group(2))
+        time.sleep(0.1)
+    assert pids, "".join(lines)[-3000:]
+    os.kill(pids[1], signal.SIGKILL)
+    t0 = time.time()
+    try:
+        rc = proc.wait(timeout=exit_timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    elapsed = time.time() - t0
+    reader.join(5)
+    return rc, "".join(lines), elapsed, pids

@@ -105,6 +105,19 @@ def make_layer(layer_text, dtype=np.float64, phase=TRAIN):
     return create_layer(lp, dtype=dtype)
 
 
+def setup_layer(layer_text, arrays, num_top=1, phase=TRAIN, dtype=np.float64, in_place=False):
+    """A layer set up on blobs holding `arrays` (top 0 is bottom 0 when in_place); returns (layer, bottom, top)."""
+    layer = make_layer(layer_text, dtype, phase)
+    bottom = []
+    for i, a in enumerate(arrays):
+        b = Blob(np.shape(a), dtype, name="b%d" % i)
+        b.data[...] = a
+        bottom.append(b)
+    top = [bottom[0]] if in_place else [Blob(dtype=dtype, name="t%d" % i) for i in range(num_top)]
+    layer.setup(bottom, top)
+    return layer, bottom, top
+
+
 def check_gradient(layer_text, bottom_arrays, num_top=1, check_bottoms=None, check_params=True, phase=TRAIN,
                    step=1e-6, tol=1e-6, seed=1701, param_init=None):
     """Assert analytic == numeric gradients (float64) for a layer; returns the layer for extra checks.
@@ -112,14 +125,7 @@ def check_gradient(layer_text, bottom_arrays, num_top=1, check_bottoms=None, che
     `check_bottoms`: indices of bottoms to check (default: all). Errors are relative to max(1, |grad|).
     """
     rng = np.random.default_rng(seed)
-    layer = make_layer(layer_text, np.float64, phase)
-    bottom = []
-    for i, a in enumerate(bottom_arrays):
-        b = Blob(np.shape(a), np.float64, name="bottom%d" % i)
-        b.data[...] = a
-        bottom.append(b)
-    top = [Blob(dtype=np.float64, name="top%d" % i) for i in range(num_top)]
-    layer.setup(bottom, top)
+    layer, bottom, top = setup_layer(layer_text, bottom_arrays, num_top, phase)
     if param_init is not None:
         param_init(layer)
 

@@ -72,27 +72,8 @@ def _run_and_kill_rank1(tmp_path, extra=(), env=None, wrap=False):
     cmd = [shutil.which("mpiexec"), *extra, "-n", "2", *rank_cmd]
     proc = subprocess.Popen(cmd, cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT), **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    pids, deadline = None, time.time() + 60
-    while time.time() < deadline and not (pids and any("Iteration 400," in ln for ln in lines)):
-        for ln in list(lines):
-            m = re.search(r"MPI world of 2 ranks: rank 0 \(pid (\d+) on .*\), rank 1 \(pid (\d+) on", ln)
-            if m:
-                pids = int(m.group(1)), int(m.group(2))
-        time.sleep(0.1)
-    assert pids, "".join(lines)[-3000:]
-    os.kill(pids[1], signal.SIGKILL)
-    t0 = time.time()
-    try:
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    elapsed = time.time() - t0
-    reader.join(5)
-    return rc, "".join(lines), elapsed, pids
+    return h.kill_rank1_when_training(proc, r"MPI world of 2 ranks: rank 0 \(pid (\d+) on .*\), rank 1 \(pid (\d+) on",
+                                      "Iteration 400,", start_timeout=60, exit_timeout=60)
 
 
 def assert_gone(pid, within=5.0):

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -47,28 +46,9 @@ def test_two_ray_cpu_actors_equal_single_process(tmp_path):
 def test_killed_ray_actor_ends_job_named(tmp_path):
     solver = h.make_job(tmp_path, batch=4, max_iter=10 ** 6, name="long")
     solver.write_text(solver.read_text().replace("display: 1", "display: 500"))
-    proc = ray_train(solver)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    pids, deadline = None, time.time() + 180
-    while time.time() < deadline and not (pids and any("Iteration 500," in ln for ln in lines)):
-        for ln in list(lines):
-            m = re.search(r"rank 0 \(pid (\d+) on node \w+\), rank 1 \(pid (\d+) on", ln)
-            if m:
-                pids = int(m.group(1)), int(m.group(2))
-        time.sleep(0.2)
-    assert pids, "".join(lines)[-3000:]
-    os.kill(pids[1], signal.SIGKILL)
-    t0 = time.time()
-    try:
-        rc = proc.wait(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    elapsed = time.time() - t0
-    reader.join(5)
-    out = "".join(lines)
+    rc, out, elapsed, pids = h.kill_rank1_when_training(
+        ray_train(solver), r"rank 0 \(pid (\d+) on node \w+\), rank 1 \(pid (\d+) on", "Iteration 500,",
+        start_timeout=180, exit_timeout=90)
     assert rc != 0 and elapsed < 60, out[-3000:]
     assert re.search(r"rank 1 \(pid %d on node \w+\) is lost" % pids[1], out), out[-3000:]
     time.sleep(1)

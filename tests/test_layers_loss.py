@@ -2,23 +2,15 @@
 import numpy as np
 import pytest
 
-from distcaffe.blob import Blob
 from distcaffe.errors import NetError
 from distcaffe.proto import caffe_pb2
-from layer_harness import check_gradient, make_layer
+from layer_harness import check_gradient, setup_layer
 
 rng = np.random.default_rng(7)
 
 
 def run(layer_text, arrays, num_top=1):
-    layer = make_layer(layer_text)
-    bottom = []
-    for i, a in enumerate(arrays):
-        b = Blob(np.shape(a), np.float64, name="b%d" % i)
-        b.data[...] = a
-        bottom.append(b)
-    top = [Blob(dtype=np.float64, name="t%d" % i) for i in range(num_top)]
-    layer.setup(bottom, top)
+    layer, bottom, top = setup_layer(layer_text, arrays, num_top)
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     return layer, bottom, top

@@ -6,19 +6,12 @@ from distcaffe import backend
 from distcaffe.blob import Blob
 from distcaffe.errors import NetError
 from distcaffe.net import TEST, TRAIN
-from layer_harness import check_gradient, make_layer
+from layer_harness import check_gradient, make_layer, setup_layer
 
 
 def run_layer(layer_text, *arrays, num_top=1, phase=TRAIN, in_place=False):
     """Set up and run forward on float64 blobs; returns (layer, bottom, top). in_place: top 0 is bottom 0."""
-    layer = make_layer(layer_text, np.float64, phase)
-    bottom = []
-    for i, a in enumerate(arrays):
-        b = Blob(np.shape(a), np.float64, name="b%d" % i)
-        b.data[...] = a
-        bottom.append(b)
-    top = [bottom[0]] if in_place else [Blob(dtype=np.float64, name="t%d" % i) for i in range(num_top)]
-    layer.setup(bottom, top)
+    layer, bottom, top = setup_layer(layer_text, arrays, num_top, phase, in_place=in_place)
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     return layer, bottom, top

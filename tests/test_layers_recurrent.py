@@ -3,9 +3,8 @@ layout, state carried between forwards, and error messages."""
 import numpy as np
 import pytest
 
-from distcaffe.blob import Blob
 from distcaffe.errors import NetError
-from layer_harness import check_gradient, make_layer
+from layer_harness import check_gradient, setup_layer
 
 rng = np.random.default_rng(11)
 FILL = 'weight_filler { type: "uniform" min: -0.5 max: 0.5 } bias_filler { type: "uniform" min: -0.2 max: 0.2 }'
@@ -18,15 +17,7 @@ def layer_text(kind, extra=""):
 
 
 def setup(text, arrays, num_top=1):
-    layer = make_layer(text)
-    bottom = []
-    for i, a in enumerate(arrays):
-        b = Blob(np.shape(a), np.float64, name="b%d" % i)
-        b.data[...] = a
-        bottom.append(b)
-    top = [Blob(dtype=np.float64, name="t%d" % i) for i in range(num_top)]
-    layer.setup(bottom, top)
-    return layer, bottom, top
+    return setup_layer(text, arrays, num_top)
 
 
 def forward(layer, bottom, top):

@@ -113,3 +113,13 @@ def test_fp16_solver_data_type_trains():
     assert losses[-1] < 0.5 * losses[0], losses
     for p in s.net.learnable_params:                 # weights are the fp16 master copy
         np.testing.assert_array_equal(p.data, p.data.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize("field", ["larc_turbo: true", "test_and_snapshot_last_epochs: 2"])
+def test_unsupported_nvcaffe_solver_fields_are_clear_errors(field):
+    from distcaffe.errors import SolverError
+    from distcaffe.io import parse_solver_text
+    from distcaffe.solvers.lr_policy import check_policies
+    param = parse_solver_text('base_lr: 0.1 lr_policy: "fixed" ' + field)
+    with pytest.raises(SolverError, match="%s is not supported" % field.split(":")[0]):
+        check_policies(param)

@@ -23,6 +23,9 @@ def check_policies(param, where="solver"):
                           % (where, param.weight_decay_policy))
     if param.larc and param.larc_policy not in ("scale", "clip"):
         raise SolverError("%s: unknown larc_policy '%s' (known: scale, clip)" % (where, param.larc_policy))
+    for field in ("larc_turbo", "test_and_snapshot_last_epochs"):
+        if param.HasField(field) and getattr(param, field):
+            raise SolverError("%s: NVCaffe's %s is not supported by distcaffe yet; remove it" % (where, field))
     if param.min_lr < 0:
         raise SolverError("%s: min_lr must be >= 0 (got %g)" % (where, param.min_lr))
 
