@@ -4,7 +4,7 @@ import pytest
 
 from distcaffe.errors import NetError
 from layer_harness import check_gradient
-from test_layers_neuron import assert_gpu_matches_cpu, needs_gpu, run_layer
+from test_layers_neuron import assert_gpu_matches_cpu, assert_in_place_matches, needs_gpu, run_layer
 
 RNG = np.random.default_rng(3)
 A, B, C = (RNG.standard_normal((2, 3, 4)) for _ in range(3))
@@ -90,23 +90,13 @@ def test_param_layouts_and_default_fillers():
 
 @pytest.mark.parametrize("text", ['type: "Scale" scale_param { bias_term: true }', 'type: "Bias"'])
 def test_in_place_and_param_diff_accumulation(text):
-    dy = RNG.standard_normal(A.shape)
-    results = []
-    for in_place in (False, True):
+    def run(in_place):
         layer, bottom, top = run_layer(text, A, in_place=in_place)
         randomize_params(layer)
         layer.forward(bottom, top)
-        y = top[0].data.copy()
-        top[0].diff[...] = dy
-        for p in layer.blobs:
-            p.diff[...] = 1
-        layer.backward(top, [True], bottom)
-        results.append((y, bottom[0].diff.copy(), [p.diff.copy() for p in layer.blobs]))
-    (y0, d0, p0), (y1, d1, p1) = results
-    np.testing.assert_allclose(y1, y0, rtol=1e-12)
-    np.testing.assert_allclose(d1, d0, rtol=1e-12)
-    for a, b in zip(p0, p1):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
+        return layer, bottom, top
+    dy = RNG.standard_normal(A.shape)
+    p0 = assert_in_place_matches(run, dy, param_diff=1.0)
     # parameter diffs accumulate onto what was there (1): the bias gradient is 1 + sum of dy over N and H
     np.testing.assert_allclose(p0[-1], 1 + dy.sum(axis=(0, 2)))
 

@@ -157,16 +157,22 @@ def test_bnll_large_inputs_are_finite():
                                   'type: "Sigmoid"', 'type: "TanH"', 'type: "ELU"', 'type: "Exp"',
                                   'type: "Swish"', 'type: "PReLU"', 'type: "Dropout"'])
 def test_in_place_matches_out_of_place(text):
-    x = away_from(X, [0])
-    dy = RNG.standard_normal(X.shape)
+    def seeded_run(in_place):
+        backend.set_random_seed(11)
+        return run_layer(text, away_from(X, [0]), in_place=in_place)
+    assert_in_place_matches(seeded_run, RNG.standard_normal(X.shape))
+
+
+def assert_in_place_matches(run, dy, param_diff=0.0):
+    """`run(in_place)` -> (layer, bottom, top) after forward; in place and out of place must give the same top,
+    bottom diff and parameter diffs (which start at `param_diff`); returns the out-of-place parameter diffs."""
     results = []
     for in_place in (False, True):
-        backend.set_random_seed(11)
-        layer, bottom, top = run_layer(text, x, in_place=in_place)
+        layer, bottom, top = run(in_place)
         y = top[0].data.copy()
         top[0].diff[...] = dy
         for p in layer.blobs:
-            p.diff[...] = 0
+            p.diff[...] = param_diff
         layer.backward(top, [True], bottom)
         results.append((y, bottom[0].diff.copy(), [p.diff.copy() for p in layer.blobs]))
     (y0, d0, p0), (y1, d1, p1) = results
@@ -174,6 +180,7 @@ def test_in_place_matches_out_of_place(text):
     np.testing.assert_allclose(d1, d0, rtol=1e-12)
     for a, b in zip(p1, p0):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+    return p0
 
 
 def test_prelu_param_diff_accumulates_and_shapes():

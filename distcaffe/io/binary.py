@@ -52,12 +52,21 @@ def _check_known(message, data, path, kind):
         raise ParseError("%s: not a %s; it looks like %s" % (path, kind, _looks_like(data)))
 
 
+def _read_message(path, message_class, kind, allow_empty=False):
+    """(message, raw bytes) of a binary file holding `message_class`; empty, undecodable or foreign files
+    (fields the message does not have) are one-line ParseErrors saying what the file looks like."""
+    data = read_bytes(path)
+    if not data and not allow_empty:
+        raise ParseError("%s: is empty (expected a %s)" % (path, kind))
+    message = _decode(data, message_class, path, kind)
+    _check_known(message, data, path, kind)
+    return message, data
+
+
 def read_net_binary(path):
     """NetParameter from a binary .caffemodel, upgraded; blobs keep `shape` or num/channels/height/width as read."""
-    data = read_bytes(path)
     kind = "binary NetParameter (.caffemodel)"
-    net = _decode(data, pb.NetParameter, path, kind)
-    _check_known(net, data, path, kind)
+    net, data = _read_message(path, pb.NetParameter, kind, allow_empty=True)
     if not len(net.layer) and not len(net.layers):
         if not data:
             raise ParseError("%s: is empty (expected a %s)" % (path, kind))
@@ -72,13 +81,7 @@ def write_net_binary(net_param, path):
 
 def read_blobproto(path):
     """BlobProto from a .binaryproto file (e.g. a mean image)."""
-    data = read_bytes(path)
-    kind = "BlobProto (.binaryproto)"
-    if not data:
-        raise ParseError("%s: is empty (expected a %s)" % (path, kind))
-    blob = _decode(data, pb.BlobProto, path, kind)
-    _check_known(blob, data, path, kind)
-    return blob
+    return _read_message(path, pb.BlobProto, "BlobProto (.binaryproto)")[0]
 
 
 def write_blobproto(blobproto, path):
@@ -88,12 +91,8 @@ def write_blobproto(blobproto, path):
 
 def read_solverstate(path):
     """SolverState from a binary .solverstate file."""
-    data = read_bytes(path)
     kind = "SolverState (.solverstate)"
-    if not data:
-        raise ParseError("%s: is empty (expected a %s)" % (path, kind))
-    state = _decode(data, pb.SolverState, path, kind)
-    _check_known(state, data, path, kind)
+    state, data = _read_message(path, pb.SolverState, kind)
     if not state.HasField("iter"):
         raise ParseError("%s: not a %s: it has no iteration; it looks like %s" % (path, kind, _looks_like(data)))
     return state
