@@ -12,10 +12,11 @@ DEMO_EXTRAS := mpi,image,examples,plot
 
 .PHONY: venv test demo proto clean
 
+# Ray's CPU collectives (gloo) run on torch: with the ray-cpu extra, the CPU build of torch goes in first so that
+# no CUDA wheels are pulled in.
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# Ray's CPU collectives (gloo) run on torch: take the CPU build first so no CUDA wheels are pulled in.
 	$(if $(findstring ray-cpu,$(EXTRAS)),$(PY) -m pip install -q torch==2.13.0)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
