@@ -118,20 +118,16 @@ class Net:
                 self._input_ids.extend(self.top_ids[layer_id])
             try:
                 layer.setup(bottom, top)
-            except NetError:
-                raise
             except (ValueError, IndexError, TypeError) as e:
                 raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s"
                                % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom], e)) from None
             for j, tid in enumerate(self.top_ids[layer_id]):
-                if tid >= len(self.blob_loss_weights):
-                    self.blob_loss_weights.extend([0.0] * (tid + 1 - len(self.blob_loss_weights)))
                 self.blob_loss_weights[tid] = layer.loss(j)
                 t = self._blobs[tid]
                 log.info("Top shape: %s", t.shape_string())
                 if layer.loss(j):
                     log.info("    with loss weight %g", layer.loss(j))
-                memory += t.count
+                memory += t.count * t.dtype.itemsize
             if len(lp.param) > len(layer.blobs):
                 raise NetError("layer '%s': too many params specified (%d param specs, the layer has %d blobs)"
                                % (lp.name, len(lp.param), len(layer.blobs)))
@@ -155,7 +151,7 @@ class Net:
         self._share_weights()
         self.memory_used = memory
         log.info("Network initialization done.")
-        log.info("Memory required for data: %d", memory * np.dtype(np.float32).itemsize)
+        log.info("Memory required for data: %d", memory)
         self._build_pycaffe_views()
 
     def _append_bottom(self, lp, layer_id, j, available):
@@ -186,6 +182,7 @@ class Net:
             self._blobs.append(Blob(dtype=dtype, name=name))
             self._blob_names.append(name)
             self.blob_need_backward.append(False)
+            self.blob_loss_weights.append(0.0)
             if available is not None:
                 self._blob_index[name] = bid
             self.top_ids[layer_id].append(bid)
@@ -225,9 +222,9 @@ class Net:
                                                                              own.shape_string(), this.shape_string()))
         lid = self.learnable_param_ids[owner]
         self.learnable_param_ids.append(lid)
-        for has, vals, field, hasf in ((self.has_params_lr, self.params_lr, "lr_mult", "lr_mult"),
-                                       (self.has_params_decay, self.params_weight_decay, "decay_mult", "decay_mult")):
-            if spec.HasField(hasf):
+        for has, vals, field in ((self.has_params_lr, self.params_lr, "lr_mult"),
+                                 (self.has_params_decay, self.params_weight_decay, "decay_mult")):
+            if spec.HasField(field):
                 if has[lid] and getattr(spec, field) != vals[lid]:
                     raise NetError("shared param '%s' has mismatched %s (layer '%s')" % (pname, field, lp.name))
                 has[lid] = True
@@ -399,43 +396,37 @@ class Net:
         self.layers[0].set_input_arrays(data, labels)
 
     # --- weights ---------------------------------------------------------------------------------
-    def copy_trained_layers_from(self, source):
-        """Copy parameter blobs from a NetParameter by layer name; a shape mismatch names the layer."""
+    def copy_trained_layers_from(self, source, where="the weights file"):
+        """Copy parameter blobs from a NetParameter by layer name (Caffe's CopyTrainedLayersFrom)."""
         from .io import blobproto_to_array
-        by_name = self.layer_dict
         for src in source.layer:
-            target = by_name.get(src.name)
-            if target is None:
-                log.info("Ignoring source layer %s", src.name)
-                continue
-            log.info("Copying source layer %s Type:%s #blobs=%d", src.name, src.type, len(src.blobs))
-            if len(target.blobs) != len(src.blobs):
-                raise NetError("incompatible number of blobs for layer '%s': the file has %d, the net has %d"
-                               % (src.name, len(src.blobs), len(target.blobs)))
-            for j, (tb, sb) in enumerate(zip(target.blobs, src.blobs)):
-                arr = blobproto_to_array(sb)
-                if not _shape_equals(tb.shape, sb, arr.shape):
-                    raise NetError("cannot copy param %d weights from layer '%s'; shape mismatch. Source param shape "
-                                   "is %s; target param shape is %s. To learn this layer's parameters from "
-                                   "scratch rather than copying from a saved net, rename the layer."
-                                   % (j, src.name, " ".join(map(str, arr.shape)), tb.shape_string()))
-                tb.data[...] = arr.reshape(tb.shape)
+            self._copy_layer(src.name, [blobproto_to_array(b) for b in src.blobs], [_is_legacy(b) for b in src.blobs],
+                             where)
 
     def copy_trained_layers_from_hdf5(self, path):
+        """Copy parameter arrays from a Caffe .caffemodel.h5 (`data/<layer>/<i>`) by layer name."""
         from .io import read_net_hdf5
-        layers = read_net_hdf5(path)
-        for name, arrays in layers.items():
-            target = self.layer_dict.get(name)
-            if target is None:
-                log.info("Ignoring source layer %s", name)
-                continue
-            if len(arrays) != len(target.blobs):
-                raise NetError("incompatible number of blobs for layer '%s' in %s" % (name, path))
-            for j, (tb, arr) in enumerate(zip(target.blobs, arrays)):
-                if tuple(arr.shape) != tb.shape:
-                    raise NetError("cannot copy param %d weights from layer '%s' in %s; shape mismatch (%s vs %s)"
-                                   % (j, name, path, arr.shape, tb.shape))
-                tb.data[...] = arr
+        for name, arrays in read_net_hdf5(path).items():
+            self._copy_layer(name, arrays, [False] * len(arrays), path)
+
+    def _copy_layer(self, name, arrays, legacy, where):
+        """Copy one source layer's arrays into this net's layer of that name; counts and shapes must match
+        (legacy 4-D blobs match on their trailing dims, as Caffe's ShapeEquals)."""
+        target = self.layer_dict.get(name)
+        if target is None:
+            log.info("Ignoring source layer %s", name)
+            return
+        log.info("Copying source layer %s #blobs=%d", name, len(arrays))
+        if len(target.blobs) != len(arrays):
+            raise NetError("incompatible number of blobs for layer '%s': %s has %d, the net has %d"
+                           % (name, where, len(arrays), len(target.blobs)))
+        for j, (tb, arr, old) in enumerate(zip(target.blobs, arrays, legacy)):
+            if not _shape_equals(tb.shape, arr.shape, old):
+                raise NetError("cannot copy param %d weights from layer '%s'; shape mismatch. Source param shape "
+                               "is %s; target param shape is %s (in %s). To learn this layer's parameters from "
+                               "scratch rather than copying from a saved net, rename the layer."
+                               % (j, name, " ".join(map(str, arr.shape)), tb.shape_string(), where))
+            tb.data[...] = arr.reshape(tb.shape)
 
     def copy_from(self, path):
         """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name."""
@@ -444,7 +435,7 @@ class Net:
         if path.endswith(".h5"):
             self.copy_trained_layers_from_hdf5(path)
         else:
-            self.copy_trained_layers_from(read_net_binary(path))
+            self.copy_trained_layers_from(read_net_binary(path), path)
 
     def to_proto(self, write_diff=False, old_format=False):
         """NetParameter with every layer and its blobs (Caffe's Net::ToProto)."""
@@ -493,10 +484,14 @@ class Net:
                          float(np.abs(backend.to_host(b.dev_diff)).mean()) if b.count else 0.0)
 
 
-def _shape_equals(shape, blobproto, arr_shape):
+def _is_legacy(blobproto):
+    """True for a BlobProto with the old num/channels/height/width fields instead of `shape`."""
+    return any(blobproto.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
+def _shape_equals(shape, arr_shape, legacy):
     """Caffe's Blob::ShapeEquals: legacy 4-D protos match on the trailing dims padded with ones."""
-    if blobproto.HasField("num") or blobproto.HasField("channels") or blobproto.HasField("height") or \
-            blobproto.HasField("width"):
+    if legacy:
         if len(shape) > 4:
             return False
         return tuple((1,) * (4 - len(shape)) + tuple(shape)) == tuple(arr_shape) or tuple(shape) == tuple(arr_shape)
