@@ -200,14 +200,16 @@ class Blob:
             bp.num, bp.channels, bp.height, bp.width = dims
         else:
             bp.shape.dim.extend(self._shape)
+        # read the host side without marking it fresh: saving must not force a re-upload to the device
+        data, diff = self._view(self._data.host()), self._view(self._diff.host())
         if self.dtype == np.float64:
-            bp.double_data.extend(self.data.ravel().tolist())
+            bp.double_data.extend(data.ravel().tolist())
             if write_diff:
-                bp.double_diff.extend(self.diff.ravel().tolist())
+                bp.double_diff.extend(diff.ravel().tolist())
         else:
-            bp.data.extend(self.data.astype(np.float32).ravel().tolist())
+            bp.data.extend(data.astype(np.float32).ravel().tolist())
             if write_diff:
-                bp.diff.extend(self.diff.astype(np.float32).ravel().tolist())
+                bp.diff.extend(diff.astype(np.float32).ravel().tolist())
         return bp
 
     def from_array(self, arr, reshape=True, what="blob"):
