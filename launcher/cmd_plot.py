@@ -1,5 +1,6 @@
 """`distcaffe plot LOG OUT.png`: training loss, test outputs (accuracy) and learning rate against iteration."""
 import argparse
+import os
 
 from distcaffe.errors import CaffeError
 
@@ -43,7 +44,6 @@ def plot(argv):
     fig.tight_layout()
     fig.savefig(args.out + ".tmp.png", dpi=100)
     plt.close(fig)
-    import os
     os.replace(args.out + ".tmp.png", args.out)
     print("wrote %s (%d train points, %d test points)" % (args.out, len(train), len(test)))
     return 0

@@ -22,25 +22,19 @@ def load_image(filename, color=True):
 
 
 def resize_image(im, new_dims, interp_order=1):
-    """Resize HxWxK to new_dims (H, W): bilinear (order 1) or nearest (order 0), any value range."""
+    """Resize HxWxK to new_dims (H, W): bilinear (order 1, the data pipeline's cv::resize INTER_LINEAR on
+    floats) or nearest pixel centre (order 0, as pycaffe's skimage), any value range, float32 out."""
+    from ..data.resize import resize
     h, w = im.shape[:2]
     nh, nw = int(new_dims[0]), int(new_dims[1])
+    im = np.asarray(im, dtype=np.float32)
     if (h, w) == (nh, nw):
-        return im.astype(np.float32)
-    ys = (np.arange(nh) + 0.5) * h / nh - 0.5
-    xs = (np.arange(nw) + 0.5) * w / nw - 0.5
-    if interp_order == 0:
-        yi = np.clip(np.round(ys).astype(int), 0, h - 1)
-        xi = np.clip(np.round(xs).astype(int), 0, w - 1)
-        return im[yi][:, xi].astype(np.float32)
-    ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-    im = im.astype(np.float32)
-    top = im[y0][:, x0] * (1 - wx) + im[y0][:, x1] * wx
-    bot = im[y1][:, x0] * (1 - wx) + im[y1][:, x1] * wx
-    return (top * (1 - wy) + bot * wy).astype(np.float32)
+        return im
+    if interp_order != 0:
+        return np.ascontiguousarray(resize(im.transpose(2, 0, 1), nh, nw).transpose(1, 2, 0))
+    yi = np.clip(np.round((np.arange(nh) + 0.5) * h / nh - 0.5).astype(int), 0, h - 1)
+    xi = np.clip(np.round((np.arange(nw) + 0.5) * w / nw - 0.5).astype(int), 0, w - 1)
+    return im[yi][:, xi]
 
 
 def oversample(images, crop_dims):
@@ -78,11 +72,11 @@ def array_to_datum(arr, label=None):
 
 
 def datum_to_array(datum):
-    """CxHxW array of a (non-encoded) Datum: uint8 from `data`, float from `float_data`."""
-    shape = (datum.channels, datum.height, datum.width)
-    if len(datum.data):
-        return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
-    return np.array(datum.float_data).astype(float).reshape(shape)
+    """CxHxW array of a Datum (the data pipeline's decoder, so encoded images work too): uint8 from `data`,
+    float64 from `float_data` as pycaffe returns it."""
+    from ..data.datum import datum_to_array as decode
+    arr = decode(datum, "Datum")
+    return arr if arr.dtype == np.uint8 else arr.astype(float)
 
 
 class Transformer:
