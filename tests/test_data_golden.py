@@ -41,41 +41,32 @@ def test_golden_lmdb_reads_to_its_contents(golden, db):
             np.testing.assert_array_equal(arr, z["data__%d" % i])
 
 
-def _argv(command_line):
-    """Golden meta.json command line -> our CLI argv (Caffe's tool name is our subcommand)."""
-    return command_line.split()
+def _rerun(golden, key, cwd, out, monkeypatch):
+    """Run the Caffe command meta.json recorded under `key` with our CLI (Caffe's tool name is our
+    subcommand), from `cwd`, writing to `out` instead; returns `out`."""
+    argv = json.loads((golden / "lmdb" / "meta.json").read_text())["commands"][key].split()
+    monkeypatch.chdir(cwd)
+    argv[-1] = str(out)
+    assert main(argv) == 0
+    return out
 
 
 @pytest.mark.parametrize("db", ["color_lmdb", "resized_lmdb", "gray_lmdb", "gray_resized_lmdb", "encoded_lmdb"])
 def test_convert_imageset_writes_caffes_bytes(golden, tmp_path, monkeypatch, db):
     root = golden / "lmdb"
-    cmd = json.loads((root / "meta.json").read_text())["commands"][db]
-    monkeypatch.chdir(root)
-    argv = _argv(cmd)
-    argv[-1] = str(tmp_path / db)
-    assert main(argv) == 0
-    assert _contents(tmp_path / db) == _contents(root / db)
+    assert _contents(_rerun(golden, db, root, tmp_path / db, monkeypatch)) == _contents(root / db)
 
 
 def test_convert_mnist_data_writes_caffes_bytes(golden, tmp_path, monkeypatch):
     root = golden / "lmdb" / "mnist_small"
-    cmd = json.loads((golden / "lmdb" / "meta.json").read_text())["commands"]["mnist_small/mnist_lmdb"]
-    monkeypatch.chdir(root)
-    argv = _argv(cmd)
-    argv[-1] = str(tmp_path / "mnist_lmdb")
-    assert main(argv) == 0
-    assert _contents(tmp_path / "mnist_lmdb") == _contents(root / "mnist_lmdb")
+    out = _rerun(golden, "mnist_small/mnist_lmdb", root, tmp_path / "mnist_lmdb", monkeypatch)
+    assert _contents(out) == _contents(root / "mnist_lmdb")
 
 
 @pytest.mark.parametrize("name", ["mean.binaryproto", "resized_mean.binaryproto"])
 def test_compute_image_mean_matches_golden_bytes(golden, tmp_path, monkeypatch, name):
     root = golden / "lmdb"
-    cmd = json.loads((root / "meta.json").read_text())["commands"][name]
-    monkeypatch.chdir(root)
-    argv = _argv(cmd)
-    argv[-1] = str(tmp_path / name)
-    assert main(argv) == 0
-    assert (tmp_path / name).read_bytes() == (root / name).read_bytes()
+    assert _rerun(golden, name, root, tmp_path / name, monkeypatch).read_bytes() == (root / name).read_bytes()
     ours = blobproto_to_array(read_blobproto(str(tmp_path / name)))
     np.testing.assert_array_equal(ours, np.load(root / name.replace(".binaryproto", ".npy")))
 
