@@ -95,8 +95,8 @@ def rank_main(args):
     from distcaffe.log import set_quiet
     from distcaffe.net import Net
     from distcaffe.proto import caffe_pb2
-    from engine.buckets import GradientReducer
-    from engine.worker import make_communicator
+    from distcaffe.engine.buckets import GradientReducer
+    from distcaffe.engine.worker import make_communicator
 
     set_quiet(True)
     backend.set_mode_cpu()

@@ -1,32 +1,43 @@
-"""distcaffe: Caffe rebuilt in Python, cluster first. `import distcaffe as caffe` works like pycaffe."""
-from . import backend
-from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
-from .blob import Blob
-from .errors import CaffeError
-from .layers import Layer, layer_types
-from .net import TEST, TRAIN, Net
-from .proto import caffe_pb2
+"""distcaffe: Caffe rebuilt in Python, cluster first. `import distcaffe as caffe` works like pycaffe.
+
+Every name loads on first use, so `import distcaffe.launcher.cli` pays for no numpy before the command has
+sized its thread pools, and `import distcaffe` stays light.
+"""
+import importlib
 
 __version__ = "0.1.0"
 
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "backend": (".backend", None), "set_device": (".backend", "set_device"),
+    "set_mode_cpu": (".backend", "set_mode_cpu"), "set_mode_gpu": (".backend", "set_mode_gpu"),
+    "set_random_seed": (".backend", "set_random_seed"),
+    "Blob": (".blob", "Blob"), "CaffeError": (".errors", "CaffeError"),
+    "Layer": (".layers", "Layer"), "layer_types": (".layers", "layer_types"),
+    "TEST": (".net", "TEST"), "TRAIN": (".net", "TRAIN"), "Net": (".net", "Net"),
+    "caffe_pb2": (".proto.caffe_pb2", None),
+    "io": (".io", None), "net_spec": (".net_spec", None), "solvers": (".solvers", None),
+    "layers": (".layers", None), "proto": (".proto", None),
+}
+for _name in ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
+              "AdamSolver", "Solver"):
+    _LAZY[_name] = (".solvers", _name)
+
 
 def __getattr__(name):
-    """Solvers, io, net_spec load lazily so `import distcaffe` stays light."""
-    import importlib
-    if name in ("io", "net_spec", "solvers", "draw"):
-        return importlib.import_module("." + name, __name__)
-    if name == "layers":
-        from . import layers
-        return layers
-    if name == "proto":
-        from . import proto
-        return proto
-    solver_names = ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
-                    "AdaDeltaSolver", "AdamSolver", "Solver")
-    if name in solver_names:
-        from . import solvers
-        return getattr(solvers, name)
-    raise AttributeError("module 'distcaffe' has no attribute '%s'" % name)
+    """Resolve a public name on first use and cache it on the module."""
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError("module 'distcaffe' has no attribute '%s'" % name) from None
+    value = importlib.import_module(module, __name__)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = ["Blob", "CaffeError", "Layer", "Net", "TEST", "TRAIN", "backend", "caffe_pb2", "layer_types",

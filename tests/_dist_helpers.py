@@ -92,7 +92,7 @@ def single_process(solver, resume=None):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    from engine.worker import train_distributed
+    from distcaffe.engine.worker import train_distributed
     opts = dict(a.split("=", 1) for a in sys.argv[2:])
     sys.exit(train_distributed(sys.argv[1], opts))
 

@@ -60,7 +60,7 @@ random_seed: 1
 
 def run(args, cwd, **kw):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "launcher.cli"] + args, cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "distcaffe.launcher.cli"] + args, cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=kw.pop("timeout", 240), **kw)
 
 
@@ -144,7 +144,7 @@ def test_finetune_resume_and_sigterm(tmp_path, mnist):
     (tmp_path / "term").mkdir()
     wd2 = workdir(tmp_path / "term", mnist, max_iter=100000, snapshot=0, test_interval=100000)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "train", "-solver", "solver.prototxt"], cwd=wd2,
+    proc = subprocess.Popen([sys.executable, "-m", "distcaffe.launcher.cli", "train", "-solver", "solver.prototxt"], cwd=wd2,
                             env=env, stderr=subprocess.PIPE, text=True)
     seen = []
     deadline = time.time() + 120

@@ -19,7 +19,7 @@ BAD_TEXT = {
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "distcaffe.launcher.cli", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -10,7 +10,7 @@ from distcaffe.data import LMDBReader
 from distcaffe.data.datum import parse_datum
 from distcaffe.io import blobproto_to_array, read_blobproto
 from distcaffe.data.sources import LMDBSource
-from launcher.cli import main
+from distcaffe.launcher.cli import main
 
 DBS = ["color_lmdb", "resized_lmdb", "gray_lmdb", "gray_resized_lmdb", "encoded_lmdb", "mnist_small/mnist_lmdb"]
 

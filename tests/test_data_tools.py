@@ -8,7 +8,7 @@ import pytest
 from distcaffe.data.datum import decode_image
 from distcaffe.data.sources import LMDBSource
 from distcaffe.errors import DataError
-from launcher.cli import main
+from distcaffe.launcher.cli import main
 
 
 def _keys(path):

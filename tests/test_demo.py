@@ -28,7 +28,7 @@ def test_demo_pipeline_small(tmp_path):
     work = tmp_path / "demo"
     shutil.copytree(ROOT / "examples" / "mnist", work / "examples" / "mnist",
                     ignore=shutil.ignore_patterns("data", "*.caffemodel", "*.solverstate*", "*.log", "*.png"))
-    cli = [sys.executable, "-m", "launcher.cli"]
+    cli = [sys.executable, "-m", "distcaffe.launcher.cli"]
     run(cli + ["data", "mnist-sample", "examples/mnist/data"], work)
     solver = (work / "examples/mnist/lenet_solver.prototxt").read_text()
     solver = re.sub(r"max_iter: \d+", "max_iter: 150", solver)
@@ -37,7 +37,7 @@ def test_demo_pipeline_small(tmp_path):
     solver = re.sub(r"stepvalue: \d+", "stepvalue: 120", solver)
     (work / "examples/mnist/lenet_solver.prototxt").write_text(solver)
     env_root = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "launcher.cli", "train", "-solver",
+    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "distcaffe.launcher.cli", "train", "-solver",
                         "examples/mnist/lenet_solver.prototxt"], cwd=work, env=env_root, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]

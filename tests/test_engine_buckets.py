@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from distcaffe import Net, backend
 from distcaffe.proto import caffe_pb2
-from engine.buckets import GradientReducer, plan_buckets, ready_layer_of_params
-from engine.comm_single import SingleCommunicator
+from distcaffe.engine.buckets import GradientReducer, plan_buckets, ready_layer_of_params
+from distcaffe.engine.comm_single import SingleCommunicator
 from google.protobuf import text_format
 
 NET = """

@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from engine.comm_single import SingleCommunicator
-from engine.communicator import CollectiveError, Request
+from distcaffe.engine.comm_single import SingleCommunicator
+from distcaffe.engine.communicator import CollectiveError, Request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +39,7 @@ def test_single_is_identity():
 
 
 def test_nccl_module_imports_without_cupy():
-    r = subprocess.run([sys.executable, "-c", "import sys, engine.comm_nccl, engine.worker; "
+    r = subprocess.run([sys.executable, "-c", "import sys, distcaffe.engine.comm_nccl, distcaffe.engine.worker; "
                         "print('cupy' in sys.modules)"], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
@@ -51,7 +51,7 @@ def test_mpi_collectives_three_ranks(tmp_path):
     script = tmp_path / "coll.py"
     script.write_text(textwrap.dedent("""
         import numpy as np
-        from engine.comm_mpi import MPICommunicator
+        from distcaffe.engine.comm_mpi import MPICommunicator
         c = MPICommunicator()
         a = np.full(1000, c.rank + 1, np.float32)
         reqs = [c.iallreduce(a), c.iallreduce(b := np.array([c.rank], np.float64))]
@@ -80,7 +80,7 @@ def _gpu():
 @pytest.mark.skipif(not _gpu(), reason="needs a CUDA device visible to cupy")
 def test_nccl_one_rank_on_gpu():
     import cupy
-    from engine.comm_nccl import NCCLCommunicator
+    from distcaffe.engine.comm_nccl import NCCLCommunicator
     c = NCCLCommunicator(SingleCommunicator(), 0)
     a = cupy.arange(8, dtype=cupy.float32)
     c.iallreduce(a).wait()

@@ -9,8 +9,8 @@ import pytest
 from distcaffe.errors import CaffeError
 from distcaffe.proto import caffe_pb2
 from distcaffe.solvers import load_solver_param
-from engine.comm_single import SingleCommunicator
-from engine.worker import TrainOptions, Worker, split_batch
+from distcaffe.engine.comm_single import SingleCommunicator
+from distcaffe.engine.worker import TrainOptions, Worker, split_batch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _dist_helpers as h  # noqa: E402

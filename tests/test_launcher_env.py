@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from distcaffe.errors import CaffeError
-from launcher import env as E
-from launcher import distributed, spawn
+from distcaffe.launcher import env as E
+from distcaffe.launcher import distributed, spawn
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _dist_helpers as h  # noqa: E402
@@ -87,7 +87,7 @@ def test_spawn_without_mpiexec_is_a_clear_error(monkeypatch):
 def test_cpu_workers_spawn_two_local_ranks(tmp_path):
     import subprocess
     solver = h.make_job(tmp_path, batch=4, name="spawned")
-    r = subprocess.run([sys.executable, "-m", "launcher.distributed", "-solver", str(solver), "--cpu-workers", "2"],
+    r = subprocess.run([sys.executable, "-m", "distcaffe.launcher.distributed", "-solver", str(solver), "--cpu-workers", "2"],
                        cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT)), capture_output=True, text=True,
                        timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def ray_train(solver, *extra):
-    cmd = [sys.executable, "-m", "launcher.distributed", "-solver", str(solver), "--ray", "auto", "--cpu-workers",
+    cmd = [sys.executable, "-m", "distcaffe.launcher.distributed", "-solver", str(solver), "--ray", "auto", "--cpu-workers",
            "2", *extra]
     env = dict(os.environ, PYTHONPATH=str(h.ROOT), RAY_ADDRESS="")
     return subprocess.Popen(cmd, cwd=str(h.ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -69,7 +69,7 @@ def test_ray_job_submit_to_a_running_cluster(tmp_path):
                              "--dashboard-port", "8291", "--include-dashboard", "true", "--temp-dir", temp], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        entry = "cd %s && PYTHONPATH=%s %s -m launcher.distributed -solver %s --ray auto --cpu-workers 2" % (
+        entry = "cd %s && PYTHONPATH=%s %s -m distcaffe.launcher.distributed -solver %s --ray auto --cpu-workers 2" % (
             h.ROOT, h.ROOT, sys.executable, solver)
         deadline = time.time() + 120
         while True:

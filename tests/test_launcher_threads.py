@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from launcher.threads import size_thread_pools
+from distcaffe.launcher.threads import size_thread_pools
 
 MPICH_2 = {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}
 
@@ -28,7 +28,7 @@ def test_user_setting_and_single_process_are_left_alone():
 
 
 def test_cli_sizes_pools_before_numpy_loads():
-    code = ("import os, sys; import launcher.cli; "
+    code = ("import os, sys; import distcaffe.launcher.cli; "
             "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     env.update(MPICH_2)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from launcher.parse_log import parse_log
+from distcaffe.launcher.parse_log import parse_log
 
 BVLC_LOG = """I1121 10:00:00.000000  1234 solver.cpp:337] Iteration 0, Testing net (#0)
 I1121 10:00:01.000000  1234 solver.cpp:404]     Test net output #0: accuracy = 0.0912
@@ -40,7 +40,7 @@ def test_plot_writes_png(tmp_path):
     log = tmp_path / "caffe.log"
     log.write_text(BVLC_LOG)
     out = tmp_path / "plot.png"
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "plot", str(log), str(out)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "distcaffe.launcher.cli", "plot", str(log), str(out)], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -49,7 +49,7 @@ def test_plot_writes_png(tmp_path):
 def test_plot_rejects_a_log_without_outputs(tmp_path):
     log = tmp_path / "empty.log"
     log.write_text("nothing here\n")
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "plot", str(log), str(tmp_path / "x.png")],
+    r = subprocess.run([sys.executable, "-m", "distcaffe.launcher.cli", "plot", str(log), str(tmp_path / "x.png")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no 'Train net output'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.png").exists()

@@ -128,7 +128,7 @@ def test_slurm_script_launches_real_training_from_snapshot(tmp_path, sched):
     h.single_process(solver)                       # snapshot at iteration 10
     solver.write_text(solver.read_text().replace("max_iter: 10", "max_iter: 20"))
     env.update(SLURM_JOB_ID="1", SLURM_SUBMIT_DIR=str(tmp_path), SHIM_EXEC="1", DISTCAFFE_GPU="",
-               DISTCAFFE_CMD="%s -m launcher.cli" % sys.executable)
+               DISTCAFFE_CMD="%s -m distcaffe.launcher.cli" % sys.executable)
     r = run("slurm/train_single_node.sbatch", [solver], env, tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from %s" % (solver.parent / "snap_iter_10.solverstate") in r.stderr
@@ -144,7 +144,7 @@ def test_pbs_walltime_sigterm_snapshots_then_resubmits(tmp_path, sched):
     nodefile = tmp_path / "nodes"
     nodefile.write_text("localhost\n")
     env.update(PBS_JOBID="3.pbs", PBS_NODEFILE=str(nodefile), PBS_O_WORKDIR=str(tmp_path), SOLVER=str(solver),
-               SHIM_EXEC="1", DISTCAFFE_GPU="", DISTCAFFE_CMD="%s -m launcher.cli" % sys.executable,
+               SHIM_EXEC="1", DISTCAFFE_GPU="", DISTCAFFE_CMD="%s -m distcaffe.launcher.cli" % sys.executable,
                DISTCAFFE_WALLTIME="00:00:12", DISTCAFFE_STOP_MARGIN="4")
     r = run("pbs/train_single_node.pbs", [], env, tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]

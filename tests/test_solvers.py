@@ -11,7 +11,7 @@ import distcaffe
 from distcaffe import caffe_pb2, solvers
 from distcaffe.errors import CaffeError, SolverError
 from distcaffe.solvers import signals
-from launcher import flags as F
+from distcaffe.launcher import flags as F
 from solver_helpers import NET, Capture, make_solver
 
 

@@ -6,7 +6,7 @@ from distcaffe import backend
 from distcaffe.errors import CaffeError
 from distcaffe.log import get_logger
 
-from launcher import flags as F
+from distcaffe.launcher import flags as F
 
 log = get_logger("caffe")
 

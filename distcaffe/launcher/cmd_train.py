@@ -4,8 +4,8 @@ from distcaffe import backend
 from distcaffe.errors import CaffeError
 from distcaffe.log import get_logger
 
-from launcher import distributed
-from launcher import flags as F
+from distcaffe.launcher import distributed
+from distcaffe.launcher import flags as F
 
 log = get_logger("caffe")
 

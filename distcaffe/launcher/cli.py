@@ -6,7 +6,7 @@ never pays for MPI or Ray. Any CaffeError becomes one line on stderr and exit co
 import importlib
 import sys
 
-from launcher.threads import size_thread_pools
+from distcaffe.launcher.threads import size_thread_pools
 
 size_thread_pools()  # before numpy loads: several ranks per node must not oversubscribe the cores
 
@@ -14,18 +14,18 @@ from distcaffe.errors import CaffeError  # noqa: E402  (after the thread pools a
 
 # command name -> (module, function, one-line help). The function takes argv (list of str), returns an int.
 COMMANDS = {
-    "train": ("launcher.cmd_train", "train", "train or fine-tune a model (one process, MPI ranks, or Ray actors)"),
-    "test": ("launcher.cmd_caffe", "test", "score a model over -iterations batches"),
-    "time": ("launcher.cmd_caffe", "time", "benchmark per-layer forward/backward time"),
-    "device_query": ("launcher.cmd_caffe", "device_query", "show the devices this process can use"),
-    "upgrade_net_proto_text": ("launcher.cmd_upgrade", "upgrade_net_proto_text", "upgrade a V0/V1 net prototxt"),
-    "upgrade_net_proto_binary": ("launcher.cmd_upgrade", "upgrade_net_proto_binary", "upgrade a V0/V1 binary net"),
-    "upgrade_solver_proto_text": ("launcher.cmd_upgrade", "upgrade_solver_proto_text", "upgrade a solver prototxt"),
-    "convert_imageset": ("launcher.cmd_data", "convert_imageset", "convert a list of images to an LMDB of Datums"),
-    "convert_mnist_data": ("launcher.cmd_data", "convert_mnist_data", "convert MNIST IDX files to an LMDB"),
-    "compute_image_mean": ("launcher.cmd_data", "compute_image_mean", "mean image of an LMDB as binaryproto"),
-    "data": ("launcher.cmd_data", "data", "demo data sets: `distcaffe data mnist-sample OUTDIR`"),
-    "plot": ("launcher.cmd_plot", "plot", "plot loss/accuracy/lr from a training log to a PNG"),
+    "train": ("distcaffe.launcher.cmd_train", "train", "train or fine-tune a model (one process, MPI ranks, or Ray actors)"),
+    "test": ("distcaffe.launcher.cmd_caffe", "test", "score a model over -iterations batches"),
+    "time": ("distcaffe.launcher.cmd_caffe", "time", "benchmark per-layer forward/backward time"),
+    "device_query": ("distcaffe.launcher.cmd_caffe", "device_query", "show the devices this process can use"),
+    "upgrade_net_proto_text": ("distcaffe.launcher.cmd_upgrade", "upgrade_net_proto_text", "upgrade a V0/V1 net prototxt"),
+    "upgrade_net_proto_binary": ("distcaffe.launcher.cmd_upgrade", "upgrade_net_proto_binary", "upgrade a V0/V1 binary net"),
+    "upgrade_solver_proto_text": ("distcaffe.launcher.cmd_upgrade", "upgrade_solver_proto_text", "upgrade a solver prototxt"),
+    "convert_imageset": ("distcaffe.launcher.cmd_data", "convert_imageset", "convert a list of images to an LMDB of Datums"),
+    "convert_mnist_data": ("distcaffe.launcher.cmd_data", "convert_mnist_data", "convert MNIST IDX files to an LMDB"),
+    "compute_image_mean": ("distcaffe.launcher.cmd_data", "compute_image_mean", "mean image of an LMDB as binaryproto"),
+    "data": ("distcaffe.launcher.cmd_data", "data", "demo data sets: `distcaffe data mnist-sample OUTDIR`"),
+    "plot": ("distcaffe.launcher.cmd_plot", "plot", "plot loss/accuracy/lr from a training log to a PNG"),
 }
 
 

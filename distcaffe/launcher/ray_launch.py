@@ -32,12 +32,12 @@ class RayRank:
         """Build the communicator (GLOO on CPU, NCCL on GPU) and run the worker; returns its exit code."""
         import ray
 
-        from engine.comm_ray import RayCommunicator
-        from engine.worker import Worker
+        from distcaffe.engine.comm_ray import RayCommunicator
+        from distcaffe.engine.worker import Worker
         comm = RayCommunicator(self.rank, self.size, self.group, local_rank, local_size)
         device = None
         if use_gpu:
-            from engine.comm_nccl import NCCLCommunicator
+            from distcaffe.engine.comm_nccl import NCCLCommunicator
             device = 0  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
             comm = NCCLCommunicator(comm, device)
             log.info("rank %d uses GPU %s", self.rank, ray.get_gpu_ids())

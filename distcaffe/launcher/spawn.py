@@ -16,7 +16,7 @@ from distcaffe.log import get_logger
 log = get_logger("launcher")
 
 
-def mpiexec_command(n, argv, entry=("-m", "launcher.cli", "train"), exe=None):
+def mpiexec_command(n, argv, entry=("-m", "distcaffe.launcher.cli", "train"), exe=None):
     """The command that runs `python ENTRY argv` (default `distcaffe train argv`) as n local ranks."""
     exe = exe or shutil.which("mpiexec") or shutil.which("mpirun")
     if exe is None:
@@ -25,7 +25,7 @@ def mpiexec_command(n, argv, entry=("-m", "launcher.cli", "train"), exe=None):
     return [exe, "-n", str(n), sys.executable, *entry, *argv]
 
 
-def spawn(n, argv, entry=("-m", "launcher.cli", "train")):
+def spawn(n, argv, entry=("-m", "distcaffe.launcher.cli", "train")):
     """Run n local ranks of `distcaffe train argv`; returns the job's exit code."""
     cmd = mpiexec_command(n, argv, entry)
     log.info("Starting %d local ranks: %s", n, " ".join(cmd))

@@ -5,7 +5,7 @@ Two ranks on two cores, each with a 2-thread OpenBLAS, ran LeNet 6x slower than 
 """
 import os
 
-from launcher import env as E
+from distcaffe.launcher import env as E
 
 POOLS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -9,8 +9,8 @@ from distcaffe import backend
 from distcaffe.errors import CaffeError
 from distcaffe.log import get_logger
 
-from launcher import env as E
-from launcher import flags as F
+from distcaffe.launcher import env as E
+from distcaffe.launcher import flags as F
 
 log = get_logger("launcher")
 
@@ -39,16 +39,16 @@ def _devices(options, solver_param=None):
 def wanted(args, environ=None):
     """True when this `train` is more than one process: under an MPI/srun launcher with several ranks,
     `--ray`, `--cpu-workers N` > 1, or `-gpu` naming several devices (`all` on a multi-GPU node)."""
-    from engine.worker import TrainOptions
+    from distcaffe.engine.worker import TrainOptions
     options = TrainOptions.from_any(args)
     if options.ray or options.cpu_workers > 1 or E.detect(environ).size > 1:
         return True
     return bool(options.gpu) and len(E.parse_gpu_flag(options.gpu, backend.gpu_count())) > 1
 
 
-def run(args, argv, entry=("-m", "launcher.cli", "train")):
+def run(args, argv, entry=("-m", "distcaffe.launcher.cli", "train")):
     """Train as the rank this process is, or start the ranks (spawn / Ray); returns the exit code."""
-    from engine.worker import TrainOptions, train_distributed
+    from distcaffe.engine.worker import TrainOptions, train_distributed
     from distcaffe.solvers import load_solver_param
     options = TrainOptions.from_any(args)
     solver = args.get("solver")
@@ -57,14 +57,14 @@ def run(args, argv, entry=("-m", "launcher.cli", "train")):
     if args.get("snapshot") and args.get("weights"):
         raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
     if options.ray:
-        from launcher.ray_launch import launch
+        from distcaffe.launcher.ray_launch import launch
         return launch(solver, options)
     placement = E.detect()
     devices = _devices(options, load_solver_param(solver)[0])
     if placement.size == 1:
         n = len(devices) if devices else options.cpu_workers
         if n > 1:
-            from launcher.spawn import spawn
+            from distcaffe.launcher.spawn import spawn
             return spawn(n, argv, entry)
     device = E.device_for_rank(devices, placement)
     log.info("Rank %d of %d (%s%s): %s", placement.rank, placement.size, placement.launcher,
@@ -74,13 +74,13 @@ def run(args, argv, entry=("-m", "launcher.cli", "train")):
 
 
 def main(argv=None):
-    """`python -m launcher.distributed -solver S ...`: the distributed train path without cmd_train."""
-    from launcher.cmd_train import TRAIN_FLAGS
+    """`python -m distcaffe.launcher.distributed -solver S ...`: the distributed train path without cmd_train."""
+    from distcaffe.launcher.cmd_train import TRAIN_FLAGS
     argv = sys.argv[1:] if argv is None else list(argv)
     args = F.parse("train", argv, TRAIN_FLAGS + DIST_FLAGS)
     if args is None:
         return 0
-    return run(args, argv, entry=("-m", "launcher.distributed"))
+    return run(args, argv, entry=("-m", "distcaffe.launcher.distributed"))
 
 
 if __name__ == "__main__":
