@@ -24,8 +24,11 @@ def test_momentum_policies():
 
 def test_weight_decay_poly():
     p = caffe_pb2.SolverParameter(weight_decay=0.01, weight_decay_policy="poly", weight_decay_power=0.5,
-                                  max_iter=100)
-    assert [lr_policy.weight_decay(p, it) for it in (0, 25, 100)] == pytest.approx([0, 0.005, 0.01])
+                                  max_weight_decay=0.05, max_iter=100)
+    assert [lr_policy.weight_decay(p, it) for it in (0, 25, 100)] == pytest.approx([0.01, 0.03, 0.05])
+    # NVCaffe's defaults (power 1, max_weight_decay 0): a linear decay from weight_decay to 0.
+    p = caffe_pb2.SolverParameter(weight_decay=0.01, weight_decay_policy="poly", max_iter=100)
+    assert [lr_policy.weight_decay(p, it) for it in (0, 25, 100)] == pytest.approx([0.01, 0.0075, 0])
     assert lr_policy.weight_decay(caffe_pb2.SolverParameter(weight_decay=0.01), 50) == pytest.approx(0.01)
 
 
@@ -57,13 +60,14 @@ def test_larc_update_per_param(policy):
 
 def test_sgd_with_poly_momentum_and_wd_matches_formula():
     s = make_solver(momentum=0.5, momentum_policy="poly", max_momentum=0.9, momentum_power=1.0, max_iter=4,
-                    weight_decay=0.1, weight_decay_policy="poly", weight_decay_power=1.0, base_lr=0.2)
+                    weight_decay=0.1, weight_decay_policy="poly", weight_decay_power=1.0, max_weight_decay=0.3,
+                    base_lr=0.2)
     cap = Capture()
     s.add_callback(cap)
     hist = [np.zeros_like(w) for w in weights(s)]
     s.step(3)
     for it in range(3):
-        m, wd = 0.5 + 0.4 * it / 4, 0.1 * it / 4
+        m, wd = 0.5 + 0.4 * it / 4, 0.1 + 0.2 * it / 4
         for j, (g, w) in enumerate(zip(cap.grads[it], cap.weights[it])):
             hist[j] = 0.2 * s.net.params_lr[j] * (g + wd * s.net.params_weight_decay[j] * w) + m * hist[j]
     for h, w_before, w_after in zip(hist, cap.weights[2], weights(s)):
@@ -204,3 +208,15 @@ def test_test_and_snapshot_last_epochs_without_epoch_size_tests_before_the_last_
     s.step(4)
     assert [f.name for f in tmp_path.iterdir() if f.suffix == ".caffemodel"] == \
         ["t_iter_4_score0_%g.caffemodel" % s.last_scores[0]]
+
+
+def test_rmsprop_without_rms_decay_uses_caffes_099():
+    """BVLC and NVCaffe default rms_decay to 0.99: h = 0.01 g^2 after one step from zero history."""
+    s = make_solver(type="RMSProp", base_lr=0.01)
+    assert s.param.rms_decay == pytest.approx(0.99)
+    cap = Capture()
+    s.add_callback(cap)
+    s.step(1)
+    for g, w, w1, mult in zip(cap.grads[0], cap.weights[0], weights(s), s.net.params_lr):
+        step = 0.01 * mult * g / (np.sqrt((1 - 0.99) * g * g) + 1e-8)
+        np.testing.assert_allclose(w1, w - step, rtol=1e-4, atol=1e-7)

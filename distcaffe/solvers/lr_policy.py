@@ -101,9 +101,10 @@ def momentum(param, it, rate):
 
 
 def weight_decay(param, it):
-    """NVCaffe GetWeightDecay: fixed, or poly: weight_decay * (iter/max_iter)^weight_decay_power."""
+    """NVCaffe GetWeightDecay: fixed, or poly from weight_decay at iter 0 to max_weight_decay at max_iter:
+    wd + (max_weight_decay - wd) * (iter/max_iter)^weight_decay_power."""
     wd = param.weight_decay
     if param.weight_decay_policy == "poly":
         frac = float(it) / param.max_iter if param.max_iter else 0.0
-        return wd * math.pow(frac, param.weight_decay_power)
+        return wd + (param.max_weight_decay - wd) * math.pow(frac, param.weight_decay_power)
     return wd
