@@ -36,7 +36,7 @@ class TrainOptions:
     snapshot: str = None          # -snapshot: .solverstate to resume from
     batch_semantics: str = "bvlc"  # bvlc: global batch = batch x ranks; nvcaffe: batch split over a node's GPUs
     comm: str = "auto"            # auto | single | mpi | nccl | ray
-    reduce_buckets: int = None    # overrides the net's NetParameter.reduce_buckets (NVCaffe, default 3)
+    reduce_buckets: int = None    # overrides the net's NetParameter.reduce_buckets (NVCaffe, default 6)
     sigint_effect: str = "stop"
     sighup_effect: str = "snapshot"
     ray: str = None               # --ray auto|ADDRESS

@@ -45,6 +45,16 @@ def version():
         return "unknown (not installed)"
 
 
+def _launched_world():
+    """Under mpirun/mpiexec/srun with several ranks: MPI up before anything that can fail (engine.startup)."""
+    from distcaffe.launcher.env import detect
+    placement = detect()
+    if not placement.is_mpi or placement.size < 2:
+        return None
+    from distcaffe.engine.startup import LaunchedWorld
+    return LaunchedWorld(placement.rank, placement.size).start()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "-help", "--help", "help"):
@@ -60,14 +70,25 @@ def main(argv=None):
             name, "; did you mean '%s'?" % guess[0] if guess else "", usage()), file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
+    world = None
     try:
-        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+        world = _launched_world() if name == "train" else None
+        code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except CaffeError as e:
+        if world is not None:
+            world.fail(str(e), 2)
         print("distcaffe: error: %s" % e, file=sys.stderr)
         return 2
+    except Exception as e:
+        if world is None:
+            raise
+        world.fail("%s: %s" % (type(e).__name__, e), 1)
     except KeyboardInterrupt:
         print("distcaffe: interrupted", file=sys.stderr)
         return 130
+    if world is not None and code:
+        world.fail("train ended with exit status %d" % code, code)
+    return code
 
 
 if __name__ == "__main__":

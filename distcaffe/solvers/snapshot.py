@@ -19,8 +19,9 @@ from ..proto import caffe_pb2
 RNG_SUFFIX = ".rng"
 
 
-def snapshot_base(prefix, it):
-    return "%s_iter_%d" % (prefix, it)
+def snapshot_base(prefix, it, scores=()):
+    """`<prefix>_iter_<N>`, plus NVCaffe's `_score<i>_<value>` per test score when given."""
+    return "%s_iter_%d" % (prefix, it) + "".join("_score%d_%g" % (i, v) for i, v in enumerate(scores))
 
 
 def history_to_proto(arr, old_format=False):
