@@ -42,12 +42,15 @@ def _parser(name, description):
 
 
 def _backend(args):
-    if args.backend.lower() != "lmdb":
-        raise CaffeError("backend %s is not supported: distcaffe reads and writes LMDB only" % args.backend)
+    """The database backend flag, lower-cased (lmdb, or leveldb with the `leveldb` extra)."""
+    name = args.backend.lower()
+    if name not in ("lmdb", "leveldb"):
+        raise CaffeError("unknown backend '%s' (known: lmdb, leveldb)" % args.backend)
+    return name
 
 
 def convert_imageset(argv):
-    p = _parser("convert_imageset", "Convert a set of images to an LMDB of Caffe Datums.")
+    p = _parser("convert_imageset", "Convert a set of images to an LMDB (or LevelDB) of Caffe Datums.")
     p.add_argument("root_folder")
     p.add_argument("listfile")
     p.add_argument("db_name")
@@ -62,10 +65,10 @@ def convert_imageset(argv):
     p.add_argument("--seed", type=int, default=0, help="shuffle seed")
     p.flag("force", "overwrite an existing database")
     a = p.parse(argv)
-    _backend(a)
+    backend = _backend(a)
     from distcaffe.data.tools import convert_imageset as run
     run(a.root_folder, a.listfile, a.db_name, a.resize_height, a.resize_width, a.gray, a.shuffle, a.encoded,
-        a.encode_type, a.check_size, a.force, a.seed)
+        a.encode_type, a.check_size, a.force, a.seed, backend)
     return 0
 
 
@@ -77,9 +80,9 @@ def convert_mnist_data(argv):
     p.add_argument("--backend", default="lmdb")
     p.flag("force", "overwrite an existing database")
     a = p.parse(argv)
-    _backend(a)
+    backend = _backend(a)
     from distcaffe.data.tools import convert_mnist_data as run
-    run(a.input_image_file, a.input_label_file, a.output_db, a.force)
+    run(a.input_image_file, a.input_label_file, a.output_db, a.force, backend)
     return 0
 
 
@@ -89,9 +92,9 @@ def compute_image_mean(argv):
     p.add_argument("output_file", nargs="?")
     p.add_argument("--backend", default="lmdb")
     a = p.parse(argv)
-    _backend(a)
+    backend = _backend(a)
     from distcaffe.data.tools import compute_image_mean as run
-    run(a.input_db, a.output_file)
+    run(a.input_db, a.output_file, backend)
     return 0
 
 
