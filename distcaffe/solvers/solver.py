@@ -5,14 +5,16 @@ SGDSolver and its subclasses (`apply_update`, `history`, `restore_history`).
 Hooks for the distributed engine: `add_callback(cb)` (cb.on_start(solver) before forward/backward,
 cb.on_gradients_ready(solver) before the update), `is_root` (False: no display/test lines, no test nets, no
 snapshots), `root_barrier` (called on every rank right after each rank-0 duty: test, snapshot),
-`global_batch_multiplier` (for the `Solver performance` line) and `action_request_function` (Caffe's
-SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP).
+`global_batch_multiplier` (for the `Solver performance` line), `action_request_function` (Caffe's
+SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP) and `gather_states` (every rank's resume
+state to the one that snapshots; `resumed_exactly` says whether a restore put this rank's back).
 """
 import math
 import os
 import time
 
 from .. import backend
+from ..data.shard import get_shard
 from ..errors import SolverError
 from ..log import get_logger
 from ..net import TEST, TRAIN, Net
@@ -63,6 +65,8 @@ class Solver:
         self.global_batch_multiplier = 1
         self.callbacks = []
         self.action_request_function = None
+        self.gather_states = lambda state: [state]
+        self.resumed_exactly = False
         self.requested_early_exit = False
         self._last_snapshot_iter = None
         self._init()
@@ -239,7 +243,7 @@ class Solver:
             self._perf.append(time.perf_counter() - t0)
             action = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
-                self._root_duty(self.snapshot)
+                self._snapshot_all()
             if action in (signals.STOP, signals.SNAPSHOT_STOP):
                 self.requested_early_exit = True
                 break
@@ -273,7 +277,7 @@ class Solver:
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self._root_duty(self.snapshot)
+            self._snapshot_all()
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
@@ -345,8 +349,20 @@ class Solver:
         return means
 
     # --- snapshots -------------------------------------------------------------------------------
-    def snapshot(self):
-        """Write `<prefix>_iter_<N>.caffemodel` and `.solverstate` (or their .h5 forms); returns the model path."""
+    def _nets(self):
+        """This process's nets by resume-state tag."""
+        return dict({"train": self.net}, **{"test%d" % i: net for i, net in enumerate(self.test_nets)})
+
+    def _snapshot_all(self):
+        """On every rank: gather the ranks' resume states (RNG, data positions); the root writes the snapshot."""
+        ranks = self.gather_states(snap.process_state(self._nets()))
+        self._root_duty(lambda: self.snapshot(ranks))
+
+    def snapshot(self, ranks=None):
+        """Write `<prefix>_iter_<N>.caffemodel` and `.solverstate` (or their .h5 forms); returns the model path.
+        `ranks`: every rank's resume state (default: this process's alone)."""
+        if ranks is None:
+            ranks = [snap.process_state(self._nets())]
         if self._last_snapshot_iter == self.iter:
             return None
         p = self.param
@@ -362,13 +378,14 @@ class Solver:
             self.net.save(model, write_diff=p.snapshot_diff, old_format=p.store_blobs_in_old_format)
         state = base + (".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto", state)
-        snap.write_state(state, self.iter, model, self.current_step, self.history, hdf5=hdf5,
+        snap.write_state(state, self.iter, model, self.current_step, self.history, ranks, hdf5=hdf5,
                          old_format=p.store_blobs_in_old_format)
         self._last_snapshot_iter = self.iter
         return model
 
     def restore(self, path):
-        """Continue from a .solverstate(.h5): weights, iteration, lr step, history and the RNG state."""
+        """Continue from a .solverstate(.h5): weights, iteration, lr step, history, and this rank's RNG and data
+        positions (warns loudly when the file lacks them)."""
         path = os.fspath(path)
         state = snap.read_state(path)
         if state["learned_net"]:
@@ -377,7 +394,7 @@ class Solver:
         self.current_step = state["current_step"]
         self.restore_history(state["history"], path)
         self.weights_changed()
-        snap.restore_rng(path)
+        self.resumed_exactly = snap.restore_process_state(path, state["resume"], self._nets(), *get_shard())
         self._last_snapshot_iter = self.iter
 
     def copy_weights(self, paths):
