@@ -5,7 +5,7 @@ import tempfile
 
 import numpy as np
 
-from distcaffe.errors import CaffeError, ParseError
+from distcaffe.errors import CaffeError, ParseError, resolved
 
 RESUME_DATASET = "distcaffe_resume"  # distcaffe's resume state (RNG, data positions), JSON as uint8
 
@@ -21,7 +21,7 @@ def _h5py():
 def _open_read(path):
     h5py = _h5py()
     if not os.path.exists(path):
-        raise ParseError("%s: No such file" % path)
+        raise ParseError("%s: No such file%s" % (path, resolved(path)))
     try:
         return h5py.File(path, "r")
     except OSError as e:

@@ -14,7 +14,7 @@ from ..data.prefetch import Pipeline
 from ..data.shard import get_shard
 from ..data.sources import ImageListSource, LMDBSource
 from ..data.transformer import DataTransformer
-from ..errors import DataError
+from ..errors import DataError, resolved
 from .base import Layer, register
 
 
@@ -145,7 +145,8 @@ class HDF5DataLayer(Layer):
             with open(p.source) as f:
                 self.files = [line.strip() for line in f if line.strip()]
         except OSError as e:
-            raise DataError("%s: cannot read source list %s: %s" % (self.what, p.source, e.strerror)) from None
+            raise DataError("%s: cannot read source list %s: %s%s" % (self.what, p.source, e.strerror,
+                                                                          resolved(p.source))) from None
         if not self.files:
             raise DataError("%s: source list %s names no files" % (self.what, p.source))
         if p.batch_size <= 0:

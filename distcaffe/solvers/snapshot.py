@@ -21,8 +21,9 @@ log = get_logger("solver")
 RESUME_FORMAT = 1
 
 
-def snapshot_base(prefix, it):
-    return "%s_iter_%d" % (prefix, it)
+def snapshot_base(prefix, it, scores=()):
+    """`<prefix>_iter_<N>`, plus NVCaffe's `_score<i>_<value>` per test score when given."""
+    return "%s_iter_%d" % (prefix, it) + "".join("_score%d_%g" % (i, v) for i, v in enumerate(scores))
 
 
 def history_to_proto(arr, old_format=False):
