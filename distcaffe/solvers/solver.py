@@ -5,8 +5,9 @@ SGDSolver and its subclasses (`apply_update`, `history`, `restore_history`).
 Hooks for the distributed engine: `add_callback(cb)` (cb.on_start(solver) before forward/backward,
 cb.on_gradients_ready(solver) before the update), `is_root` (False: no display/test lines, no test nets, no
 snapshots), `root_barrier` (called on every rank right after each rank-0 duty: test, snapshot),
-`global_batch_multiplier` (for the `Solver performance` line) and `action_request_function` (Caffe's
-SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP).
+`global_batch_multiplier` (for the `Solver performance` line), `action_request_function` (Caffe's
+SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP) and `gather_states` (every rank's resume
+state to the one that snapshots; `resumed_exactly` says whether a restore put this rank's back).
 """
 import math
 import os
@@ -87,6 +88,8 @@ class Solver:
         self.global_batch_multiplier = 1
         self.callbacks = []
         self.action_request_function = None
+        self.gather_states = lambda state: [state]
+        self.resumed_exactly = False
         self.requested_early_exit = False
         self._last_snapshot_iter = None
         self.last_scores = []
@@ -268,9 +271,9 @@ class Solver:
             self._perf.append(time.perf_counter() - t0)
             action = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
-                self._root_duty(self.snapshot)
+                self._snapshot_all()
             if test_and_snapshot:
-                self._root_duty(lambda: self.last_scores and self.snapshot(self.last_scores))
+                self._snapshot_all(scored=True)
             if action in (signals.STOP, signals.SNAPSHOT_STOP):
                 self.requested_early_exit = True
                 break
@@ -309,7 +312,7 @@ class Solver:
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self._root_duty(self.snapshot)
+            self._snapshot_all()
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
@@ -385,9 +388,26 @@ class Solver:
         return means
 
     # --- snapshots -------------------------------------------------------------------------------
-    def snapshot(self, scores=()):
+    def _nets(self):
+        """This process's nets by resume-state tag."""
+        return dict({"train": self.net}, **{"test%d" % i: net for i, net in enumerate(self.test_nets)})
+
+    def _snapshot_all(self, scored=False):
+        """On every rank: gather the ranks' resume states (RNG, data positions); the root writes the snapshot
+        (`scored`: only when the last test gave scores, which go into the name)."""
+        ranks = self.gather_states(snap.process_state(self._nets()))
+
+        def write():
+            if not scored or self.last_scores:
+                self.snapshot(self.last_scores if scored else (), ranks)
+        self._root_duty(write)
+
+    def snapshot(self, scores=(), ranks=None):
         """Write `<prefix>_iter_<N>.caffemodel` and `.solverstate` (or their .h5 forms); returns the model path.
-        `scores` (test_and_snapshot_last_epochs) go into the name as NVCaffe's `_score<i>_<value>`."""
+        `scores` (test_and_snapshot_last_epochs) go into the name as NVCaffe's `_score<i>_<value>`; `ranks`:
+        every rank's resume state (default: this process's alone)."""
+        if ranks is None:
+            ranks = [snap.process_state(self._nets())]
         if self._last_snapshot_iter == (self.iter, tuple(scores)):
             return None
         p = self.param
@@ -403,13 +423,14 @@ class Solver:
             self.net.save(model, write_diff=p.snapshot_diff, old_format=p.store_blobs_in_old_format)
         state = base + (".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto", state)
-        snap.write_state(state, self.iter, model, self.current_step, self.history, hdf5=hdf5,
+        snap.write_state(state, self.iter, model, self.current_step, self.history, ranks, hdf5=hdf5,
                          old_format=p.store_blobs_in_old_format)
         self._last_snapshot_iter = (self.iter, tuple(scores))
         return model
 
     def restore(self, path):
-        """Continue from a .solverstate(.h5): weights, iteration, lr step, history and the RNG state."""
+        """Continue from a .solverstate(.h5): weights, iteration, lr step, history, and this rank's RNG and data
+        positions (warns loudly when the file lacks them)."""
         path = os.fspath(path)
         state = snap.read_state(path)
         if state["learned_net"]:
@@ -418,7 +439,7 @@ class Solver:
         self.current_step = state["current_step"]
         self.restore_history(state["history"], path)
         self.weights_changed()
-        snap.restore_rng(path)
+        self.resumed_exactly = snap.restore_process_state(path, state["resume"], self._nets(), *get_shard())
         self._last_snapshot_iter = (self.iter, ())
 
     def copy_weights(self, paths):
