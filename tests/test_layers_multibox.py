@@ -184,3 +184,66 @@ def test_average_precision_versions_by_hand():
     assert average_precision([], [], 3, "11point")[0] == 0
     with pytest.raises(ValueError, match="unknown ap_version"):
         average_precision(tp, fp, 3, "VOC")
+
+
+def evaluate(dets, gts, **param):
+    fields = " ".join("%s: %s" % kv for kv in dict(num_classes=3, background_label_id=0, **param).items())
+    layer, bottom, top = setup_layer('type: "DetectionEvaluate" detection_evaluate_param { %s }' % fields,
+                                     [np.asarray(dets, np.float64).reshape(1, 1, -1, 7), gt_blob(gts)])
+    layer.forward(bottom, top)
+    return top[0].data.reshape(-1, 5).tolist()
+
+
+def test_detection_evaluate_rows_by_hand():
+    gts = [[0, 1, 0, 0, 0, .5, .5, 0], [0, 1, 1, .5, .5, 1, 1, 1], [0, 2, 0, 0, 0, 1, 1, 0],
+           [1, 1, 0, 0, 0, .4, .4, 0]]
+    dets = [[0, 1, .6, 0, 0, .5, .5],        # duplicate of the .9 one on gt 0 -> fp
+            [0, 1, .9, 0, 0, .5, .45],       # IoU .9 with gt 0 -> tp
+            [0, 1, .8, .5, .5, 1, 1],        # on the difficult gt -> neither (evaluate_difficult_gt false)
+            [0, 1, .7, .2, .6, .3, .7],      # no overlap -> fp
+            [1, 2, .5, 0, 0, .4, .4],        # image 1 has no label-2 gt -> fp
+            [-1, 0, 0, 0, 0, 0, 0]]          # empty rows are skipped
+    rows = evaluate(dets, gts, evaluate_difficult_gt="false")
+    assert rows[:2] == [[-1, 1, 2, -1, -1], [-1, 2, 1, -1, -1]]     # 2 non-difficult label-1 gts, 1 label-2
+    got = [[r[0], r[1], round(r[2], 6), r[3], r[4]] for r in rows[2:]]
+    assert got == [[0, 1, .9, 1, 0], [0, 1, .8, 0, 0], [0, 1, .7, 0, 1], [0, 1, .6, 0, 1], [1, 2, .5, 0, 1]]
+    rows = evaluate(dets, gts, evaluate_difficult_gt="true")
+    assert rows[0] == [-1, 1, 3, -1, -1] and [r[3:] for r in rows[2:4]] == [[1, 0], [1, 0]]
+
+
+def test_detection_evaluate_in_pixels_with_name_size_file(tmp_path):
+    (tmp_path / "sizes.txt").write_text("a 10 20\n")
+    # in a 10 x 20 image (h x w): gt [0, 0, 10, 5] px, detection [0, 0, 8, 5] px:
+    # pixel IoU (9 * 6) / (11 * 6) = .818; normalized IoU .8
+    gts = [[0, 1, 0, 0, 0, .5, .5, 0]]
+    dets = [[0, 1, .9, 0, 0, .4, .5]]
+    assert evaluate(dets, gts, overlap_threshold=.81)[-1][3:] == [0, 1]
+    assert evaluate(dets, gts, overlap_threshold=.81, name_size_file='"%s"' % (tmp_path / "sizes.txt"))[-1][3:] \
+        == [1, 0]
+
+
+def test_solver_detection_eval_reports_map():
+    import distcaffe
+    from distcaffe import solvers
+    from distcaffe.io import parse_net_text
+    distcaffe.set_mode_cpu()
+    train = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+             'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" inner_product_param { num_output: 1 } }'
+             '\nlayer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "ip" top: "loss" }')
+    test = ('layer { name: "det" type: "Input" top: "det" input_param { shape { dim: 1 dim: 1 dim: 3 dim: 7 } } }\n'
+            'layer { name: "gt" type: "Input" top: "gt" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 8 } } }\n'
+            'layer { name: "eval" type: "DetectionEvaluate" bottom: "det" bottom: "gt" top: "eval" '
+            'detection_evaluate_param { num_classes: 2 } }')
+    p = caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed", test_iter=[2], test_interval=100,
+                                  eval_type="detection", ap_version="Integral")
+    p.train_net_param.CopyFrom(parse_net_text(train))
+    p.test_net_param.add().CopyFrom(parse_net_text(test))
+    s = solvers.get_solver(p)
+    net = s.test_nets[0]
+    net.blobs["gt"].data[...] = gt_blob([[0, 1, 0, 0, 0, .5, .5, 0], [0, 1, 1, .5, .5, 1, 1, 0]])
+    net.blobs["det"].data[...] = np.array([[0, 1, .9, 0, 0, .5, .5], [0, 1, .8, .1, .6, .2, .7],
+                                           [0, 1, .7, .5, .5, 1, 1]]).reshape(1, 1, 3, 7)
+    # twice the same batch: 4 gts; by score .9 .9 tp, .8 .8 fp, .7 .7 tp -> precision 1 1 .667 .5 .6 .667,
+    # recall .25 .5 .5 .5 .75 1 -> Integral AP = .5 * 1 + .25 * .6 + .25 * .667
+    means = s.test(0)
+    assert means["eval"][0] == pytest.approx(.5 + .25 * .6 + .25 * 4 / 6, rel=1e-5)
