@@ -8,6 +8,8 @@ class BatchNormLayer(NeuronLayer):
     """Caffe's BatchNorm: blobs are running mean, running variance (unbiased, m/(m-1)) and their scale
     factor; NVCaffe's `scale_bias` adds per-channel scale and bias blobs (3 and 4) applied after it."""
 
+    precise = True
+
     def layer_setup(self, bottom, top):
         bp = self.layer_param.batch_norm_param
         self.moving_average_fraction = bp.moving_average_fraction
@@ -49,8 +51,8 @@ class BatchNormLayer(NeuronLayer):
         xp = self.xp
         x = self._view(bottom[0].dev_data)
         if self.use_global_stats:
-            f = float(self.blobs[2].dev_data[0])
-            factor = 0.0 if f == 0 else 1.0 / f
+            f = self.m(self.blobs[2].dev_data)             # stays on the device: no host sync
+            factor = (f != 0) / xp.where(f == 0, 1, f)
             mean = self.m(self.blobs[0].dev_data) * factor
             var = self.m(self.blobs[1].dev_data) * factor
             xc = x - mean[:, None]
@@ -115,6 +117,8 @@ class LRNLayer(NeuronLayer):
     """Caffe's local response normalization: x / (k + alpha/n sum x^2)^beta across channels, or
     x / (1 + alpha/n^2 sum x^2)^beta over a spatial n x n window (WITHIN_CHANNEL ignores k, as Caffe)."""
 
+    precise = True
+
     def layer_setup(self, bottom, top):
         p = self.layer_param.lrn_param
         self.size = p.local_size
@@ -154,6 +158,8 @@ class LRNLayer(NeuronLayer):
 class MVNLayer(NeuronLayer):
     """Caffe's mean-variance normalization per (num, channel) or per num (across_channels); eps is added
     to the standard deviation, as Caffe does."""
+
+    precise = True
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.mvn_param

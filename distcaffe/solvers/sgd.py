@@ -17,6 +17,11 @@ log = get_logger("sgd_solver")
 F32 = np.float32
 
 
+def as_f32(value):
+    """A python number or 0-d (device) array as float32, without reading a device value back."""
+    return value.astype(F32) if hasattr(value, "astype") else F32(value)
+
+
 class SGDSolver(Solver):
     """Stochastic gradient descent with momentum (Caffe type "SGD")."""
 
@@ -30,8 +35,8 @@ class SGDSolver(Solver):
         self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
         self._master = [None] * len(params)
         self.weights_changed()
-        self.wgrad_amax = 0.0
-        self.grad_scale = 1.0
+        self.wgrad_amax = xp.zeros((), F32)       # device scalars: read back only when displayed
+        self.grad_scale = F32(1.0)
         net_param = self.net.param
         self._gs_param = net_param.global_grad_scale
         self._gs_adaptive = net_param.global_grad_scale_adaptive
@@ -71,7 +76,7 @@ class SGDSolver(Solver):
         """NVCaffe global gradient scale: the loss tops' diffs (where backward starts) are multiplied by it."""
         if not self._gs_enabled:
             return
-        self.grad_scale = larc.grad_scale_coeff(self._gs_param, self._gs_adaptive, self.wgrad_amax)
+        self.grad_scale = larc.grad_scale_coeff(backend.xp(), self._gs_param, self._gs_adaptive, self.wgrad_amax)
         for name, weight in self.net.blob_loss_weights_by_name.items():
             blob = self.net.blobs.get(name)
             if weight and blob is not None:
@@ -83,24 +88,25 @@ class SGDSolver(Solver):
         rate = self.rate = self.get_learning_rate()
         if self.is_root and p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %g", self.iter, rate)
+        xp = backend.xp()
         params = self.net.learnable_params
         grads = [self._grad32(q) for q in params]
-        if self._gs_enabled and self.grad_scale != 1.0:
+        if self._gs_enabled:
+            unscale = as_f32(1.0 / self.grad_scale)
             for g in grads:
-                g *= F32(1.0 / self.grad_scale)
+                g *= unscale
         self.clip_gradients(grads)
-        self.wgrad_amax = 0.0
+        amax = xp.zeros((), F32)
         for i, (q, g) in enumerate(zip(params, grads)):
             self.normalize(g)
-            g_sumsq = float((g * g).sum(dtype=F32)) if p.larc else 0.0
+            g_sumsq = (g * g).sum(dtype=F32) if p.larc else None
             if self._gs_adaptive and g.size:
-                amax = float(abs(g).max())
-                if amax == amax:
-                    self.wgrad_amax = max(self.wgrad_amax, amax)
+                amax = xp.fmax(amax, abs(g).max())      # fmax: a NaN gradient does not poison the scale
             w = self._weights32(i)
             self.regularize(i, g, w)
             self.compute_update_value(i, g, self.local_rate(i, rate, w, g_sumsq))
             self._update(i, q, g, w)
+        self.wgrad_amax = amax
 
     @staticmethod
     def _grad32(blob):
@@ -116,12 +122,17 @@ class SGDSolver(Solver):
         clip = self.param.clip_gradients
         if clip < 0:
             return
-        l2 = float(np.sqrt(sum(float((g * g).sum(dtype=F32)) for g in grads)))
-        if l2 > clip:
-            scale = clip / l2
+        xp = backend.xp()
+        l2 = xp.sqrt(sum((g * g).sum(dtype=F32) for g in grads))
+        if backend.is_gpu():        # no host sync: scale by min(1, clip / l2) on the device, unlogged
+            scale = xp.minimum(F32(1), F32(clip) / xp.maximum(l2, F32(np.finfo(F32).tiny)))
+        elif l2 > clip:
+            scale = clip / float(l2)
             log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g", l2, clip, scale)
-            for g in grads:
-                g *= F32(scale)
+        else:
+            return
+        for g in grads:
+            g *= as_f32(scale)
 
     def normalize(self, g):
         if self.param.iter_size != 1:
@@ -141,10 +152,11 @@ class SGDSolver(Solver):
         lr_mult = self.net.params_lr[i]
         if not self.param.larc:
             return rate * lr_mult
-        local = lr_mult
-        if lr_mult > 0:
-            local = larc.larc_local_rate(self.param.larc_eta, float((w * w).sum(dtype=F32)), g_sumsq)
-        return larc.combine(self.param.larc_policy, rate, local)
+        if lr_mult <= 0:
+            return larc.combine(np, self.param.larc_policy, rate, lr_mult)
+        xp = backend.xp()
+        local = larc.larc_local_rate(xp, F32(self.param.larc_eta), (w * w).sum(dtype=F32), g_sumsq)
+        return larc.combine(xp, self.param.larc_policy, F32(rate), local)
 
     def _update(self, i, blob, g, w):
         """Net::Update: data -= diff, in float32, stored back to the master copy and the layer's blob."""
@@ -174,6 +186,6 @@ class SGDSolver(Solver):
         m = self.get_momentum()
         h = self.hist(i)
         h *= F32(m)
-        h += F32(local_rate) * g
+        h += as_f32(local_rate) * g
         self.set_hist(i, h)
         g[...] = h

@@ -8,7 +8,6 @@ snapshots), `root_barrier` (called on every rank right after each rank-0 duty: t
 `global_batch_multiplier` (for the `Solver performance` line) and `action_request_function` (Caffe's
 SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP).
 """
-import math
 import os
 import time
 
@@ -225,24 +224,37 @@ class Solver:
             self.prepare_gradients()
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                loss = loss + self.net.forward_backward_device()
             loss /= p.iter_size
-            if not math.isfinite(loss):
-                raise SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (weights not "
-                                  "updated, the last good snapshot is kept)" % (self.iter, self.net.name, loss))
+            backend.check_later(~backend.xp().isfinite(loss), self._bad_loss_error(loss))
             self._update_smoothed_loss(loss, start_iter)
-            if display and self.is_root:
-                self._display()
+            if display:
+                backend.flush_checks()
+                if self.is_root:
+                    self._display()
             self._call("on_gradients_ready")
             self.apply_update()
             self.iter += 1
             self._perf.append(time.perf_counter() - t0)
             action = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
+                backend.flush_checks()
                 self._root_duty(self.snapshot)
             if action in (signals.STOP, signals.SNAPSHOT_STOP):
                 self.requested_early_exit = True
                 break
+        backend.flush_checks()
+
+    def _bad_loss_error(self, loss):
+        """The error for a non-finite loss of this iteration (built only if the device check fails)."""
+        it, deferred = self.iter, backend.is_gpu()
+
+        def make():
+            what = ("found at the next display/snapshot; the last good snapshot is kept" if deferred
+                    else "weights not updated, the last good snapshot is kept")
+            return SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (%s)"
+                               % (it, self.net.name, float(loss), what))
+        return make
 
     def _display(self):
         log.info("Iteration %d, loss = %g", self.iter, self.smoothed_loss)
