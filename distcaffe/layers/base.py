@@ -106,10 +106,10 @@ class Layer:
         first = values.reshape(-1)[i]
         backend.check_later(bad.any(), lambda: self.error(describe(float(first), int(i))))
 
-    def new_param(self, shape, filler=None):
-        """A parameter blob of this layer's storage type, filled by a FillerParameter if given."""
-        blob = Blob(tuple(shape), dtype=self.dtype, name="%s[%d]" % (self.name, len(self.blobs)),
-                    diff_dtype=self.bwd_dtype)
+    def new_param(self, shape, filler=None, dtype=None):
+        """A parameter blob of this layer's storage types (or `dtype` for both), filled by a FillerParameter."""
+        blob = Blob(tuple(shape), dtype=dtype or self.dtype, name="%s[%d]" % (self.name, len(self.blobs)),
+                    diff_dtype=dtype or self.bwd_dtype)
         if filler is not None:
             from ..fillers import fill
             fill(blob, filler, what="layer '%s' param %d" % (self.name, len(self.blobs)))

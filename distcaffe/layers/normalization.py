@@ -1,4 +1,5 @@
 """Normalization layers: BatchNorm (BVLC statistics + NVCaffe `scale_bias`), LRN, MVN, as Caffe computes them."""
+from .. import backend
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register
 
@@ -19,13 +20,14 @@ class BatchNormLayer(NeuronLayer):
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         self.eps = bp.eps
         self.scale_bias = bp.scale_bias or bp.HasField("scale_filler") or bp.HasField("bias_filler")
-        if not self.blobs:
-            c = self.channels
-            self.blobs = [self.new_param([c]), self.new_param([c]), self.new_param([1])]
+        if not self.blobs:      # statistics, scale and bias in the fp32 accumulator type (cuDNN's BN layout too)
+            c, acc = self.channels, backend.accum_dtype(self.dtype)
+            self.blobs = [self.new_param([c], dtype=acc), self.new_param([c], dtype=acc),
+                          self.new_param([1], dtype=acc)]
             if self.scale_bias:
                 one = caffe_pb2.FillerParameter(type="constant", value=1.0)
-                self.blobs.append(self.new_param([c], bp.scale_filler if bp.HasField("scale_filler") else one))
-                self.blobs.append(self.new_param([c], bp.bias_filler if bp.HasField("bias_filler") else None))
+                self.blobs.append(self.new_param([c], bp.scale_filler if bp.HasField("scale_filler") else one, acc))
+                self.blobs.append(self.new_param([c], bp.bias_filler if bp.HasField("bias_filler") else None, acc))
         # the statistics are not learned: lr_mult 0 (Caffe refuses anything else); scale/bias learn (NVCaffe)
         params = self.layer_param.param
         for i in range(len(self.blobs)):
