@@ -1,20 +1,19 @@
-"""Caffe's data layers: `Data` (LMDB of Datums), `ImageData` (image list) and `HDF5Data` (HDF5 files).
+"""Caffe's data layers: `Data` (LMDB or LevelDB of Datums), `ImageData` (image list) and `HDF5Data` (HDF5 files).
 
 Data and ImageData read through the threaded prefetch pipeline of distcaffe.data (NVCaffe's `threads`,
 `parser_threads`, `prefetch`, `cache`, `shuffle`), each rank reading its own shard (distcaffe.data.set_shard).
 Seeds come from the framework RNG at construction (distcaffe.set_random_seed) plus the rank, or from
 transform_param.random_seed when set. `WindowData` (R-CNN windows) is not provided.
 """
-import os
 
 import numpy as np
 
 from .. import backend
 from ..data.prefetch import Pipeline
 from ..data.shard import get_shard
-from ..data.sources import ImageListSource, LMDBSource
+from ..data.sources import DBSource, ImageListSource
 from ..data.transformer import DataTransformer
-from ..errors import DataError
+from ..errors import DataError, resolved
 from .base import Layer, register
 
 
@@ -69,6 +68,13 @@ class _PrefetchingLayer(Layer):
         if len(top) > 1:
             top[1].mut_dev_data[...] = xp.asarray(batch.labels)
 
+    def data_state(self):
+        """This layer's place in its record stream, for exact resume from a snapshot."""
+        return self.pipeline.state()
+
+    def restore_data_state(self, state):
+        self.pipeline.restore(state)
+
     @property
     def wait_seconds(self):
         """Seconds forward has spent waiting for the pipeline (data starvation)."""
@@ -85,16 +91,14 @@ class _PrefetchingLayer(Layer):
 
 @register("Data")
 class DataLayer(_PrefetchingLayer):
-    """Datums from an LMDB (`data_param.source`), transformed per `transform_param`; tops data [+ label]."""
+    """Datums from an LMDB or LevelDB (`data_param.source`), transformed per `transform_param`; tops data [+ label]."""
 
     def _make_source(self, what, color):
         dp = self.layer_param.data_param
         if not dp.source:
             raise DataError("%s: data_param.source is not set" % what)
-        if dp.HasField("backend") and dp.backend == dp.LEVELDB and not os.path.exists(
-                os.path.join(dp.source, "data.mdb")):
-            raise DataError("%s: backend LEVELDB is not supported (%s); convert it to LMDB" % (what, dp.source))
-        return LMDBSource(dp.source, what, color)
+        backend = "leveldb" if dp.HasField("backend") and dp.backend == dp.LEVELDB else "lmdb"
+        return DBSource(dp.source, what, color, backend)
 
     def _options(self):
         dp = self.layer_param.data_param
@@ -138,7 +142,8 @@ class HDF5DataLayer(Layer):
             with open(p.source) as f:
                 self.files = [line.strip() for line in f if line.strip()]
         except OSError as e:
-            raise DataError("%s: cannot read source list %s: %s" % (self.what, p.source, e.strerror)) from None
+            raise DataError("%s: cannot read source list %s: %s%s" % (self.what, p.source, e.strerror,
+                                                                          resolved(p.source))) from None
         if not self.files:
             raise DataError("%s: source list %s names no files" % (self.what, p.source))
         if p.batch_size <= 0:
@@ -154,9 +159,30 @@ class HDF5DataLayer(Layer):
         for t, name in zip(top, self.layer_param.top):
             t.reshape((self.batch_size,) + self.arrays[name].shape[1:])
 
+    def data_state(self):
+        """File order, file and row reached, and the RNG as it was when the current file was loaded (its row
+        permutation is drawn again on restore)."""
+        return {"files": len(self.files), "file_order": [int(i) for i in self.file_order], "file_pos": self.file_pos,
+                "row": self.row, "rng_at_load": self._rng_at_load}
+
+    def restore_data_state(self, state):
+        if int(state["files"]) != len(self.files):
+            raise DataError("%s: the snapshot read %d files from %s; it now lists %d"
+                            % (self.what, int(state["files"]), self.layer_param.hdf5_data_param.source,
+                               len(self.files)))
+        self.file_order = np.asarray(state["file_order"], dtype=np.int64)
+        self.file_pos = int(state["file_pos"])
+        self.rng.bit_generator.state = state["rng_at_load"]
+        self._load(self.file_order[self.file_pos])
+        if not 0 <= int(state["row"]) <= self.rows:
+            raise DataError("%s: the snapshot stopped at row %d of %s, which now has %d rows for this rank"
+                            % (self.what, int(state["row"]), self.files[self.file_order[self.file_pos]], self.rows))
+        self.row = int(state["row"])
+
     def _load(self, file_index):
         """Read every top's dataset of one file (Caffe's LoadHDF5FileData), keeping this rank's rows."""
         path = self.files[file_index]
+        self._rng_at_load = self.rng.bit_generator.state
         arrays = {}
         try:
             with self.h5py.File(path, "r") as f:

@@ -37,6 +37,8 @@ class SGDSolver(Solver):
         self.weights_changed()
         self.wgrad_amax = xp.zeros((), F32)       # device scalars: read back only when displayed
         self.grad_scale = F32(1.0)
+        self._plateau = lr_policy.Plateau()
+        self._larc_g_corr = [0.0] * len(params)
         net_param = self.net.param
         self._gs_param = net_param.global_grad_scale
         self._gs_adaptive = net_param.global_grad_scale_adaptive
@@ -65,7 +67,8 @@ class SGDSolver(Solver):
 
     # --- learning rate / scale -----------------------------------------------------------------
     def get_learning_rate(self):
-        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step,
+                                                          self.smoothed_loss, self._plateau)
         return rate
 
     def get_momentum(self):
@@ -104,7 +107,7 @@ class SGDSolver(Solver):
                 amax = xp.fmax(amax, abs(g).max())      # fmax: a NaN gradient does not poison the scale
             w = self._weights32(i)
             self.regularize(i, g, w)
-            self.compute_update_value(i, g, self.local_rate(i, rate, w, g_sumsq))
+            self.compute_update_value(i, g, self.local_rate(i, rate, w, g, g_sumsq))
             self._update(i, q, g, w)
         self.wgrad_amax = amax
 
@@ -147,16 +150,21 @@ class SGDSolver(Solver):
         else:
             g += F32(decay) * backend.xp().sign(w)
 
-    def local_rate(self, i, rate, w, g_sumsq):
-        """rate * lr_mult, or NVCaffe LARC's layer-wise rate combined by larc_policy."""
+    def local_rate(self, i, rate, w, g, g_sumsq):
+        """rate * lr_mult, or NVCaffe LARC's layer-wise rate (larc_turbo: less the gradient/history
+        correlation, measured against the history before this update) combined by larc_policy."""
+        p = self.param
         lr_mult = self.net.params_lr[i]
-        if not self.param.larc:
+        if not p.larc:
             return rate * lr_mult
-        if lr_mult <= 0:
-            return larc.combine(np, self.param.larc_policy, rate, lr_mult)
         xp = backend.xp()
-        local = larc.larc_local_rate(xp, F32(self.param.larc_eta), (w * w).sum(dtype=F32), g_sumsq)
-        return larc.combine(xp, self.param.larc_policy, F32(rate), local)
+        local = larc.larc_local_rate(xp, F32(p.larc_eta), (w * w).sum(dtype=F32), g_sumsq, self.get_momentum())
+        if p.larc_turbo:
+            h = self.hist(i)
+            self._larc_g_corr[i] = larc.turbo_correlation(xp, self._larc_g_corr[i], (g * h).sum(dtype=F32),
+                                                          g_sumsq, (h * h).sum(dtype=F32))
+            local = local - F32(larc.TURBO_WEIGHT) * self._larc_g_corr[i]
+        return larc.combine(xp, p.larc_policy, F32(rate), local if lr_mult > 0 else F32(lr_mult))
 
     def _update(self, i, blob, g, w):
         """Net::Update: data -= diff, in float32, stored back to the master copy and the layer's blob."""
