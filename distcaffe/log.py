@@ -25,6 +25,8 @@ class GlogFormatter(logging.Formatter):
 
 
 _configured = False
+# glog's GLOG_minloglevel: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL (`GLOG_minloglevel=2 distcaffe ...` as with Caffe)
+_GLOG_LEVELS = {"0": logging.INFO, "1": logging.WARNING, "2": logging.ERROR, "3": logging.CRITICAL}
 
 
 def get_logger(name="distcaffe"):
@@ -36,7 +38,7 @@ def get_logger(name="distcaffe"):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(GlogFormatter())
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        logger.setLevel(_GLOG_LEVELS.get(os.environ.get("GLOG_minloglevel", "0").strip(), logging.INFO))
         logger.propagate = False
     return logger if name == "distcaffe" else logger.getChild(name)
 

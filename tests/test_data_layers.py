@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+
+import _dist_helpers as h
 from google.protobuf import text_format
 
 import distcaffe as caffe
@@ -105,7 +107,7 @@ def test_two_mpi_ranks_read_disjoint_shards(tmp_path):
         "got = [int(n.forward()['label'][0]) for _ in range(len(range(c.rank, 9, c.size)))]\n"
         "allg = c.gather(got)\n"
         "if c.rank == 0: print('SEEN', sorted(sum(allg, [])))\n" % (ROOT, src))
-    r = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([h.tool("mpiexec"), "-n", "2", sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "SEEN %s" % list(range(9)) in r.stdout
 

@@ -72,6 +72,13 @@ def test_euclidean_gradient():
     check_gradient('type: "EuclideanLoss"', [rng.standard_normal((3, 4)), rng.standard_normal((3, 2, 2))])
 
 
+def test_l1_loss_value_and_gradient():
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 2, 2))
+    layer, bottom, top = run('type: "L1Loss"', [a, b])
+    assert float(top[0].data) == pytest.approx(np.abs(a - b.reshape(3, 4)).sum() / 3)
+    check_gradient('type: "L1Loss"', [a, b])          # |x| is smooth away from 0: random normals never hit it
+
+
 @pytest.mark.parametrize("norm", ["L1", "L2"])
 def test_hinge_gradient(norm):
     x = rng.standard_normal((4, 5)) * 2

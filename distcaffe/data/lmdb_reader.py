@@ -4,7 +4,7 @@ import threading
 
 import lmdb
 
-from ..errors import DataError
+from ..errors import DataError, resolved
 
 _envs = {}                       # realpath -> [Environment, users]: lmdb allows one open per process
 _envs_lock = threading.Lock()
@@ -40,7 +40,8 @@ class LMDBReader:
         self.path = str(path)
         self.what = what
         if not os.path.isdir(self.path) or not os.path.exists(os.path.join(self.path, "data.mdb")):
-            raise DataError("%s %s does not exist (expected a directory holding data.mdb)" % (what, self.path))
+            raise DataError("%s %s does not exist (expected a directory holding data.mdb)%s" % (what, self.path,
+                                                                                          resolved(self.path)))
         try:
             self.env = _open_env(self.path)
         except lmdb.Error as e:

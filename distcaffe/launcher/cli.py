@@ -3,6 +3,7 @@
 Each command lives in its own module and is imported only when used, so `distcaffe upgrade_net_proto_text`
 never pays for MPI or Ray. Any CaffeError becomes one line on stderr and exit code 2.
 """
+import difflib
 import importlib
 import sys
 
@@ -30,9 +31,18 @@ COMMANDS = {
 
 
 def usage():
-    lines = ["usage: distcaffe <command> [args]", "", "commands:"]
+    lines = ["usage: distcaffe <command> [flags]   (`distcaffe <command> -help` lists a command's flags)", "",
+             "commands:"]
     lines += ["  %-26s %s" % (name, spec[2]) for name, spec in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def version():
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version("distcaffe")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
 
 
 def _launched_world():
@@ -47,12 +57,17 @@ def _launched_world():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in ("-h", "-help", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-version", "--version"):
+        print("distcaffe %s" % version())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print("distcaffe: error: unknown command '%s'\n%s" % (name, usage()), file=sys.stderr)
+        guess = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
+        print("distcaffe: error: unknown command '%s'%s\n%s" % (
+            name, "; did you mean '%s'?" % guess[0] if guess else "", usage()), file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
     world = None

@@ -14,7 +14,7 @@ from ..data.prefetch import Pipeline
 from ..data.shard import get_shard
 from ..data.sources import ImageListSource, LMDBSource
 from ..data.transformer import DataTransformer
-from ..errors import DataError
+from ..errors import DataError, resolved
 from .base import Layer, register
 
 
@@ -70,6 +70,13 @@ class _PrefetchingLayer(Layer):
         top[0].mut_dev_data[...] = xp.asarray(data)
         if len(top) > 1:
             top[1].mut_dev_data[...] = xp.asarray(batch.labels)
+
+    def data_state(self):
+        """This layer's place in its record stream, for exact resume from a snapshot."""
+        return self.pipeline.state()
+
+    def restore_data_state(self, state):
+        self.pipeline.restore(state)
 
     @property
     def wait_seconds(self):
@@ -145,7 +152,8 @@ class HDF5DataLayer(Layer):
             with open(p.source) as f:
                 self.files = [line.strip() for line in f if line.strip()]
         except OSError as e:
-            raise DataError("%s: cannot read source list %s: %s" % (self.what, p.source, e.strerror)) from None
+            raise DataError("%s: cannot read source list %s: %s%s" % (self.what, p.source, e.strerror,
+                                                                          resolved(p.source))) from None
         if not self.files:
             raise DataError("%s: source list %s names no files" % (self.what, p.source))
         if p.batch_size <= 0:
@@ -161,9 +169,30 @@ class HDF5DataLayer(Layer):
         for t, name in zip(top, self.layer_param.top):
             t.reshape((self.batch_size,) + self.arrays[name].shape[1:])
 
+    def data_state(self):
+        """File order, file and row reached, and the RNG as it was when the current file was loaded (its row
+        permutation is drawn again on restore)."""
+        return {"files": len(self.files), "file_order": [int(i) for i in self.file_order], "file_pos": self.file_pos,
+                "row": self.row, "rng_at_load": self._rng_at_load}
+
+    def restore_data_state(self, state):
+        if int(state["files"]) != len(self.files):
+            raise DataError("%s: the snapshot read %d files from %s; it now lists %d"
+                            % (self.what, int(state["files"]), self.layer_param.hdf5_data_param.source,
+                               len(self.files)))
+        self.file_order = np.asarray(state["file_order"], dtype=np.int64)
+        self.file_pos = int(state["file_pos"])
+        self.rng.bit_generator.state = state["rng_at_load"]
+        self._load(self.file_order[self.file_pos])
+        if not 0 <= int(state["row"]) <= self.rows:
+            raise DataError("%s: the snapshot stopped at row %d of %s, which now has %d rows for this rank"
+                            % (self.what, int(state["row"]), self.files[self.file_order[self.file_pos]], self.rows))
+        self.row = int(state["row"])
+
     def _load(self, file_index):
         """Read every top's dataset of one file (Caffe's LoadHDF5FileData), keeping this rank's rows."""
         path = self.files[file_index]
+        self._rng_at_load = self.rng.bit_generator.state
         arrays = {}
         try:
             with self.h5py.File(path, "r") as f:

@@ -294,6 +294,23 @@ class EuclideanLossLayer(LossLayer):
         return True
 
 
+@register("L1Loss")
+class L1LossLayer(EuclideanLossLayer):
+    """NVCaffe's L1Loss (DetectNet): sum|a - b| / num; gradients sign(a - b) / num to both bottoms."""
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        diff = self.m(bottom[0].dev_data) - self.m(bottom[1].dev_data).reshape(bottom[0].shape)
+        self.sign = xp.sign(diff)
+        top[0].mut_dev_data[...] = xp.abs(diff).sum() / legacy_dim(self, bottom[0], 0)
+
+    def backward(self, top, propagate_down, bottom):
+        for i, sign in ((0, 1), (1, -1)):
+            if propagate_down[i]:
+                alpha = sign * self.m(top[0].dev_diff) / legacy_dim(self, bottom[i], 0)
+                bottom[i].mut_dev_diff[...] = (alpha * self.sign).reshape(bottom[i].shape)
+
+
 @register("HingeLoss")
 class HingeLossLayer(LossLayer):
     """One-vs-all hinge loss sum(max(0, 1 - y_k x_k)) / num, y = +1 for the label and -1 elsewhere; L1 or L2.
