@@ -15,7 +15,7 @@ UNINIT, HOST, DEVICE, SYNCED = "uninit", "host", "device", "synced"
 class SyncedArray:
     """A flat buffer of `size` elements kept on host and/or device (Caffe's SyncedMemory)."""
 
-    __slots__ = ("size", "dtype", "_host", "_dev", "head")
+    __slots__ = ("size", "dtype", "_host", "_dev", "head", "lms")
 
     def __init__(self, size, dtype=np.float32):
         self.size = int(size)
@@ -23,8 +23,11 @@ class SyncedArray:
         self._host = None
         self._dev = None
         self.head = UNINIT
+        self.lms = None          # (manager, entry) when Large Model Support manages this array
 
     def host(self):
+        if self.lms is not None:
+            return self.lms[0].host(self.lms[1], False)
         if self.head == DEVICE:
             self._host = self._dev.get()
             self.head = SYNCED
@@ -35,11 +38,15 @@ class SyncedArray:
         return self._host
 
     def mutable_host(self):
+        if self.lms is not None:
+            return self.lms[0].host(self.lms[1], True)
         h = self.host()
         self.head = HOST
         return h
 
     def dev(self):
+        if self.lms is not None:
+            return self.lms[0].access(self.lms[1], False)
         if not backend.is_gpu():
             return self.host()
         cp = backend.cupy()
@@ -52,6 +59,8 @@ class SyncedArray:
         return self._dev
 
     def mutable_dev(self):
+        if self.lms is not None:
+            return self.lms[0].access(self.lms[1], True)
         d = self.dev()
         if backend.is_gpu():
             self.head = DEVICE
