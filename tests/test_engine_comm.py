@@ -2,13 +2,14 @@
 (imported lazily; exercised only where cupy sees a GPU)."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+import _dist_helpers as h
 
 from distcaffe.engine.comm_single import SingleCommunicator
 from distcaffe.engine.communicator import CollectiveError, Request
@@ -46,8 +47,8 @@ def test_nccl_module_imports_without_cupy():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec is not on PATH")
 def test_mpi_collectives_three_ranks(tmp_path):
+    mpiexec = h.tool("mpiexec")
     script = tmp_path / "coll.py"
     script.write_text(textwrap.dedent("""
         import numpy as np
@@ -64,7 +65,7 @@ def test_mpi_collectives_three_ranks(tmp_path):
         print("R%d %g %g %g %s %d" % (c.rank, a[0], b[0], w[0], tok, c.local_size), flush=True)
         c.close()
     """))
-    r = subprocess.run([shutil.which("mpiexec"), "-n", "3", sys.executable, str(script)], cwd=ROOT,
+    r = subprocess.run([mpiexec, "-n", "3", sys.executable, str(script)], cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = sorted(re.findall(r"R\d [^R\n]*\d", r.stdout))  # ranks' lines may interleave

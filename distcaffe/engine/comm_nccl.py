@@ -93,6 +93,9 @@ class NCCLCommunicator(Communicator):
     def barrier(self, timeout=float("inf")):
         self.bootstrap.barrier(timeout)
 
+    def allgather(self, obj):
+        return self.bootstrap.allgather(obj)
+
     def abort(self, message, code=1):
         try:
             self.nccl_comm.abort()

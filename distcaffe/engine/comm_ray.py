@@ -73,6 +73,11 @@ class RayCommunicator(Communicator):
         raise CollectiveError("rank %d: no value for %s from rank %d within %.0f s" % (self.rank, key, root,
                                                                                        collective_timeout()))
 
+    def allgather(self, obj):
+        """Each rank shares its `obj` in turn (keys unique per call, so an earlier gather is never read)."""
+        self._gathers = getattr(self, "_gathers", 0) + 1
+        return [self.share(obj, root=r, key="gather/%d/%d" % (self._gathers, r)) for r in range(self.size)]
+
     def abort(self, message, code=1):
         """Fail this actor's task; the driver then stops every other actor and names this rank."""
         raise CollectiveError("rank %d: %s" % (self.rank, message))

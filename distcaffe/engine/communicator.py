@@ -87,6 +87,10 @@ class Communicator:
         """Root's picklable `obj` on every rank (e.g. an NCCL unique id)."""
         raise NotImplementedError
 
+    def allgather(self, obj):
+        """Every rank's picklable `obj`, as a list indexed by rank, on every rank (small objects only)."""
+        raise NotImplementedError
+
     def abort(self, message, code=1):
         """Stop every rank of the job now, with `message` on this rank's stderr."""
         raise NotImplementedError

@@ -36,9 +36,23 @@ def layer_class(type_name):
     return _REGISTRY.get(type_name)
 
 
+def _trt_advice(lp):
+    tp = lp.trt_param
+    return ("NVCaffe's TRT layer runs a deploy net through TensorRT, which distcaffe does not have; run that "
+            "deploy net itself instead (trt_param.deploy '%s' with weights trt_param.model '%s', e.g. "
+            "`distcaffe test -model <net with the data layer + deploy layers> -weights %s`)"
+            % (tp.deploy, tp.model, tp.model or "<model>"))
+
+
+_UNAVAILABLE = {"TRT": _trt_advice}        # vendor-runtime layers: a clear error saying what to use instead
+
+
 def create_layer(layer_param, dtype=np.float32, bwd_dtype=None):
     """Instantiate the layer for a LayerParameter; an unknown type names the layer and the known types."""
     cls = _REGISTRY.get(layer_param.type)
+    if cls is None and layer_param.type in _UNAVAILABLE:
+        raise NetError("layer '%s' (%s): %s" % (layer_param.name, layer_param.type,
+                                                _UNAVAILABLE[layer_param.type](layer_param)))
     if cls is None:
         raise NetError("layer '%s': unknown layer type '%s' (known types: %s)"
                        % (layer_param.name, layer_param.type, ", ".join(layer_types())))

@@ -297,7 +297,8 @@ class PoolingLayer(Layer):
             self.check(self.method in (_PP.AVE, _PP.MAX), "Padding implemented only for average and max pooling.")
             self.check(self.pad[0] < self.kernel[0] and self.pad[1] < self.kernel[1],
                        "pad (%d, %d) must be smaller than the kernel (%d, %d)" % tuple(self.pad + self.kernel))
-        self.round_ceil = pp.round_mode == _PP.CEIL
+        # NVCaffe's torch_pooling is Torch's floor rule, the same as BVLC's round_mode: FLOOR
+        self.round_ceil = pp.round_mode == _PP.CEIL and not pp.torch_pooling
 
     def reshape(self, bottom, top):
         self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "

@@ -1,22 +1,34 @@
 """NVCaffe LARC (layer-wise adaptive rate control) and the global gradient scale.
 
-LARC (SGDSolver::GetLocalRate): rate_i = larc_eta * ||w_i|| / ||g_i|| (1 when either norm is 0), used in
-place of lr_mult for params with lr_mult > 0, then combined with the global rate by `larc_policy`:
-`scale` -> rate * rate_i, `clip` -> min(rate, rate_i).
+LARC (NVCaffe 0.17.3 SGDSolver::GetLocalRate): rate_i = (1 - momentum) * larc_eta * ||w_i|| / ||g_i|| (1 when
+either norm is 0); `larc_turbo` then subtracts 0.9 * c_i, c_i an exponential average (beta 0.95) of the cosine
+between g_i and the momentum history. rate_i replaces lr_mult for params with lr_mult > 0 and is combined with
+the global rate by `larc_policy`: `scale` -> rate * rate_i, `clip` -> min(rate, rate_i).
 """
 import math
 
 from ..errors import SolverError
 
 
-def larc_local_rate(eta, w_sumsq, g_sumsq):
-    """eta * ||w|| / ||g||, or 1 when either norm is zero (or the gradient is not finite)."""
+TURBO_BETA = 0.95          # NVCaffe's fixed larc_beta
+TURBO_WEIGHT = 0.9
+
+
+def larc_local_rate(eta, w_sumsq, g_sumsq, momentum=0.0):
+    """(1 - momentum) * eta * ||w|| / ||g||, or 1 when either norm is zero (or the gradient is not finite)."""
     if math.isnan(g_sumsq):
         g_sumsq = 0.0  # NVCaffe skips a NaN gradient norm
     w_norm, g_norm = math.sqrt(w_sumsq), math.sqrt(g_sumsq)
     if w_norm > 0.0 and g_norm > 0.0:
-        return eta * w_norm / g_norm
+        return (1.0 - momentum) * eta * w_norm / g_norm
     return 1.0
+
+
+def turbo_correlation(previous, g_dot_h, g_sumsq, h_sumsq):
+    """larc_turbo's running gradient/history correlation after one more iteration (cosine 0 for a zero norm)."""
+    g_norm, h_norm = math.sqrt(g_sumsq), math.sqrt(h_sumsq)
+    cosine = g_dot_h / (g_norm * h_norm) if g_norm > 0.0 and h_norm > 0.0 else 0.0
+    return TURBO_BETA * previous + (1.0 - TURBO_BETA) * cosine
 
 
 def combine(policy, rate, local_rate):

@@ -38,6 +38,8 @@ class SGDSolver(Solver):
         self.weights_changed()
         self.wgrad_amax = 0.0
         self.grad_scale = 1.0
+        self._plateau = lr_policy.Plateau()
+        self._larc_g_corr = [0.0] * len(params)
         net_param = self.net.param
         self._gs_param = net_param.global_grad_scale
         self._gs_adaptive = net_param.global_grad_scale_adaptive
@@ -71,7 +73,8 @@ class SGDSolver(Solver):
 
     # --- learning rate / scale -----------------------------------------------------------------
     def get_learning_rate(self):
-        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step,
+                                                          self.smoothed_loss, self._plateau)
         return rate
 
     def get_momentum(self):
@@ -113,7 +116,7 @@ class SGDSolver(Solver):
                         self.wgrad_amax = max(self.wgrad_amax, amax)
                 w = self._weights32(i)
                 self.regularize(i, g, w)
-                self.compute_update_value(i, g, self.local_rate(i, rate, w, g_sumsq))
+                self.compute_update_value(i, g, self.local_rate(i, rate, w, g, g_sumsq))
                 self._update(i, q, g, w)
 
     @staticmethod
@@ -159,15 +162,20 @@ class SGDSolver(Solver):
         else:
             g += F32(decay) * backend.xp().sign(w)
 
-    def local_rate(self, i, rate, w, g_sumsq):
-        """rate * lr_mult, or NVCaffe LARC's layer-wise rate combined by larc_policy."""
+    def local_rate(self, i, rate, w, g, g_sumsq):
+        """rate * lr_mult, or NVCaffe LARC's layer-wise rate (larc_turbo: less the gradient/history
+        correlation, measured against the history before this update) combined by larc_policy."""
+        p = self.param
         lr_mult = self.net.params_lr[i]
-        if not self.param.larc:
+        if not p.larc:
             return rate * lr_mult
-        local = lr_mult
-        if lr_mult > 0:
-            local = larc.larc_local_rate(self.param.larc_eta, float((w * w).sum(dtype=F32)), g_sumsq)
-        return larc.combine(self.param.larc_policy, rate, local)
+        local = larc.larc_local_rate(p.larc_eta, float((w * w).sum(dtype=F32)), g_sumsq, self.get_momentum())
+        if p.larc_turbo:
+            h = self.hist(i)
+            self._larc_g_corr[i] = larc.turbo_correlation(self._larc_g_corr[i], float((g * h).sum(dtype=F32)),
+                                                          g_sumsq, float((h * h).sum(dtype=F32)))
+            local -= larc.TURBO_WEIGHT * self._larc_g_corr[i]
+        return larc.combine(p.larc_policy, rate, local if lr_mult > 0 else lr_mult)
 
     def _update(self, i, blob, g, w):
         """Net::Update: data -= diff, in float32, stored back to the master copy and the layer's blob."""
