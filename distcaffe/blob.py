@@ -18,7 +18,7 @@ class SyncedArray:
     Both copies are allocated once and reused by every transfer (`get(out=)` / `set`), the host one in
     page-locked memory in GPU mode, so copies need no allocation and may run asynchronously."""
 
-    __slots__ = ("size", "dtype", "_host", "_dev", "head")
+    __slots__ = ("size", "dtype", "_host", "_dev", "head", "lms")
 
     def __init__(self, size, dtype=np.float32):
         self.size = int(size)
@@ -26,6 +26,7 @@ class SyncedArray:
         self._host = None
         self._dev = None
         self.head = UNINIT
+        self.lms = None          # (manager, entry) when Large Model Support manages this array
 
     def _host_buffer(self):
         if self._host is None:
@@ -36,17 +37,23 @@ class SyncedArray:
         return self._host
 
     def host(self):
+        if self.lms is not None:
+            return self.lms[0].host(self.lms[1], False)
         if self.head == DEVICE:
             self._dev.get(out=self._host_buffer())
             self.head = SYNCED
         return self._host_buffer()
 
     def mutable_host(self):
+        if self.lms is not None:
+            return self.lms[0].host(self.lms[1], True)
         h = self.host()
         self.head = HOST
         return h
 
     def dev(self):
+        if self.lms is not None:
+            return self.lms[0].access(self.lms[1], False)
         if not backend.is_gpu():
             return self.host()
         cp = backend.cupy()
@@ -64,6 +71,8 @@ class SyncedArray:
         return self._dev
 
     def mutable_dev(self):
+        if self.lms is not None:
+            return self.lms[0].access(self.lms[1], True)
         d = self.dev()
         if backend.is_gpu():
             self.head = DEVICE

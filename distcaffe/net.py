@@ -4,6 +4,7 @@ Construction follows Caffe's Net::Init step for step (filter by NetState, insert
 tops and parameters, decide which layers need backward, force_backward, share named parameters), so a
 net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
 """
+import contextlib
 from collections import OrderedDict
 from itertools import zip_longest
 
@@ -181,6 +182,8 @@ class Net:
         log.info("Network initialization done.")
         log.info("Memory required for data: %d", memory)
         self._build_pycaffe_views()
+        from . import lms
+        self.lms = lms.attach(self)
 
     def _append_bottom(self, lp, layer_id, j, available):
         name = lp.bottom[j]
@@ -380,8 +383,13 @@ class Net:
         return loss
 
     def clear_param_diffs(self):
-        for p in self.learnable_params:
-            p.mut_dev_diff[...] = 0
+        for i, p in enumerate(self.learnable_params):
+            with self.memory_step("clear", i):
+                p.mut_dev_diff[...] = 0
+
+    def memory_step(self, kind, i):
+        """Bracket device work on learnable param i outside the layer loop, for Large Model Support."""
+        return self.lms.memory_step(kind, i) if self.lms is not None else contextlib.nullcontext()
 
     def reshape(self):
         for i, layer in enumerate(self.layers):

@@ -32,7 +32,13 @@ class SGDSolver(Solver):
         xp = backend.xp()
         self.solver_dtype = np.dtype(backend.dtype_of(self.param.solver_data_type))
         params = self.net.learnable_params
-        self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
+        if self.net.lms is not None:        # Large Model Support manages the history like any blob
+            from ..blob import Blob
+            from ..lms import adopt_history
+            self._history = [Blob(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
+            adopt_history(self.net, self._history)
+        else:
+            self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
         self._master = [None] * len(params)
         self.weights_changed()
         self.wgrad_amax = xp.zeros((), F32)       # device scalars: read back only when displayed
@@ -51,6 +57,8 @@ class SGDSolver(Solver):
 
     @property
     def history(self):
+        if self.net.lms is not None:
+            return [h.data for h in self._history]
         return self._history
 
     def restore_history(self, arrays, path):
@@ -62,7 +70,10 @@ class SGDSolver(Solver):
             if arr.size != h.size:
                 raise SolverError("%s: history blob %d has %d values, the net's param needs %s"
                                   % (path, i, arr.size, "x".join(map(str, h.shape))))
-            self._history[i] = xp.asarray(arr.reshape(h.shape), dtype=self.solver_dtype)
+            if self.net.lms is not None:
+                h.data[...] = arr.reshape(h.shape)
+            else:
+                self._history[i] = xp.asarray(arr.reshape(h.shape), dtype=self.solver_dtype)
         log.info("SGDSolver: restoring history")
 
     # --- learning rate / scale -----------------------------------------------------------------
@@ -93,22 +104,24 @@ class SGDSolver(Solver):
             log.info("Iteration %d, lr = %g", self.iter, rate)
         xp = backend.xp()
         params = self.net.learnable_params
-        grads = [self._grad32(q) for q in params]
-        if self._gs_enabled:
-            unscale = as_f32(1.0 / self.grad_scale)
-            for g in grads:
-                g *= unscale
-        self.clip_gradients(grads)
+        unscale = as_f32(1.0 / self.grad_scale) if self._gs_enabled else None
+        clip = self.clip_gradients(params, unscale)
         amax = xp.zeros((), F32)
-        for i, (q, g) in enumerate(zip(params, grads)):
-            self.normalize(g)
-            g_sumsq = (g * g).sum(dtype=F32) if p.larc else None
-            if self._gs_adaptive and g.size:
-                amax = xp.fmax(amax, abs(g).max())      # fmax: a NaN gradient does not poison the scale
-            w = self._weights32(i)
-            self.regularize(i, g, w)
-            self.compute_update_value(i, g, self.local_rate(i, rate, w, g, g_sumsq))
-            self._update(i, q, g, w)
+        for i, q in enumerate(params):
+            with self.net.memory_step("update", i):      # one param's arrays on the device at a time (LMS)
+                g = self._grad32(q)
+                if unscale is not None:
+                    g *= unscale
+                if clip is not None:
+                    g *= clip
+                self.normalize(g)
+                g_sumsq = (g * g).sum(dtype=F32) if p.larc else None
+                if self._gs_adaptive and g.size:
+                    amax = xp.fmax(amax, abs(g).max())   # fmax: a NaN gradient does not poison the scale
+                w = self._weights32(i)
+                self.regularize(i, g, w)
+                self.compute_update_value(i, g, self.local_rate(i, rate, w, g, g_sumsq))
+                self._update(i, q, g, w)
         self.wgrad_amax = amax
 
     @staticmethod
@@ -121,21 +134,28 @@ class SGDSolver(Solver):
         src = self._master[i] if self._master[i] is not None else self.net.learnable_params[i].dev_data
         return src if src.dtype == F32 else src.astype(F32)
 
-    def clip_gradients(self, grads):
+    def clip_gradients(self, params, unscale=None):
+        """The factor Caffe's ClipGradients scales every gradient by (None: no clipping), from the L2 norm of
+        the (unscaled) gradients, read one param at a time."""
         clip = self.param.clip_gradients
         if clip < 0:
-            return
+            return None
         xp = backend.xp()
-        l2 = xp.sqrt(sum((g * g).sum(dtype=F32) for g in grads))
-        if backend.is_gpu():        # no host sync: scale by min(1, clip / l2) on the device, unlogged
-            scale = xp.minimum(F32(1), F32(clip) / xp.maximum(l2, F32(np.finfo(F32).tiny)))
-        elif l2 > clip:
+        sumsq = xp.zeros((), F32)
+        for i, q in enumerate(params):
+            with self.net.memory_step("clip", i):
+                g = self._grad32(q)
+                if unscale is not None:
+                    g = g * unscale
+                sumsq = sumsq + (g * g).sum(dtype=F32)
+        l2 = xp.sqrt(sumsq)
+        if backend.is_gpu():        # no host sync: min(1, clip / l2) stays on the device (and is not logged)
+            return xp.minimum(F32(1), F32(clip) / xp.maximum(l2, F32(np.finfo(F32).tiny)))
+        if l2 > clip:
             scale = clip / float(l2)
             log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g", l2, clip, scale)
-        else:
-            return
-        for g in grads:
-            g *= as_f32(scale)
+            return F32(scale)
+        return None
 
     def normalize(self, g):
         if self.param.iter_size != 1:
@@ -183,11 +203,18 @@ class SGDSolver(Solver):
     def hist(self, k):
         """History array k as float32 (a copy when stored in another type; write it back with set_hist)."""
         h = self._history[k]
+        if self.net.lms is not None:
+            h = h.mut_dev_data
         return h if h.dtype == F32 else h.astype(F32)
 
     def set_hist(self, k, value):
-        if value is not self._history[k]:
-            self._history[k][...] = value
+        h = self._history[k]
+        if self.net.lms is not None:
+            h = h.mut_dev_data
+            if backend.xp().shares_memory(value, h):
+                return
+        if value is not h:
+            h[...] = value
 
     def compute_update_value(self, i, g, local_rate):
         """SGD with momentum: h = local_rate * g + momentum * h; the step is h."""
