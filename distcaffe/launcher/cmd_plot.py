@@ -14,6 +14,17 @@ def _series(rows, skip=("NumIters", "LearningRate")):
     return {k: [(r["NumIters"], r[k]) for r in rows if k in r] for k in keys}
 
 
+def layout(train, test):
+    """([(y label, [(phase, output, points)])], lr points): losses on one axis, every other output (accuracy)
+    on a second, the learning rate at the iteration it was logged for on a third."""
+    curves = [("train", k, pts) for k, pts in _series(train).items()] + \
+             [("test", k, pts) for k, pts in _series(test).items()]
+    losses = [c for c in curves if "loss" in c[1]]
+    others = [c for c in curves if "loss" not in c[1]]
+    lrs = [(r["NumIters"], r["LearningRate"]) for r in train if r["LearningRate"] == r["LearningRate"]]
+    return [("loss", losses)] + ([("accuracy / other outputs", others)] if others else []), lrs
+
+
 def plot(argv):
     args = F.parse("plot", argv, [], positional=("log", "out"), about=__doc__)
     if args is None:
@@ -27,12 +38,7 @@ def plot(argv):
         import matplotlib.pyplot as plt
     except ImportError:
         raise CaffeError("plot needs matplotlib: pip install 'distcaffe[plot]'") from None
-    curves = [("train", k, pts) for k, pts in _series(train).items()] + \
-             [("test", k, pts) for k, pts in _series(test).items()]
-    losses = [c for c in curves if "loss" in c[1]]
-    others = [c for c in curves if "loss" not in c[1]]
-    lrs = [(r["NumIters"], r["LearningRate"]) for r in train if r["LearningRate"] == r["LearningRate"]]
-    panels = [("loss", losses)] + ([("accuracy / other outputs", others)] if others else [])
+    panels, lrs = layout(train, test)
     heights = [3] * len(panels) + ([1] if lrs else [])
     fig, axes = plt.subplots(len(heights), 1, figsize=(8, 2.4 * sum(heights) / 2 + 1), sharex=True,
                              gridspec_kw={"height_ratios": heights}, squeeze=False)

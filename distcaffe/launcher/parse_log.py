@@ -75,7 +75,7 @@ def parse_metrics(path):
             raise CaffeError("%s: not a distcaffe metrics file (rows need 'kind' and 'iteration')" % path)
         lr = _number(rec.get("lr"))
         row = {"NumIters": int(float(rec["iteration"])), "LearningRate": NAN if lr is None else lr}
-        row.update({k: v for k, v in ((k, _number(v)) for k, v in rec.items()
-                                      if k not in ("kind", "iteration", "seconds", "lr", "img_per_s")) if v is not None})
+        values = ((k, _number(v)) for k, v in rec.items() if k not in ("kind", "iteration", "seconds", "lr", "img_per_s"))
+        row.update({k: v for k, v in values if v is not None})
         (train if rec["kind"] == "train" else test).append(row)
     return train, test

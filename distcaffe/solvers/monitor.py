@@ -135,14 +135,14 @@ class Monitor:
         lapse = now - self._last_t
         done = it - self._last_iter
         log.info("Iteration %d (%g iter/s, %gs/%d iters), loss = %g", it, done / (lapse or 1.0), lapse,
-                 s.param.display, loss)
+                 s.param.display, loss, stacklevel=2)     # logged as the solver's line, as in Caffe
         s._log_outputs(s.net, "Train", outputs)
         global_batch = s.batch_size() * s.global_batch_multiplier
         img_s = done * global_batch / self._train_s if done and self._train_s > 0 else None
         if done:
             eta = (self.stop_iter - it) * lapse / done
             log.info("    %.4g img/s (global batch %d), %s elapsed, ETA %s to iteration %d", img_s or 0.0,
-                     global_batch, format_time(now - self.started), format_time(eta), self.stop_iter)
+                     global_batch, format_time(now - self.started), format_time(eta), self.stop_iter, stacklevel=2)
         self._last_t, self._last_iter, self._train_s = now, it, 0.0
         self._row("train", it, dict(_flat(outputs), loss=float(loss), img_per_s=img_s,
                                     lr=self._lr()))
@@ -155,8 +155,13 @@ class Monitor:
         rate = getattr(self.solver, "get_learning_rate", None)
         return float(rate()) if rate else None
 
+    def final(self, it, loss):
+        """The `Iteration N, loss = L` of Solve's extra pass after the last iteration: a last `train` row."""
+        self._row("train", it, {"loss": float(loss), "lr": self._lr()})
+
     def _row(self, kind, it, values):
         if self.files is not None:
+            values = {k: float("%.8g" % v) if isinstance(v, float) else v for k, v in values.items()}
             self.files.write(dict(values, kind=kind, iteration=int(it),
                                   seconds=round(time.perf_counter() - self.started, 3)))
 
