@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+pytestmark = pytest.mark.slow  # subprocesses running BVLC's files (~30 s)
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 BVLC = HERE / "bvlc_pycaffe"
