@@ -22,3 +22,12 @@ class SolverError(CaffeError):
 
 class DataError(CaffeError):
     """A data source (LMDB, image list, HDF5) is missing or holds a bad record."""
+
+
+
+def resolved(path):
+    """' (resolved: /abs/path)' for a relative `path`, '' for an absolute one: appended to a file error, so a
+    user sees where a relative path was looked for (the working directory, as in Caffe)."""
+    import os
+    path = os.fspath(path)
+    return "" if os.path.isabs(path) else " (resolved: %s)" % os.path.abspath(path)

@@ -1,5 +1,8 @@
 """Shared pieces of the distributed tests: a tiny real LMDB, a two-layer classifier net and its solver, and a
-runner for real `mpiexec -n N` jobs. Run as a script it is one rank: `python tests/_dist_helpers.py SOLVER [k=v]`."""
+runner for real `mpiexec -n N` jobs, and `tool`/`need_module`, which every test that runs mpiexec, ray or an
+optional library uses: missing, they skip locally and FAIL under CI=true (only GPU tests may skip there).
+Run as a script it is one rank: `python tests/_dist_helpers.py SOLVER [k=v]`."""
+import importlib
 import os
 import pathlib
 import re
@@ -11,6 +14,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NET = """name: "tiny"
@@ -37,6 +41,30 @@ random_seed: 7
 snapshot: {snapshot}
 snapshot_prefix: "{prefix}"
 """
+
+
+def missing(reason):
+    """A test's tool or library is absent: a failure under CI=true, a skip (with the reason) elsewhere."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("%s (CI=true: a missing tool fails the test instead of skipping it)" % reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def tool(name, extra="mpi"):
+    """Path of the command `name`, looked up next to the running interpreter first (an unactivated venv), then
+    on PATH; missing() when absent."""
+    path = shutil.which(name, path=os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", ""))))
+    if path is None:
+        missing("%s not found next to %s or on PATH (pip install 'distcaffe[%s]')" % (name, sys.executable, extra))
+    return path
+
+
+def need_module(name, extra):
+    """The imported module `name`; missing() when it cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        missing("%s is not importable (%s): pip install 'distcaffe[%s]'" % (name, e, extra))
 
 
 def make_lmdb(path, n=96, seed=0):
@@ -68,8 +96,7 @@ def make_job(tmp, batch, max_iter=10, buckets=6, snapshot=0, lmdb=None, name="ru
 
 def mpiexec(n, args, env=None, timeout=240, extra=()):
     """Run `mpiexec -n n python args...` from the repo root; returns the CompletedProcess."""
-    exe = shutil.which("mpiexec")
-    cmd = [exe, *extra, "-n", str(n), sys.executable, *map(str, args)]
+    cmd = [tool("mpiexec"), *extra, "-n", str(n), sys.executable, *map(str, args)]
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run(cmd, cwd=str(ROOT), env=full_env, capture_output=True, text=True, timeout=timeout)
 

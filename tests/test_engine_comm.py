@@ -2,13 +2,14 @@
 (imported lazily; exercised only where cupy sees a GPU)."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+import _dist_helpers as h
 
 from distcaffe.engine.comm_single import SingleCommunicator
 from distcaffe.engine.communicator import CollectiveError, Request
@@ -46,8 +47,8 @@ def test_nccl_module_imports_without_cupy():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec is not on PATH")
 def test_mpi_collectives_three_ranks(tmp_path):
+    mpiexec = h.tool("mpiexec")
     script = tmp_path / "coll.py"
     script.write_text(textwrap.dedent("""
         import numpy as np
@@ -64,7 +65,7 @@ def test_mpi_collectives_three_ranks(tmp_path):
         print("R%d %g %g %g %s %d" % (c.rank, a[0], b[0], w[0], tok, c.local_size), flush=True)
         c.close()
     """))
-    r = subprocess.run([shutil.which("mpiexec"), "-n", "3", sys.executable, str(script)], cwd=ROOT,
+    r = subprocess.run([mpiexec, "-n", "3", sys.executable, str(script)], cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = sorted(re.findall(r"R\d [^R\n]*\d", r.stdout))  # ranks' lines may interleave
@@ -87,3 +88,38 @@ def test_nccl_one_rank_on_gpu():
     c.broadcast(a)
     assert cupy.asnumpy(a).tolist() == list(range(8))
     c.close()
+
+
+def _cupy_standing_in(monkeypatch, nccl_available):
+    """cupy >= 14 as a CPU-only node sees it: `cupy.cuda.nccl` always imports, a stub with `available`."""
+    import types
+    cp = types.ModuleType("cupy")
+    cp.cuda = types.ModuleType("cupy.cuda")
+    cp.cuda.nccl = types.ModuleType("cupy.cuda.nccl")
+    cp.cuda.nccl.available = nccl_available
+    cp.is_available = lambda: True
+    for name, mod in (("cupy", cp), ("cupy.cuda", cp.cuda), ("cupy.cuda.nccl", cp.cuda.nccl)):
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+@pytest.mark.parametrize("available", [False, True])
+def test_nccl_counts_only_when_cupy_says_available(monkeypatch, available):
+    from distcaffe import backend
+    from distcaffe.engine import worker
+    _cupy_standing_in(monkeypatch, available)
+    assert (backend.nccl_module() is not None) == available
+    assert worker._nccl_usable() == available          # auto: MPI unless NCCL really loads
+
+
+def test_nccl_asked_for_without_nccl_is_one_clear_error(monkeypatch):
+    from distcaffe.engine.comm_nccl import NCCLCommunicator
+    from distcaffe.engine.communicator import CollectiveError
+    _cupy_standing_in(monkeypatch, False)
+    with pytest.raises(CollectiveError, match="no usable NCCL on this node.*-comm mpi"):
+        NCCLCommunicator(SingleCommunicator(), 0)
+
+
+def test_cupy_without_the_nccl_module_means_no_nccl(monkeypatch):
+    from distcaffe import backend
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", None)        # cupy < 14 without NCCL: import fails
+    assert backend.nccl_module() is None

@@ -61,4 +61,4 @@ def test_agreed_action_from_summed_flags():
         w._agreed_action = np.array(flags, float)
         assert w._take_agreed_action() == action
         assert w._take_agreed_action() == signals.NONE   # taken once; e.g. rank 0's test phase sees NONE
-    assert caffe_pb2.NetParameter().reduce_buckets == 3  # NVCaffe's default lives on the net
+    assert caffe_pb2.NetParameter().reduce_buckets == 6  # NVCaffe's default lives on the net

@@ -77,10 +77,21 @@ def test_wanted():
         distributed.wanted({"batch_semantics": "caffe2"}, {})
 
 
-def test_spawn_without_mpiexec_is_a_clear_error(monkeypatch):
+def test_spawn_without_mpiexec_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     with pytest.raises(CaffeError, match="needs mpiexec"):
         spawn.mpiexec_command(2, ["-solver", "s"])
+
+
+def test_spawn_finds_mpiexec_next_to_the_interpreter(monkeypatch, tmp_path):
+    """An unactivated venv (`.venv/bin/distcaffe train -gpu all`): mpiexec sits beside python, not on PATH."""
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    assert spawn.mpiexec_command(2, ["-solver", "s"])[:3] == [str(fake), "-n", "2"]
 
 
 @pytest.mark.slow

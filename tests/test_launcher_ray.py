@@ -16,8 +16,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import _dist_helpers as h  # noqa: E402
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("torch")
+ray = h.need_module("ray", "ray-cpu")
+h.need_module("torch", "ray-cpu")
 pytestmark = pytest.mark.slow
 
 
@@ -57,9 +57,7 @@ def test_killed_ray_actor_ends_job_named(tmp_path):
 
 def test_ray_job_submit_to_a_running_cluster(tmp_path):
     """`ray start --head` + `ray job submit -- distcaffe train --ray auto`: the driver joins the job's cluster."""
-    ray_cli = shutil.which("ray")
-    if ray_cli is None:
-        pytest.skip("the ray CLI is not on PATH")
+    ray_cli = h.tool("ray", extra="ray")
     solver = h.make_job(tmp_path, batch=4, name="submitted")
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ADDRESS="")
     # our own head in its own session and temp dir, stopped by signalling that session only (never `ray stop`,

@@ -165,6 +165,7 @@ def _pool(text, x, phase=TRAIN, num_top=1):
     'pool: AVE global_pooling: true',
     'pool: MAX global_pooling: true',
     'pool: AVE kernel_size: 2 stride: 3 round_mode: FLOOR',
+    'pool: MAX kernel_size: 2 stride: 3 torch_pooling: true',
 ])
 def test_pooling_gradient(params):
     x = RNG.permutation(2 * 2 * 6 * 7).reshape(2, 2, 6, 7) / 10.0   # distinct values: no max ties
@@ -175,6 +176,9 @@ def test_pooling_output_sizes():
     x = np.zeros((1, 1, 6, 6))
     assert _pool('kernel_size: 3 stride: 2', x)[2][0].shape == (1, 1, 3, 3)             # ceil
     assert _pool('kernel_size: 3 stride: 2 round_mode: FLOOR', x)[2][0].shape == (1, 1, 2, 2)
+    assert _pool('kernel_size: 3 stride: 2 torch_pooling: true', x)[2][0].shape == (1, 1, 2, 2)   # NVCaffe
+    assert _pool('kernel_size: 3 stride: 2 pad: 1', x)[2][0].shape == (1, 1, 4, 4)
+    assert _pool('kernel_size: 3 stride: 2 pad: 1 torch_pooling: true', x)[2][0].shape == (1, 1, 3, 3)
     # ceil gives 4, but the 4th window would start in the padding: clipped to 3
     assert _pool('kernel_size: 3 stride: 3 pad: 2', x)[2][0].shape == (1, 1, 3, 3)
     assert _pool('pool: AVE global_pooling: true', np.zeros((2, 3, 4, 5)))[2][0].shape == (2, 3, 1, 1)

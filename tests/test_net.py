@@ -150,3 +150,11 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
     np.testing.assert_array_equal(net.blobs["label"].data, [1, 0])
     with pytest.raises(NetError, match="first layer is a MemoryData"):
         net_from(MLP).set_input_arrays(data, np.zeros(4, np.float32))
+
+
+def test_trt_layer_is_a_clear_error_naming_the_deploy_net_to_use():
+    text = ('layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
+            'layer { name: "TRT" type: "TRT" bottom: "data" top: "trt" trt_param { deploy: "deploy_trt.prototxt" '
+            'model: "r50.caffemodel" } }')
+    with pytest.raises(NetError, match=r"layer 'TRT' \(TRT\): .*TensorRT.*deploy_trt.prototxt.*r50.caffemodel"):
+        Net(parse_net_text(text), caffe.TEST)

@@ -2,11 +2,12 @@
 of the benchmark (1 and 2 MPI ranks on this machine)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+import _dist_helpers as h
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import scaling  # noqa: E402
@@ -42,8 +43,8 @@ def test_project_hand_case():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec is not on PATH")
 def test_benchmark_runs_here(tmp_path):
+    h.tool("mpiexec")
     r = subprocess.run([sys.executable, scaling.__file__, "--max-ranks", "2", "--iters", "3", "--warmup", "1",
                         "--batch", "8", "--fit-bytes", str(1 << 20), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)

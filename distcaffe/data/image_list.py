@@ -1,5 +1,5 @@
 """Caffe's image list files: one `<path> <label>` per line, split at the LAST space (paths may hold spaces)."""
-from ..errors import DataError
+from ..errors import DataError, resolved
 
 
 def read_image_list(path, what="image list"):
@@ -8,7 +8,7 @@ def read_image_list(path, what="image list"):
         with open(path, "r") as f:
             text = f.read()
     except OSError as e:
-        raise DataError("%s %s cannot be read: %s" % (what, path, e.strerror or e)) from None
+        raise DataError("%s %s cannot be read: %s%s" % (what, path, e.strerror or e, resolved(path))) from None
     lines = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")

@@ -4,7 +4,7 @@ import threading
 
 import lmdb
 
-from ..errors import DataError
+from ..errors import DataError, resolved
 
 _envs = {}                       # realpath -> [Environment, users]: lmdb allows one open per process
 _envs_lock = threading.Lock()
@@ -36,11 +36,14 @@ def _release_env(path):
 class LMDBReader:
     """An LMDB opened read-only without locking (many processes may read it); one read txn per thread."""
 
+    label = "LMDB"
+
     def __init__(self, path, what="LMDB"):
         self.path = str(path)
         self.what = what
         if not os.path.isdir(self.path) or not os.path.exists(os.path.join(self.path, "data.mdb")):
-            raise DataError("%s %s does not exist (expected a directory holding data.mdb)" % (what, self.path))
+            raise DataError("%s %s does not exist (expected a directory holding data.mdb)%s" % (what, self.path,
+                                                                                          resolved(self.path)))
         try:
             self.env = _open_env(self.path)
         except lmdb.Error as e:
@@ -78,10 +81,3 @@ class LMDBReader:
             self.env = None
             _release_env(self.path)
 
-
-def open_nonempty(path, what="LMDB"):
-    """LMDBReader for `path`, or a DataError when it is missing or holds no records."""
-    reader = LMDBReader(path, what)
-    if len(reader) == 0:
-        raise DataError("%s %s is empty (no records)" % (what, path))
-    return reader

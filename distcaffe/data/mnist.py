@@ -3,7 +3,7 @@ import struct
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, resolved
 
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
@@ -13,7 +13,7 @@ def _read(path, what):
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise DataError("%s file %s cannot be read: %s" % (what, path, e.strerror or e)) from None
+        raise DataError("%s file %s cannot be read: %s%s" % (what, path, e.strerror or e, resolved(path))) from None
 
 
 def read_idx(image_path, label_path):

@@ -1,5 +1,6 @@
 """The prefetching batch pipeline behind the data layers: reader/parser threads, transformer threads,
-a bounded queue of ready batches, optional host cache and per-epoch shuffling.
+a bounded queue of ready batches, optional host cache (filled as read, or all at start: precache) and per-epoch
+shuffling.
 
 Batch b holds positions [b*B, (b+1)*B) of an endless stream over this rank's shard; epoch e of the stream is
 the shard in order, or permuted by a Generator seeded with (seed, e) when shuffling. Transformer thread t
@@ -48,7 +49,7 @@ class Pipeline:
     close())."""
 
     def __init__(self, source, batch_size, transformer, seed, what, threads=0, parser_threads=0, prefetch=4,
-                 cache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
+                 cache=False, precache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
         if batch_size <= 0:
             raise DataError("%s: batch_size must be positive" % what)
         self.source, self.batch_size, self.transformer, self.what = source, int(batch_size), transformer, what
@@ -58,22 +59,55 @@ class Pipeline:
             raise DataError("%s: shard %d of %d of %s holds no records (%d records in all)"
                             % (what, shard[0], shard[1], source.name, len(source)))
         self.shuffle = bool(shuffle)
-        self.skip = int(np.random.default_rng([self.seed, 1 << 30]).integers(rand_skip)) if rand_skip else 0
-        self.cache = RecordCache(len(source), what) if cache else None
+        self.rand_skip = int(rand_skip)
+        self.skip = self._skip()
+        self.cache = RecordCache(len(source), what) if cache or precache else None
         self.device_transform = device_transform
         self.threads = int(threads) or auto_threads()
         self.parsers = ThreadPoolExecutor(int(parser_threads) or self.threads, thread_name_prefix="caffe-parser")
-        depth = max(1, -(-int(prefetch or 4) // self.threads))
-        self.queues = [queue.Queue(depth) for _ in range(self.threads)]
-        self.stop = threading.Event()
-        self.next_batch = 0
+        self.depth = max(1, -(-int(prefetch or 4) // self.threads))
         self.wait_seconds = 0.0
+        if precache:
+            self._precache()
+        self._start(0)
+        _live.add(self)
+
+    def _skip(self):
+        return int(np.random.default_rng([self.seed, 1 << 30]).integers(self.rand_skip)) if self.rand_skip else 0
+
+    def _start(self, first_batch):
+        """Start the transformer threads so that the consumer's next batch is `first_batch`."""
+        self.next_batch = int(first_batch)
+        self.queues = [queue.Queue(self.depth) for _ in range(self.threads)]
+        self.stop = threading.Event()
         self._orders = {}
-        self._workers = [threading.Thread(target=self._work, args=(t,), daemon=True, name="caffe-data-%d" % t)
+        self._workers = [threading.Thread(target=self._work, daemon=True, name="caffe-data-%d" % t,
+                                          args=(first_batch + (t - first_batch) % self.threads, self.queues[t],
+                                                self.stop))
                          for t in range(self.threads)]
         for w in self._workers:
             w.start()
-        _live.add(self)
+
+    def _join(self):
+        self.stop.set()
+        for w in self._workers:
+            if w is not threading.current_thread():
+                w.join(timeout=5)
+
+    # --- resume state: the batches consumed (not the ones prefetched) and the seed they derive from ----------
+    def state(self):
+        """What a snapshot keeps to resume this stream exactly: seed, records and batches consumed so far."""
+        return {"seed": self.seed, "records": len(self.source), "next_batch": self.next_batch}
+
+    def restore(self, state):
+        """Continue the stream after the batches a `state()` had consumed (drops what was prefetched)."""
+        if int(state["records"]) != len(self.source):
+            raise DataError("%s: the snapshot read %s with %d records; it now holds %d"
+                            % (self.what, self.source.name, int(state["records"]), len(self.source)))
+        self._join()
+        self.seed = int(state["seed"])
+        self.skip = self._skip()
+        self._start(int(state["next_batch"]))
 
     # --- the record stream ------------------------------------------------------------------------------
     def epoch_order(self, epoch):
@@ -104,16 +138,23 @@ class Pipeline:
     def _read_chunk(self, chunk):
         return [self._read(i) for i in chunk]
 
+    def _precache(self):
+        """NVCaffe's precache: every record of the shard into the cache before the first batch (unless the first
+        record shows they would not fit; then the cache is off and records are read as needed)."""
+        self._read(self.indices[0])
+        if self.cache.enabled:
+            chunks = np.array_split(self.indices[1:], max(1, min(len(self.indices) - 1, self.parsers._max_workers)))
+            for _ in self.parsers.map(self._read_chunk, chunks):
+                pass
+
     # --- threads ---------------------------------------------------------------------------------------
-    def _work(self, t):
-        b = t
-        q = self.queues[t]
-        while not self.stop.is_set():
+    def _work(self, b, q, stop):
+        while not stop.is_set():
             try:
                 item = self._make_batch(b)
             except Exception as e:                  # delivered to the consumer, raised there
                 item = e
-            while not self.stop.is_set():
+            while not stop.is_set():
                 try:
                     q.put(item, timeout=0.1)
                     break
@@ -159,10 +200,7 @@ class Pipeline:
 
     def close(self):
         """Stop the threads and wait for them (bounded)."""
-        self.stop.set()
-        for w in self._workers:
-            if w is not threading.current_thread():
-                w.join(timeout=5)
+        self._join()
         self.parsers.shutdown(wait=False, cancel_futures=True)
         if not any(w.is_alive() for w in self._workers):
             self.source.close()

@@ -32,9 +32,13 @@ class DataTransformer:
         self.param = param
         self.phase = phase
         self.what = what
-        self.crop = int(param.crop_size)
-        if param.crop_h or param.crop_w:
-            raise DataError("%s: transform_param crop_h/crop_w are not supported; use crop_size" % what)
+        # NVCaffe: crop_h / crop_w (when > 0) replace crop_size for that side; a crop needs both sides.
+        self.crop_h = int(param.crop_h or param.crop_size)
+        self.crop_w = int(param.crop_w or param.crop_size)
+        if bool(self.crop_h) != bool(self.crop_w):
+            raise DataError("%s: transform_param sets only one of crop_h/crop_w (%d/%d); set both, or crop_size"
+                            % (what, param.crop_h, param.crop_w))
+        self.crop = (self.crop_h, self.crop_w) if self.crop_h else None
         if param.force_color and param.force_gray:
             raise DataError("%s: transform_param cannot set both force_color and force_gray" % what)
         self.color = True if param.force_color else (False if param.force_gray else None)
@@ -77,8 +81,8 @@ class DataTransformer:
             fh = np.float32(fh * np.float32(rng.uniform(p.vertical_stretch_lower, p.vertical_stretch_upper)))
         if p.horizontal_stretch_lower > 0 and p.horizontal_stretch_upper > 0:
             fw = np.float32(fw * np.float32(rng.uniform(p.horizontal_stretch_lower, p.horizontal_stretch_upper)))
-        new_h = max(self.crop, int(np.floor(fh + 0.5)))        # std::lround (values are positive)
-        new_w = max(self.crop, int(np.floor(fw + 0.5)))
+        new_h = max(self.crop_h, int(np.floor(fh + 0.5)))      # std::lround (values are positive)
+        new_w = max(self.crop_w, int(np.floor(fw + 0.5)))
         if not p.allow_upscale:
             new_h, new_w = min(new_h, height), min(new_w, width)
         return new_h, new_w
@@ -123,16 +127,19 @@ class DataTransformer:
     def _out_hw(self, h, w, key):
         if not self.crop:
             return h, w
-        if self.crop > h or self.crop > w:
-            raise DataError("%s: crop_size %d is larger than the image %s (%dx%d)" % (self.what, self.crop, key, h, w))
-        return self.crop, self.crop
+        if self.crop_h > h or self.crop_w > w:
+            size = ("crop_size %d" % self.crop_h if self.crop_h == self.crop_w
+                    else "crop_h x crop_w %dx%d" % self.crop)
+            raise DataError("%s: %s is larger than the image %s (%dx%d)" % (self.what, size, key, h, w))
+        return self.crop
 
     def _offsets(self, rng, n, h, w):
         if not self.crop:
             return np.zeros((n, 2), np.int64)
         if self.phase == TRAIN:
-            return np.stack([rng.integers(0, h - self.crop + 1, n), rng.integers(0, w - self.crop + 1, n)], axis=1)
-        return np.tile([(h - self.crop) // 2, (w - self.crop) // 2], (n, 1))
+            return np.stack([rng.integers(0, h - self.crop_h + 1, n), rng.integers(0, w - self.crop_w + 1, n)],
+                            axis=1)
+        return np.tile([(h - self.crop_h) // 2, (w - self.crop_w) // 2], (n, 1))
 
     # --- steps 3-4: crop, mean, scale, mirror on a whole batch -----------------------------------------
     def apply(self, plan, xp=np, dtype=np.float32):

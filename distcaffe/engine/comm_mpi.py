@@ -123,6 +123,9 @@ class MPICommunicator(Communicator):
         """Root's picklable `obj` on every rank (e.g. an NCCL unique id)."""
         return self.comm.bcast(obj, root=root)
 
+    def allgather(self, obj):
+        return self.comm.allgather(obj)
+
     def barrier(self, timeout=float("inf")):
         _MPIRequest(self, self.comm.Ibarrier(), None, None, "barrier").wait(timeout, "barrier")
 

@@ -24,6 +24,9 @@ class SingleCommunicator(Communicator):
     def share(self, obj, root=0):
         return obj
 
+    def allgather(self, obj):
+        return [obj]
+
     def abort(self, message, code=1):
         print("distcaffe: error: %s" % message, file=sys.stderr, flush=True)
         sys.exit(code)

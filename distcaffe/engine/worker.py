@@ -36,7 +36,7 @@ class TrainOptions:
     snapshot: str = None          # -snapshot: .solverstate to resume from
     batch_semantics: str = "bvlc"  # bvlc: global batch = batch x ranks; nvcaffe: batch split over a node's GPUs
     comm: str = "auto"            # auto | single | mpi | nccl | ray
-    reduce_buckets: int = None    # overrides the net's NetParameter.reduce_buckets (NVCaffe, default 3)
+    reduce_buckets: int = None    # overrides the net's NetParameter.reduce_buckets (NVCaffe, default 6)
     sigint_effect: str = "stop"
     sighup_effect: str = "snapshot"
     ray: str = None               # --ray auto|ADDRESS
@@ -87,13 +87,10 @@ def make_communicator(kind, world_size, device):
 
 
 def _nccl_usable():
+    """NCCL for `auto`: a CUDA device and an NCCL library cupy can load (else MPI carries the gradients)."""
     if not backend.gpu_available():
         return False
-    try:
-        from cupy.cuda import nccl  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return backend.nccl_module() is not None
 
 
 # --- batch semantics ------------------------------------------------------------------------------
@@ -196,6 +193,7 @@ class Worker:
         """Install the gradient reducer, the barrier after rank-0 duties and the agreed signal action."""
         self.solver = solver
         solver.root_barrier = self._root_barrier
+        solver.gather_states = self.comm.allgather
         solver.global_batch_multiplier = 1
         self._local_action = solver.action_request_function
         solver.action_request_function = self._take_agreed_action
@@ -236,7 +234,7 @@ class Worker:
         self._iter_starts.append((solver.iter, time.perf_counter()))
         if not self._broadcast_done:
             self.broadcast_state(solver)
-            if self.options.snapshot and self.rank:
+            if self.options.snapshot and self.rank and not solver.resumed_exactly:
                 # the restored RNG is rank 0's; give each rank its own stream again (dropout, shuffles)
                 gen = backend.rng().bit_generator
                 gen.state = gen.jumped(self.rank).state

@@ -12,6 +12,7 @@ from distcaffe.io.files import read_bytes, write_atomic
 from distcaffe.io.upgrade import upgrade_net_param
 from distcaffe.proto import caffe_pb2 as pb
 
+RESUME_FIELD = 1000  # SolverState field number of distcaffe's resume state (RNG, data positions), JSON bytes
 _RAW_DTYPES = {pb.FLOAT16: np.float16, pb.FLOAT: np.float32, pb.DOUBLE: np.float64}
 
 
@@ -47,19 +48,20 @@ def _looks_like(data):
     return "something else"
 
 
-def _check_known(message, data, path, kind):
-    if len(unknown_fields.UnknownFieldSet(message)):
+def _check_known(message, data, path, kind, allowed=()):
+    if any(f.field_number not in allowed for f in unknown_fields.UnknownFieldSet(message)):
         raise ParseError("%s: not a %s; it looks like %s" % (path, kind, _looks_like(data)))
 
 
-def _read_message(path, message_class, kind, allow_empty=False):
+def _read_message(path, message_class, kind, allow_empty=False, allowed=()):
     """(message, raw bytes) of a binary file holding `message_class`; empty, undecodable or foreign files
-    (fields the message does not have) are one-line ParseErrors saying what the file looks like."""
+    (fields the message does not have, other than `allowed` numbers) are one-line ParseErrors saying what the
+    file looks like."""
     data = read_bytes(path)
     if not data and not allow_empty:
         raise ParseError("%s: is empty (expected a %s)" % (path, kind))
     message = _decode(data, message_class, path, kind)
-    _check_known(message, data, path, kind)
+    _check_known(message, data, path, kind, allowed)
     return message, data
 
 
@@ -90,17 +92,36 @@ def write_blobproto(blobproto, path):
 
 
 def read_solverstate(path):
-    """SolverState from a binary .solverstate file."""
+    """SolverState from a binary .solverstate file (distcaffe's resume field allowed: `solverstate_resume`)."""
     kind = "SolverState (.solverstate)"
-    state, data = _read_message(path, pb.SolverState, kind)
+    state, data = _read_message(path, pb.SolverState, kind, allowed=(RESUME_FIELD,))
     if not state.HasField("iter"):
         raise ParseError("%s: not a %s: it has no iteration; it looks like %s" % (path, kind, _looks_like(data)))
     return state
 
 
-def write_solverstate(state, path):
-    """Write a SolverState as .solverstate, atomically."""
-    write_atomic(path, state.SerializeToString())
+def solverstate_resume(state):
+    """The bytes distcaffe stored in a SolverState's resume field, or None (Caffe's own files)."""
+    found = [f.data for f in unknown_fields.UnknownFieldSet(state) if f.field_number == RESUME_FIELD]
+    return found[-1] if found and isinstance(found[-1], bytes) else None
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def write_solverstate(state, path, resume=None):
+    """Write a SolverState as .solverstate, atomically; `resume` bytes go in field RESUME_FIELD of the same file
+    (a length-delimited field Caffe's SolverState does not define, so Caffe reads the file and skips it)."""
+    data = state.SerializeToString()
+    if resume is not None:
+        data += _varint(RESUME_FIELD << 3 | 2) + _varint(len(resume)) + bytes(resume)
+    write_atomic(path, data)
 
 
 def blob_shape(bp):

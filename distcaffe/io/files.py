@@ -3,7 +3,7 @@ import errno
 import os
 import tempfile
 
-from distcaffe.errors import ParseError
+from distcaffe.errors import ParseError, resolved
 
 
 def read_bytes(path):
@@ -12,7 +12,7 @@ def read_bytes(path):
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise ParseError("%s: No such file" % path) from None
+        raise ParseError("%s: No such file%s" % (path, resolved(path))) from None
     except IsADirectoryError:
         raise ParseError("%s: is a directory, expected a file" % path) from None
     except OSError as e:

@@ -5,7 +5,9 @@ import tempfile
 
 import numpy as np
 
-from distcaffe.errors import CaffeError, ParseError
+from distcaffe.errors import CaffeError, ParseError, resolved
+
+RESUME_DATASET = "distcaffe_resume"  # distcaffe's resume state (RNG, data positions), JSON as uint8
 
 
 def _h5py():
@@ -19,7 +21,7 @@ def _h5py():
 def _open_read(path):
     h5py = _h5py()
     if not os.path.exists(path):
-        raise ParseError("%s: No such file" % path)
+        raise ParseError("%s: No such file%s" % (path, resolved(path)))
     try:
         return h5py.File(path, "r")
     except OSError as e:
@@ -81,14 +83,17 @@ def read_solverstate_hdf5(path):
             "learned_net": learned.decode() if isinstance(learned, bytes) else str(learned),
             "current_step": int(np.asarray(f["current_step"]).ravel()[0]),
             "history": [np.asarray(history[str(i)]) for i in range(len(history))],
+            "resume": bytes(np.asarray(f[RESUME_DATASET]).tobytes()) if RESUME_DATASET in f else None,
         }
 
 
-def write_solverstate_hdf5(path, iter, learned_net, current_step, history_arrays):
-    """Write a Caffe HDF5 solver state, atomically."""
+def write_solverstate_hdf5(path, iter, learned_net, current_step, history_arrays, resume=None):
+    """Write a Caffe HDF5 solver state, atomically; `resume` bytes in dataset RESUME_DATASET (Caffe ignores it)."""
     h5py = _h5py()
 
     def fill(f):
+        if resume is not None:
+            f.create_dataset(RESUME_DATASET, data=np.frombuffer(bytes(resume), dtype=np.uint8))
         f.create_dataset("iter", data=np.array([iter], dtype=np.int32))
         f.create_dataset("learned_net", data=learned_net, dtype=h5py.string_dtype())
         f.create_dataset("current_step", data=np.array([current_step], dtype=np.int32))

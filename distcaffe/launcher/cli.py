@@ -3,6 +3,7 @@
 Each command lives in its own module and is imported only when used, so `distcaffe upgrade_net_proto_text`
 never pays for MPI or Ray. Any CaffeError becomes one line on stderr and exit code 2.
 """
+import difflib
 import importlib
 import sys
 
@@ -30,29 +31,64 @@ COMMANDS = {
 
 
 def usage():
-    lines = ["usage: distcaffe <command> [args]", "", "commands:"]
+    lines = ["usage: distcaffe <command> [flags]   (`distcaffe <command> -help` lists a command's flags)", "",
+             "commands:"]
     lines += ["  %-26s %s" % (name, spec[2]) for name, spec in COMMANDS.items()]
     return "\n".join(lines)
 
 
+def version():
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version("distcaffe")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
+
+
+def _launched_world():
+    """Under mpirun/mpiexec/srun with several ranks: MPI up before anything that can fail (engine.startup)."""
+    from distcaffe.launcher.env import detect
+    placement = detect()
+    if not placement.is_mpi or placement.size < 2:
+        return None
+    from distcaffe.engine.startup import LaunchedWorld
+    return LaunchedWorld(placement.rank, placement.size).start()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in ("-h", "-help", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-version", "--version"):
+        print("distcaffe %s" % version())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print("distcaffe: error: unknown command '%s'\n%s" % (name, usage()), file=sys.stderr)
+        guess = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
+        print("distcaffe: error: unknown command '%s'%s\n%s" % (
+            name, "; did you mean '%s'?" % guess[0] if guess else "", usage()), file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
+    world = None
     try:
-        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+        world = _launched_world() if name == "train" else None
+        code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except CaffeError as e:
+        if world is not None:
+            world.fail(str(e), 2)
         print("distcaffe: error: %s" % e, file=sys.stderr)
         return 2
+    except Exception as e:
+        if world is None:
+            raise
+        world.fail("%s: %s" % (type(e).__name__, e), 1)
     except KeyboardInterrupt:
         print("distcaffe: interrupted", file=sys.stderr)
         return 130
+    if world is not None and code:
+        world.fail("train ended with exit status %d" % code, code)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,20 +1,19 @@
 """`distcaffe plot LOG OUT.png`: training loss, test outputs (accuracy) and learning rate against iteration."""
-import argparse
 import os
 
 from distcaffe.errors import CaffeError
+from distcaffe.launcher import flags as F
 
 from .parse_log import parse_log
 
 
 def plot(argv):
-    ap = argparse.ArgumentParser(prog="distcaffe plot", description=__doc__)
-    ap.add_argument("log", help="training log (distcaffe's or BVLC Caffe's)")
-    ap.add_argument("out", help="PNG file to write")
-    args = ap.parse_args(argv)
-    train, test = parse_log(args.log)
+    args = F.parse("plot", argv, [], positional=("log", "out"), about=__doc__)
+    if args is None:
+        return 0
+    train, test = parse_log(args["log"])
     if not train and not test:
-        raise CaffeError("%s: no 'Train net output' or 'Test net output' lines found" % args.log)
+        raise CaffeError("%s: no 'Train net output' or 'Test net output' lines found" % args["log"])
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -40,10 +39,10 @@ def plot(argv):
         ax_lr.plot(*zip(*lrs), color="tab:purple")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("iteration")
-    ax_loss.set_title(args.log)
+    ax_loss.set_title(args["log"])
     fig.tight_layout()
-    fig.savefig(args.out + ".tmp.png", dpi=100)
+    fig.savefig(args["out"] + ".tmp.png", dpi=100)
     plt.close(fig)
-    os.replace(args.out + ".tmp.png", args.out)
-    print("wrote %s (%d train points, %d test points)" % (args.out, len(train), len(test)))
+    os.replace(args["out"] + ".tmp.png", args["out"])
+    print("wrote %s (%d train points, %d test points)" % (args["out"], len(train), len(test)))
     return 0

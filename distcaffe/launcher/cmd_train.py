@@ -6,13 +6,15 @@ from distcaffe.log import get_logger
 
 from distcaffe.launcher import distributed
 from distcaffe.launcher import flags as F
+from distcaffe.launcher.resume import resolve_snapshot
 
 log = get_logger("caffe")
 
 TRAIN_FLAGS = [
     F.Flag("solver", str, "", "the solver definition protocol buffer text file"),
     F.WEIGHTS,
-    F.Flag("snapshot", str, "", "a .solverstate snapshot to resume training from"),
+    F.Flag("snapshot", str, "", "a .solverstate snapshot to resume training from; 'auto': the newest one of the "
+                                "solver's snapshot_prefix (none yet: start from scratch)"),
     F.GPU, F.LEVEL, F.STAGE,
     F.Flag("sigint_effect", str, "stop", "action on SIGINT: snapshot, stop or none"),
     F.Flag("sighup_effect", str, "snapshot", "action on SIGHUP: snapshot, stop or none"),
@@ -42,12 +44,14 @@ def train(argv):
     args = F.parse("train", argv, TRAIN_FLAGS)
     if args is None:
         return 0
+    if args["snapshot"] and args["weights"]:
+        raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
+    if args["snapshot"] and args["solver"]:
+        args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
     if distributed.wanted(args):
         return distributed.run(args, argv)
     if not args["solver"]:
         raise CaffeError("train: need a solver definition to train (-solver solver.prototxt)")
-    if args["snapshot"] and args["weights"]:
-        raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
     handler = SignalHandler(args["sigint_effect"], args["sighup_effect"])
     param, base_dir = solvers.load_solver_param(args["solver"])
     param.train_state.level = args["level"]

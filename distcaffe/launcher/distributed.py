@@ -20,7 +20,8 @@ DIST_FLAGS = [
     F.Flag("reduce_buckets", int, 0, "gradient buckets (0: the net's NetParameter.reduce_buckets)"),
     F.Flag("comm", str, "auto", "communicator: auto, mpi, nccl or single"),
     F.Flag("ray", str, "", "run on Ray: 'auto' (running cluster, else a local one) or a cluster ADDRESS"),
-    F.Flag("cpu-workers", int, 0, "number of CPU ranks (local processes, or Ray actors with --ray)"),
+    F.Flag("cpu_workers", int, 0, "number of CPU ranks (local processes, or Ray actors with -ray)",
+           aliases=("cpu-workers",)),
     F.Flag("placement", str, "PACK", "Ray placement group strategy: PACK or SPREAD"),
 ]
 
@@ -80,6 +81,9 @@ def main(argv=None):
     args = F.parse("train", argv, TRAIN_FLAGS + DIST_FLAGS)
     if args is None:
         return 0
+    if args["snapshot"] and args["solver"]:
+        from distcaffe.launcher.resume import resolve_snapshot
+        args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
     return run(args, argv, entry=("-m", "distcaffe.launcher.distributed"))
 
 

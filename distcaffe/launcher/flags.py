@@ -1,15 +1,19 @@
-"""Caffe-style (gflags) command-line flags shared by the commands: `-flag value`, `-flag=value`, `--flag`,
-booleans as `-flag`, `-noflag`, `-flag=false`. Unknown flags and stray arguments are one-line errors."""
+"""The one flag parser of every `distcaffe` command, with gflags' rules (Caffe's tools): `-flag value`,
+`-flag=value`, `--flag` alike; booleans as `-flag`, `-noflag`, `-flag=false`; exact names only (no prefix
+matching: `-shuf` is an error, with "did you mean -shuffle?"); `--` ends the flags; positional arguments may
+sit between flags. `-help` prints the one usage format. Every mistake is one CaffeError line."""
+import difflib
+
 from distcaffe.errors import CaffeError
 
 _TRUE, _FALSE = ("1", "true", "yes", "y", "t"), ("0", "false", "no", "n", "f")
 
 
 class Flag:
-    """One flag: name, type (str, int, float or bool), default and a help line."""
+    """One flag: name, type (str, int, float or bool), default, a help line and old spellings still accepted."""
 
-    def __init__(self, name, kind=str, default=None, help=""):
-        self.name, self.kind, self.default, self.help = name, kind, default, help
+    def __init__(self, name, kind=str, default=None, help="", aliases=()):
+        self.name, self.kind, self.default, self.help, self.aliases = name, kind, default, help, tuple(aliases)
 
     def convert(self, command, text):
         if self.kind is bool:
@@ -33,45 +37,74 @@ LEVEL = Flag("level", int, 0, "network level")
 STAGE = Flag("stage", str, "", "network stages, comma-separated")
 
 
-def usage(command, flags):
-    return "usage: distcaffe %s [flags]\n" % command + "\n".join(
-        "  -%-16s %s (default: %r)" % (f.name, f.help, f.default) for f in flags)
+def usage(command, flags, positional=(), optional=(), about=""):
+    """The usage text of a command: synopsis, what it does, then each flag with its type and default."""
+    args = "".join(" %s" % p.upper() for p in positional) + "".join(" [%s]" % p.upper() for p in optional)
+    lines = ["usage: distcaffe %s [flags]%s" % (command, args)]
+    if about:
+        lines += ["", about]
+    if flags:
+        lines += ["", "flags:"]
+    for f in flags:
+        kind = "bool" if f.kind is bool else f.kind.__name__
+        lines.append("  -%-18s %s (%s, default: %s)" % (f.name, f.help, kind, "''" if f.default == "" else f.default))
+    return "\n".join(lines)
 
 
-def parse(command, argv, flags):
-    """dict name -> value for `argv`, or None when -help was asked (the usage is printed)."""
-    by_name = {f.name: f for f in flags}
+def _unknown(command, name, by_name):
+    guess = difflib.get_close_matches(name, sorted(by_name), n=1, cutoff=0.6)
+    hint = "did you mean -%s?" % by_name[guess[0]].name if guess else "known flags: %s" % ", ".join(
+        "-" + f for f in sorted({f.name for f in by_name.values()}))
+    return CaffeError("%s: unknown flag '-%s'; %s (`distcaffe %s -help` lists them)" % (command, name, hint, command))
+
+
+def parse(command, argv, flags, positional=(), optional=(), about=""):
+    """dict name -> value of every flag and positional argument in `argv`, or None when -help was asked (the
+    usage is printed). `positional` names the required arguments, `optional` those that may follow them."""
+    by_name = {}
+    for f in flags:
+        by_name.update({n: f for n in (f.name,) + f.aliases})
     values = {f.name: f.default for f in flags}
-    i = 0
-    argv = list(argv)
+    args, argv, i = [], list(argv), 0
     while i < len(argv):
         arg = argv[i]
         i += 1
-        if not arg.startswith("-") or arg in ("-", "--"):
-            raise CaffeError("%s: unexpected argument '%s' (flags look like -name value or -name=value)"
-                             % (command, arg))
-        body = arg.lstrip("-")
-        name, eq, text = body.partition("=")
-        if name in ("h", "help", "helpfull"):
-            print(usage(command, flags))
+        if arg == "--":
+            args += argv[i:]
+            break
+        if not arg.startswith("-") or arg == "-":
+            args.append(arg)
+            continue
+        name, eq, text = arg[2 if arg.startswith("--") else 1:].partition("=")
+        if name in ("h", "help", "helpfull", "helpshort"):
+            print(usage(command, flags, positional, optional, about))
             return None
         flag = by_name.get(name)
-        if flag is None and name.startswith("no") and by_name.get(name[2:]) is not None \
-                and by_name[name[2:]].kind is bool and not eq:
-            values[name[2:]] = False
+        if flag is None and name.startswith("no") and name[2:] in by_name and not eq:
+            if by_name[name[2:]].kind is not bool:
+                raise CaffeError("%s: -%s: -%s is not a boolean flag" % (command, name, name[2:]))
+            values[by_name[name[2:]].name] = False
             continue
         if flag is None:
-            raise CaffeError("%s: unknown flag '-%s' (known flags: %s)"
-                             % (command, name, ", ".join("-" + f.name for f in flags)))
+            raise _unknown(command, name, by_name)
         if eq:
-            values[name] = flag.convert(command, text)
+            values[flag.name] = flag.convert(command, text)
         elif flag.kind is bool:
-            values[name] = True
+            values[flag.name] = True
         else:
             if i >= len(argv):
                 raise CaffeError("%s: flag -%s needs a value" % (command, name))
-            values[name] = flag.convert(command, argv[i])
+            values[flag.name] = flag.convert(command, argv[i])
             i += 1
+    if len(args) < len(positional) or len(args) > len(positional) + len(optional):
+        want = " ".join(p.upper() for p in positional) + "".join(" [%s]" % p.upper() for p in optional)
+        got = "unexpected argument '%s'" % args[len(positional) + len(optional)] if len(args) > len(
+            positional) + len(optional) else "missing %s" % " ".join(p.upper() for p in positional[len(args):])
+        raise CaffeError("%s: %s (usage: distcaffe %s [flags]%s; flags look like -name value or -name=value)"
+                         % (command, got, command, " " + want if want else ""))
+    values.update(zip(tuple(positional) + tuple(optional), args))
+    for name in optional[max(0, len(args) - len(positional)):]:
+        values.setdefault(name, None)
     return values
 
 

@@ -2,7 +2,7 @@
 Caffe's tools/extra/parse_log.py, so both logs parse the same way."""
 import re
 
-from distcaffe.errors import CaffeError
+from distcaffe.errors import CaffeError, resolved
 
 REGEX_ITERATION = re.compile(r"Iteration (\d+)")
 REGEX_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
@@ -15,7 +15,7 @@ def parse_log(path):
     try:
         lines = open(path, errors="replace").read().splitlines()
     except OSError as e:
-        raise CaffeError("%s: cannot read log (%s)" % (path, e.strerror)) from None
+        raise CaffeError("%s: cannot read log (%s)%s" % (path, e.strerror, resolved(path))) from None
     train, test = [], []
     iteration, lr = -1, float("nan")
     for line in lines:

@@ -18,7 +18,8 @@ log = get_logger("launcher")
 
 def mpiexec_command(n, argv, entry=("-m", "distcaffe.launcher.cli", "train"), exe=None):
     """The command that runs `python ENTRY argv` (default `distcaffe train argv`) as n local ranks."""
-    exe = exe or shutil.which("mpiexec") or shutil.which("mpirun")
+    search = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))  # an unactivated venv
+    exe = exe or shutil.which("mpiexec", path=search) or shutil.which("mpirun", path=search)
     if exe is None:
         raise CaffeError("training on %d local devices needs mpiexec: pip install 'distcaffe[mpi]' (or run under "
                          "mpirun/srun, or use --ray)" % n)

@@ -36,9 +36,23 @@ def layer_class(type_name):
     return _REGISTRY.get(type_name)
 
 
+def _trt_advice(lp):
+    tp = lp.trt_param
+    return ("NVCaffe's TRT layer runs a deploy net through TensorRT, which distcaffe does not have; run that "
+            "deploy net itself instead (trt_param.deploy '%s' with weights trt_param.model '%s', e.g. "
+            "`distcaffe test -model <net with the data layer + deploy layers> -weights %s`)"
+            % (tp.deploy, tp.model, tp.model or "<model>"))
+
+
+_UNAVAILABLE = {"TRT": _trt_advice}        # vendor-runtime layers: a clear error saying what to use instead
+
+
 def create_layer(layer_param, dtype=np.float32, bwd_dtype=None):
     """Instantiate the layer for a LayerParameter; an unknown type names the layer and the known types."""
     cls = _REGISTRY.get(layer_param.type)
+    if cls is None and layer_param.type in _UNAVAILABLE:
+        raise NetError("layer '%s' (%s): %s" % (layer_param.name, layer_param.type,
+                                                _UNAVAILABLE[layer_param.type](layer_param)))
     if cls is None:
         raise NetError("layer '%s': unknown layer type '%s' (known types: %s)"
                        % (layer_param.name, layer_param.type, ", ".join(layer_types())))
@@ -57,6 +71,7 @@ class Layer:
     max_top = -1
     equal_num_bottom_top = False
     auto_top_blobs = False
+    precise = False          # accumulates in fp32 whatever the math type (BN, LRN, softmax, losses, reductions)
 
     def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
         self.layer_param = layer_param
@@ -64,6 +79,7 @@ class Layer:
         self.phase = layer_param.phase
         self.dtype = np.dtype(dtype)                       # forward storage type (tops, params)
         self.bwd_dtype = np.dtype(bwd_dtype or dtype)      # backward storage type (diffs)
+        self.set_math(self.dtype, self.bwd_dtype)
         self.blobs = []                                    # parameter blobs
         self.param_propagate_down = []
         self.loss_weights = []
@@ -73,10 +89,16 @@ class Layer:
     def xp(self):
         return backend.xp()
 
+    def set_math(self, forward_math, backward_math):
+        """NVCaffe's forward_math / backward_math: the dtypes forward and backward compute in (on CPU and
+        GPU alike); the net switches `math` between them around each pass."""
+        self.forward_math, self.backward_math = np.dtype(forward_math), np.dtype(backward_math)
+        self.math = self.forward_math
+
     @property
     def mdtype(self):
-        """The dtype math runs in (fp16 storage computes in fp32 on CPU)."""
-        return np.dtype(backend.math_dtype(self.dtype.type))
+        """The dtype this pass computes in: the math type, or its fp32 accumulator for `precise` layers."""
+        return backend.accum_dtype(self.math) if self.precise else self.math
 
     def m(self, arr):
         """`arr` in the math dtype (no copy when it already is)."""
@@ -89,9 +111,19 @@ class Layer:
         if not cond:
             raise self.error(msg)
 
-    def new_param(self, shape, filler=None):
-        """A parameter blob of this layer's storage type, filled by a FillerParameter if given."""
-        blob = Blob(tuple(shape), dtype=self.dtype, name="%s[%d]" % (self.name, len(self.blobs)))
+    def check_values(self, bad, values, describe):
+        """A layer error naming the first of `values` where `bad` holds: `describe(value, flat_index)` gives
+        the message. Read back at once on CPU, at the solver's next display on a GPU (no host sync)."""
+        if not bad.size:
+            return
+        i = self.xp.argmax(bad.reshape(-1))
+        first = values.reshape(-1)[i]
+        backend.check_later(bad.any(), lambda: self.error(describe(float(first), int(i))))
+
+    def new_param(self, shape, filler=None, dtype=None):
+        """A parameter blob of this layer's storage types (or `dtype` for both), filled by a FillerParameter."""
+        blob = Blob(tuple(shape), dtype=dtype or self.dtype, name="%s[%d]" % (self.name, len(self.blobs)),
+                    diff_dtype=dtype or self.bwd_dtype)
         if filler is not None:
             from ..fillers import fill
             fill(blob, filler, what="layer '%s' param %d" % (self.name, len(self.blobs)))
@@ -189,6 +221,7 @@ class LossLayer(Layer):
     exact_num_bottom = 2
     exact_num_top = 1
     auto_top_blobs = True
+    precise = True
 
     def layer_setup(self, bottom, top):
         if not self.layer_param.loss_weight:

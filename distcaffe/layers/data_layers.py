@@ -1,20 +1,19 @@
-"""Caffe's data layers: `Data` (LMDB of Datums), `ImageData` (image list) and `HDF5Data` (HDF5 files).
+"""Caffe's data layers: `Data` (LMDB or LevelDB of Datums), `ImageData` (image list) and `HDF5Data` (HDF5 files).
 
 Data and ImageData read through the threaded prefetch pipeline of distcaffe.data (NVCaffe's `threads`,
 `parser_threads`, `prefetch`, `cache`, `shuffle`), each rank reading its own shard (distcaffe.data.set_shard).
 Seeds come from the framework RNG at construction (distcaffe.set_random_seed) plus the rank, or from
 transform_param.random_seed when set. `WindowData` (R-CNN windows) is not provided.
 """
-import os
 
 import numpy as np
 
 from .. import backend
 from ..data.prefetch import Pipeline
 from ..data.shard import get_shard
-from ..data.sources import ImageListSource, LMDBSource
+from ..data.sources import DBSource, ImageListSource
 from ..data.transformer import DataTransformer
-from ..errors import DataError
+from ..errors import DataError, resolved
 from .base import Layer, register
 
 
@@ -36,7 +35,8 @@ class _PrefetchingLayer(Layer):
         raise NotImplementedError
 
     def _options(self):
-        """(batch_size, threads, parser_threads, prefetch, cache, shuffle, rand_skip) of the layer's parameters."""
+        """(batch_size, threads, parser_threads, prefetch, cache, precache, shuffle, rand_skip) of the layer's
+        parameters."""
         raise NotImplementedError
 
     def layer_setup(self, bottom, top):
@@ -44,13 +44,14 @@ class _PrefetchingLayer(Layer):
         tp = self.layer_param.transform_param
         self.transformer = DataTransformer(tp, self.phase, what)
         source = self._make_source(what, self.transformer.color)
-        batch_size, threads, parsers, prefetch, cache, shuffle, rand_skip = self._options()
+        batch_size, threads, parsers, prefetch, cache, precache, shuffle, rand_skip = self._options()
         rank, world = get_shard()
         first = int(rank) % len(source)
         sample, _ = source.read(first)
         self.device_transform = bool(tp.use_gpu_transform and backend.is_gpu() and not self.transformer.resize_enabled)
         self.pipeline = Pipeline(source, batch_size, self.transformer, _layer_seed(tp, rank), what, threads=threads,
-                                 parser_threads=parsers, prefetch=prefetch, cache=cache, shuffle=shuffle,
+                                 parser_threads=parsers, prefetch=prefetch, cache=cache, precache=precache,
+                                 shuffle=shuffle,
                                  rand_skip=rand_skip, shard=(rank, world), device_transform=self.device_transform)
         top[0].reshape((batch_size,) + self.transformer.output_shape(sample.shape, source.key(first)))
         if len(top) > 1:
@@ -69,6 +70,13 @@ class _PrefetchingLayer(Layer):
         if len(top) > 1:
             top[1].mut_dev_data[...] = xp.asarray(batch.labels)
 
+    def data_state(self):
+        """This layer's place in its record stream, for exact resume from a snapshot."""
+        return self.pipeline.state()
+
+    def restore_data_state(self, state):
+        self.pipeline.restore(state)
+
     @property
     def wait_seconds(self):
         """Seconds forward has spent waiting for the pipeline (data starvation)."""
@@ -85,20 +93,19 @@ class _PrefetchingLayer(Layer):
 
 @register("Data")
 class DataLayer(_PrefetchingLayer):
-    """Datums from an LMDB (`data_param.source`), transformed per `transform_param`; tops data [+ label]."""
+    """Datums from an LMDB or LevelDB (`data_param.source`), transformed per `transform_param`; tops data [+ label]."""
 
     def _make_source(self, what, color):
         dp = self.layer_param.data_param
         if not dp.source:
             raise DataError("%s: data_param.source is not set" % what)
-        if dp.HasField("backend") and dp.backend == dp.LEVELDB and not os.path.exists(
-                os.path.join(dp.source, "data.mdb")):
-            raise DataError("%s: backend LEVELDB is not supported (%s); convert it to LMDB" % (what, dp.source))
-        return LMDBSource(dp.source, what, color)
+        backend = "leveldb" if dp.HasField("backend") and dp.backend == dp.LEVELDB else "lmdb"
+        return DBSource(dp.source, what, color, backend)
 
     def _options(self):
         dp = self.layer_param.data_param
-        return (dp.batch_size, dp.threads, dp.parser_threads, dp.prefetch, dp.cache, dp.shuffle, dp.rand_skip)
+        return (dp.batch_size, dp.threads, dp.parser_threads, dp.prefetch, dp.cache, dp.precache, dp.shuffle,
+                dp.rand_skip)
 
 
 @register("ImageData")
@@ -111,11 +118,15 @@ class ImageDataLayer(_PrefetchingLayer):
             raise DataError("%s: image_data_param.source is not set" % what)
         if bool(ip.new_height) != bool(ip.new_width):
             raise DataError("%s: new_height and new_width must be set together" % what)
-        return ImageListSource(ip.source, ip.root_folder, what, ip.is_color, ip.new_height, ip.new_width)
+        if ip.dataset_share_per_node != 1:
+            raise DataError("%s: image_data_param.dataset_share_per_node is not supported (each rank already reads "
+                            "only its own shard)" % what)
+        return ImageListSource(ip.source, ip.root_folder, what, ip.is_color, ip.new_height, ip.new_width,
+                               ip.short_side)
 
     def _options(self):
         ip = self.layer_param.image_data_param
-        return (ip.batch_size, ip.threads, 0, 4, ip.cache, ip.shuffle, ip.rand_skip)
+        return (ip.batch_size, ip.threads, 0, 4, ip.cache, ip.precache, ip.shuffle, ip.rand_skip)
 
 
 @register("HDF5Data")
@@ -138,7 +149,8 @@ class HDF5DataLayer(Layer):
             with open(p.source) as f:
                 self.files = [line.strip() for line in f if line.strip()]
         except OSError as e:
-            raise DataError("%s: cannot read source list %s: %s" % (self.what, p.source, e.strerror)) from None
+            raise DataError("%s: cannot read source list %s: %s%s" % (self.what, p.source, e.strerror,
+                                                                          resolved(p.source))) from None
         if not self.files:
             raise DataError("%s: source list %s names no files" % (self.what, p.source))
         if p.batch_size <= 0:
@@ -154,9 +166,30 @@ class HDF5DataLayer(Layer):
         for t, name in zip(top, self.layer_param.top):
             t.reshape((self.batch_size,) + self.arrays[name].shape[1:])
 
+    def data_state(self):
+        """File order, file and row reached, and the RNG as it was when the current file was loaded (its row
+        permutation is drawn again on restore)."""
+        return {"files": len(self.files), "file_order": [int(i) for i in self.file_order], "file_pos": self.file_pos,
+                "row": self.row, "rng_at_load": self._rng_at_load}
+
+    def restore_data_state(self, state):
+        if int(state["files"]) != len(self.files):
+            raise DataError("%s: the snapshot read %d files from %s; it now lists %d"
+                            % (self.what, int(state["files"]), self.layer_param.hdf5_data_param.source,
+                               len(self.files)))
+        self.file_order = np.asarray(state["file_order"], dtype=np.int64)
+        self.file_pos = int(state["file_pos"])
+        self.rng.bit_generator.state = state["rng_at_load"]
+        self._load(self.file_order[self.file_pos])
+        if not 0 <= int(state["row"]) <= self.rows:
+            raise DataError("%s: the snapshot stopped at row %d of %s, which now has %d rows for this rank"
+                            % (self.what, int(state["row"]), self.files[self.file_order[self.file_pos]], self.rows))
+        self.row = int(state["row"])
+
     def _load(self, file_index):
         """Read every top's dataset of one file (Caffe's LoadHDF5FileData), keeping this rank's rows."""
         path = self.files[file_index]
+        self._rng_at_load = self.rng.bit_generator.state
         arrays = {}
         try:
             with self.h5py.File(path, "r") as f:

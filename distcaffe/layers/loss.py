@@ -26,18 +26,15 @@ def read_labels(layer, blob, n, num_classes, ignore_label=None):
     Labels outside [0, num_classes) that are not the ignore label are an error naming the bad value (Caffe
     only DCHECKs them and then reads out of bounds)."""
     xp = layer.xp
-    lab = blob.dev_data.reshape(-1)[:n].astype(np.int64)
+    raw = blob.dev_data.reshape(-1)[:n]
+    lab = raw.astype(np.int64)
     valid = None if ignore_label is None else lab != ignore_label
     bad = (lab < 0) | (lab >= num_classes)
     if valid is not None:
         bad &= valid
-    if bool(bad.any()):
-        value = float(blob.dev_data.reshape(-1)[:n][bad][0])
-        raise layer.error("label %g in bottom %s is outside [0, %d)%s" % (
-            value, blob.name, num_classes, "" if ignore_label is None else " and is not ignore_label %d" % ignore_label))
-    if valid is not None:
-        lab = xp.where(valid, lab, 0)
-    return lab, valid
+    layer.check_values(bad, raw, lambda value, _: "label %g in bottom %s is outside [0, %d)%s" % (
+        value, blob.name, num_classes, "" if ignore_label is None else " and is not ignore_label %d" % ignore_label))
+    return xp.where(bad if valid is None else bad | ~valid, 0, lab), valid
 
 
 def _check_no_label_backward(layer, propagate_down, indices=(1,)):
@@ -124,10 +121,20 @@ class _SoftmaxLoss(_NormalizedLoss):
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLossLayer(_SoftmaxLoss):
-    """-log softmax(x)[label] over `softmax_param.axis`, skipping ignore_label, normalised per loss_param."""
+    """-log softmax(x)[label] over `softmax_param.axis`, skipping ignore_label, normalised per loss_param.
+
+    NVCaffe's `loss_param.label_smoothing` e changes the gradient only, as NVCaffe's SoftmaxWithLoss GPU kernel
+    does (its CPU path ignores the field): diff = prob - e/(dim-1) - (1-e) onehot with dim = C * inner (C-1 for a
+    classifier); the reported loss stays the unsmoothed -log prob[label], so loss curves compare with NVCaffe's."""
 
     def axis_param(self):
         return self.layer_param.softmax_param
+
+    def layer_setup(self, bottom, top):
+        super().layer_setup(bottom, top)
+        self.label_smoothing = float(self.layer_param.loss_param.label_smoothing)
+        self.check(0 <= self.label_smoothing < 1, "loss_param.label_smoothing must lie in [0, 1) (got %g)"
+                   % self.label_smoothing)
 
     def forward(self, bottom, top):
         self.forward_prob(bottom, top)
@@ -143,7 +150,15 @@ class SoftmaxWithLossLayer(_SoftmaxLoss):
         if propagate_down[0]:
             xp = self.xp
             onehot = xp.arange(self.channels)[None, :, None] == self.lab[:, None, :]
-            self.write_masked_diff(self.prob - onehot, top, bottom)
+            e = self.label_smoothing
+            if not e:
+                self.write_masked_diff(self.prob - onehot, top, bottom)
+                return
+            dim = self.channels * self.inner
+            f = self.prob.dtype.type
+            diff = self.prob - f(e / (dim - 1) if dim > 1 else 0.0)
+            diff -= onehot * f(1 - e)
+            self.write_masked_diff(diff, top, bottom)
 
 
 @register("InfogainLoss")
@@ -274,6 +289,23 @@ class EuclideanLossLayer(LossLayer):
 
     def allow_force_backward(self, bottom_index):
         return True
+
+
+@register("L1Loss")
+class L1LossLayer(EuclideanLossLayer):
+    """NVCaffe's L1Loss (DetectNet): sum|a - b| / num; gradients sign(a - b) / num to both bottoms."""
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        diff = self.m(bottom[0].dev_data) - self.m(bottom[1].dev_data).reshape(bottom[0].shape)
+        self.sign = xp.sign(diff)
+        top[0].mut_dev_data[...] = xp.abs(diff).sum() / legacy_dim(self, bottom[0], 0)
+
+    def backward(self, top, propagate_down, bottom):
+        for i, sign in ((0, 1), (1, -1)):
+            if propagate_down[i]:
+                alpha = sign * self.m(top[0].dev_diff) / legacy_dim(self, bottom[i], 0)
+                bottom[i].mut_dev_diff[...] = (alpha * self.sign).reshape(bottom[i].shape)
 
 
 @register("HingeLoss")

@@ -154,10 +154,13 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     def _gmm(self, a, b, slot="gemm"):
         """Per-group GEMM of (G, m, k) and (G, k, n) stacks into a scratch (G, m, n) (2-D GEMMs: numpy's
-        stacked matmul is slower)."""
-        out = workspace(self.xp, slot, (self.group, a.shape[1], b.shape[2]), self.mdtype)
+        stacked matmul is slower); fp16 goes through backend.matmul (fp32 accumulation)."""
+        out = workspace(self.xp, slot, (self.group, a.shape[1], b.shape[2]), a.dtype)
         for i in range(self.group):
-            self.xp.matmul(a[i], b[i], out=out[i])
+            if a.dtype == np.float16:
+                out[i] = backend.matmul(a[i], b[i])
+            else:
+                self.xp.matmul(a[i], b[i], out=out[i])
         return out
 
     def _as_batch(self, arr, channels):
@@ -307,7 +310,8 @@ class PoolingLayer(Layer):
             self.check(self.method in (_PP.AVE, _PP.MAX), "Padding implemented only for average and max pooling.")
             self.check(self.pad[0] < self.kernel[0] and self.pad[1] < self.kernel[1],
                        "pad (%d, %d) must be smaller than the kernel (%d, %d)" % tuple(self.pad + self.kernel))
-        self.round_ceil = pp.round_mode == _PP.CEIL
+        # NVCaffe's torch_pooling is Torch's floor rule, the same as BVLC's round_mode: FLOOR
+        self.round_ceil = pp.round_mode == _PP.CEIL and not pp.torch_pooling
 
     def reshape(self, bottom, top):
         self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "

@@ -2,12 +2,16 @@
 `rampup_interval`/`rampup_lr`, `momentum_policy` (fixed, poly, opt) and `weight_decay_policy` (fixed, poly).
 
 Formulas follow BVLC SGDSolver::GetLearningRate and NVCaffe's GetLearningRate/GetMomentum/GetWeightDecay.
+`plateau` (declared in NVCaffe's caffe.proto with `plateau_winsize`) follows the SSD/Intel Caffe solver that
+defines it: base_lr * gamma^step, the step advancing when the smoothed loss has not reached a new minimum for
+plateau_winsize[step] iterations.
 """
 import math
 
 from ..errors import SolverError
 
-LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "plateau")
+FLT_MAX = 3.4028234663852886e38
 
 
 def check_policies(param, where="solver"):
@@ -23,15 +27,34 @@ def check_policies(param, where="solver"):
                           % (where, param.weight_decay_policy))
     if param.larc and param.larc_policy not in ("scale", "clip"):
         raise SolverError("%s: unknown larc_policy '%s' (known: scale, clip)" % (where, param.larc_policy))
-    for field in ("larc_turbo", "test_and_snapshot_last_epochs"):
-        if param.HasField(field) and getattr(param, field):
-            raise SolverError("%s: NVCaffe's %s is not supported by distcaffe yet; remove it" % (where, field))
+    if param.lr_policy == "plateau" and not len(param.plateau_winsize):
+        raise SolverError("%s: lr_policy 'plateau' needs plateau_winsize (one window per lr drop)" % where)
     if param.min_lr < 0:
         raise SolverError("%s: min_lr must be >= 0 (got %g)" % (where, param.min_lr))
 
 
-def learning_rate(param, it, current_step):
-    """(rate, new current_step) at iteration `it`; `current_step` is the multistep/step state Caffe keeps."""
+class Plateau:
+    """The `plateau` policy's memory: the lowest smoothed loss so far and the iteration of the last event
+    (a new minimum or an lr drop)."""
+
+    def __init__(self):
+        self.minimum_loss = FLT_MAX
+        self.iter_last_event = 0
+
+    def advance(self, param, it, loss, current_step):
+        """current_step after iteration `it` with smoothed loss `loss`."""
+        if loss < self.minimum_loss:
+            self.minimum_loss, self.iter_last_event = loss, it
+        if current_step < len(param.plateau_winsize) and \
+                it >= self.iter_last_event + param.plateau_winsize[current_step]:
+            current_step += 1
+            self.iter_last_event = it
+        return current_step
+
+
+def learning_rate(param, it, current_step, loss=0.0, plateau=None):
+    """(rate, new current_step) at iteration `it`; `current_step` is the multistep/step/plateau state Caffe
+    keeps; `loss` (the smoothed loss) and `plateau` (a Plateau) serve the plateau policy."""
     p = param.lr_policy
     base = param.base_lr
     if it < param.rampup_interval:
@@ -56,6 +79,9 @@ def learning_rate(param, it, current_step):
         rate = (base - param.min_lr) * math.pow(1.0 - it / max_iter, param.power) + param.min_lr
     elif p == "sigmoid":
         rate = base / (1.0 + math.exp(-param.gamma * (it - param.stepsize)))
+    elif p == "plateau":
+        current_step = plateau.advance(param, it, loss, current_step)
+        rate = base * math.pow(param.gamma, current_step)
     else:
         raise SolverError("unknown lr_policy '%s'" % p)
     return max(rate, param.min_lr), current_step
@@ -75,9 +101,10 @@ def momentum(param, it, rate):
 
 
 def weight_decay(param, it):
-    """NVCaffe GetWeightDecay: fixed, or poly: weight_decay * (iter/max_iter)^weight_decay_power."""
+    """NVCaffe GetWeightDecay: fixed, or poly from weight_decay at iter 0 to max_weight_decay at max_iter:
+    wd + (max_weight_decay - wd) * (iter/max_iter)^weight_decay_power."""
     wd = param.weight_decay
     if param.weight_decay_policy == "poly":
         frac = float(it) / param.max_iter if param.max_iter else 0.0
-        return wd * math.pow(frac, param.weight_decay_power)
+        return wd + (param.max_weight_decay - wd) * math.pow(frac, param.weight_decay_power)
     return wd

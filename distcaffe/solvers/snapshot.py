@@ -1,7 +1,8 @@
 """Snapshot files: `<prefix>_iter_<N>.caffemodel` + `.solverstate` (binary protos) or `.caffemodel.h5` +
-`.solverstate.h5` (HDF5), and `<solverstate>.rng`, a JSON sidecar holding the framework RNG state (Caffe
-ignores it; distcaffe restores it so a resumed run follows the same trajectory). Every file is written to a
-temporary name and renamed; the solverstate is written after the weights it names.
+`.solverstate.h5` (HDF5). The weights are written first, then the solverstate, which names them and also holds
+distcaffe's resume state: every rank's RNG and data readers' stream positions (JSON in a field Caffe skips, or
+an extra HDF5 dataset). So the solverstate alone commits a snapshot, and a resume is the uninterrupted run.
+Every file is written to a hidden temporary name and renamed.
 """
 import json
 import os
@@ -11,16 +12,18 @@ import numpy as np
 from .. import backend
 from ..blob import Blob
 from ..errors import SolverError
-from ..io import blobproto_to_array, read_solverstate, read_solverstate_hdf5, write_solverstate, \
-    write_solverstate_hdf5
-from ..io.files import read_bytes, write_atomic
+from ..io import blobproto_to_array, read_solverstate, read_solverstate_hdf5, solverstate_resume, \
+    write_solverstate, write_solverstate_hdf5
+from ..log import get_logger
 from ..proto import caffe_pb2
 
-RNG_SUFFIX = ".rng"
+log = get_logger("solver")
+RESUME_FORMAT = 1
 
 
-def snapshot_base(prefix, it):
-    return "%s_iter_%d" % (prefix, it)
+def snapshot_base(prefix, it, scores=()):
+    """`<prefix>_iter_<N>`, plus NVCaffe's `_score<i>_<value>` per test score when given."""
+    return "%s_iter_%d" % (prefix, it) + "".join("_score%d_%g" % (i, v) for i, v in enumerate(scores))
 
 
 def history_to_proto(arr, old_format=False):
@@ -31,29 +34,62 @@ def history_to_proto(arr, old_format=False):
     return blob.to_proto(old_format=old_format)
 
 
-def write_state(path, it, learned_net, current_step, history, hdf5=False, old_format=False):
-    """Write the solver state (iteration, weights file name, lr step, history arrays) and the RNG sidecar."""
+def _data_layers(net):
+    return [layer for layer in net.layers if hasattr(layer, "data_state")]
+
+
+def process_state(nets):
+    """This process's resume state: the framework RNG and, per net (`{tag: Net}`), each data layer's position."""
+    return {"rng": backend.rng().bit_generator.state,
+            "data": {tag: {layer.name: layer.data_state() for layer in _data_layers(net)} for tag, net in nets.items()}}
+
+
+def write_state(path, it, learned_net, current_step, history, ranks, hdf5=False, old_format=False):
+    """Write the solver state (iteration, weights file name, lr step, history arrays) with the resume state of
+    every rank (`ranks`: process_state() of each, by rank) inside the same file."""
+    resume = json.dumps({"format": RESUME_FORMAT, "iter": it, "ranks": ranks}).encode()
     if hdf5:
-        write_solverstate_hdf5(path, it, learned_net, current_step, [backend.to_host(h) for h in history])
-    else:
-        state = caffe_pb2.SolverState(iter=it, learned_net=learned_net, current_step=current_step)
-        for h in history:
-            state.history.add().CopyFrom(history_to_proto(h, old_format))
-        write_solverstate(state, path)
-    write_atomic(path + RNG_SUFFIX, json.dumps(backend.rng().bit_generator.state).encode())
+        write_solverstate_hdf5(path, it, learned_net, current_step, [backend.to_host(h) for h in history], resume)
+        return
+    state = caffe_pb2.SolverState(iter=it, learned_net=learned_net, current_step=current_step)
+    for h in history:
+        state.history.add().CopyFrom(history_to_proto(h, old_format))
+    write_solverstate(state, path, resume)
 
 
 def read_state(path):
-    """dict(iter, learned_net, current_step, history=[numpy arrays]) from a .solverstate or .solverstate.h5."""
+    """dict(iter, learned_net, current_step, history=[numpy arrays], resume=dict or None) of a .solverstate or
+    .solverstate.h5."""
     path = str(path)
     if path.endswith(".caffemodel") or path.endswith(".caffemodel.h5"):
         raise SolverError("%s: is a weights file (.caffemodel); -snapshot / restore needs the matching "
                           ".solverstate (use -weights to start from weights)" % path)
     if path.endswith(".h5"):
-        return read_solverstate_hdf5(path)
-    state = read_solverstate(path)
-    return {"iter": state.iter, "learned_net": state.learned_net if state.HasField("learned_net") else "",
-            "current_step": state.current_step, "history": [blobproto_to_array(h) for h in state.history]}
+        out = read_solverstate_hdf5(path)
+    else:
+        state = read_solverstate(path)
+        out = {"iter": state.iter, "learned_net": state.learned_net if state.HasField("learned_net") else "",
+               "current_step": state.current_step, "history": [blobproto_to_array(h) for h in state.history],
+               "resume": solverstate_resume(state)}
+    if out["iter"] < 0 or out["current_step"] < 0:
+        raise SolverError("%s: iteration %d, lr step %d: a solver state never has negative counts (damaged file?)"
+                          % (path, out["iter"], out["current_step"]))
+    out["resume"] = _parse_resume(path, out["resume"], out["iter"])
+    return out
+
+
+def _parse_resume(path, raw, it):
+    if raw is None:
+        return None
+    try:
+        resume = json.loads(bytes(raw).decode())
+        ok = resume.get("format") == RESUME_FORMAT and resume.get("iter") == it and isinstance(resume["ranks"], list)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise SolverError("%s: its distcaffe resume state is damaged (not format %d JSON for iteration %d)"
+                          % (path, RESUME_FORMAT, it))
+    return resume
 
 
 def resolve_learned_net(state_path, learned_net):
@@ -68,13 +104,35 @@ def resolve_learned_net(state_path, learned_net):
                       "beside the solverstate)" % (state_path, learned_net))
 
 
-def restore_rng(state_path):
-    """Load the RNG sidecar if present; returns whether it was found."""
-    rng_path = str(state_path) + RNG_SUFFIX
-    if not os.path.exists(rng_path):
+def restore_process_state(path, resume, nets, rank, world):
+    """Put back this rank's RNG and data positions from a read_state()'s `resume`; returns whether it could.
+    When it cannot, warns loudly: training goes on, but not on the uninterrupted trajectory."""
+    if resume is None:
+        log.warning("WARNING: %s holds no distcaffe resume state (a Caffe snapshot, or a damaged copy): the RNG "
+                    "and data readers start afresh, so this run will NOT follow the trajectory of an uninterrupted "
+                    "one", path)
         return False
+    ranks = resume["ranks"]
+    if len(ranks) != world:
+        log.warning("WARNING: %s was written by a job of %d ranks, this one has %d: data shards differ, so the RNG "
+                    "and data positions are not restored and training will NOT follow the uninterrupted trajectory",
+                    path, len(ranks), world)
+        return False
+    mine = ranks[rank]
     try:
-        backend.rng().bit_generator.state = json.loads(read_bytes(rng_path).decode())
+        backend.rng().bit_generator.state = mine["rng"]
     except (ValueError, TypeError, KeyError) as e:
-        raise SolverError("%s: not a distcaffe RNG state (%s)" % (rng_path, e)) from None
+        raise SolverError("%s: rank %d's RNG state is damaged (%s)" % (path, rank, e)) from None
+    for tag, net in nets.items():
+        saved = mine["data"].get(tag, {})
+        for layer in _data_layers(net):
+            if layer.name in saved:
+                try:
+                    layer.restore_data_state(saved[layer.name])
+                except (KeyError, TypeError, ValueError) as e:
+                    raise SolverError("%s: the position of data layer '%s' is damaged (%s)"
+                                      % (path, layer.name, e)) from None
+            else:
+                log.warning("WARNING: %s has no position for data layer '%s' of the %s net: it reads from its "
+                            "start", path, layer.name, tag)
     return True

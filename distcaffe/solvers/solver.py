@@ -5,15 +5,17 @@ SGDSolver and its subclasses (`apply_update`, `history`, `restore_history`).
 Hooks for the distributed engine: `add_callback(cb)` (cb.on_start(solver) before forward/backward,
 cb.on_gradients_ready(solver) before the update), `is_root` (False: no display/test lines, no test nets, no
 snapshots), `root_barrier` (called on every rank right after each rank-0 duty: test, snapshot),
-`global_batch_multiplier` (for the `Solver performance` line) and `action_request_function` (Caffe's
-SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP).
+`global_batch_multiplier` (for the `Solver performance` line), `action_request_function` (Caffe's
+SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP) and `gather_states` (every rank's resume
+state to the one that snapshots; `resumed_exactly` says whether a restore put this rank's back).
 """
-import math
 import os
 import time
 
 from .. import backend
+from ..data.shard import get_shard
 from ..errors import SolverError
+from ..layers.bbox_util import average_precision
 from ..log import get_logger
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
@@ -47,24 +49,66 @@ def format_time(seconds):
     return ("%dh %dm %ds" % (h, m, s)) if h else ("%dm %ds" % (m, s)) if m else ("%ds" % s)
 
 
+class _FunctionCallbacks:
+    """pycaffe's add_callback(on_start, on_gradients_ready): two no-argument functions as a hook object."""
+
+    def __init__(self, on_start, on_gradients_ready):
+        self._start, self._ready = on_start, on_gradients_ready
+
+    def on_start(self, solver):
+        if self._start is not None:
+            self._start()
+
+    def on_gradients_ready(self, solver):
+        if self._ready is not None:
+            self._ready()
+
+
+class _LastEpochs:
+    """NVCaffe's test_and_snapshot_last_epochs = N: test and snapshot (scores in the file name) as each of the
+    run's last N-1 epochs begins, the final test coming after training; with no known epoch size, once before the
+    last iteration."""
+
+    def __init__(self, n, iters):
+        self.enabled, self.remaining, self.iters = n > 0, n - 1, iters
+        self.epochs = self.passed = 0.0
+
+    def due(self, it, stop_iter):
+        if self.enabled and ((self.epochs > 0 and self.passed + self.remaining >= self.epochs)
+                             or (self.epochs == 0 and it + 1 == stop_iter and self.remaining > 0)):
+            self.remaining -= 1
+            return True
+        return False
+
+    def measure(self, it, records, global_batch):
+        """After iteration `it`'s forward pass: total and passed epochs of the run (records per epoch)."""
+        if records:
+            self.epochs = float(self.iters * global_batch) / records
+            self.passed = float(it * global_batch) / records
+
+
 class Solver:
     """Caffe's Solver. Subclasses implement `pre_solve`, `apply_update`, `history` and `restore_history`."""
 
     type = None
 
-    def __init__(self, source, is_root=True, base_dir=None, name=None):
-        """`source`: solver prototxt path or SolverParameter; `base_dir`: where relative net files may live
-        (defaults to the solver file's directory); `name`: how errors name the solver."""
+    def __init__(self, source, is_root=None, base_dir=None, name=None):
+        """`source`: solver prototxt path or SolverParameter; `is_root`: this rank does the tests and snapshots
+        (default: pycaffe's solver_rank() is 0); `base_dir`: where relative net files may live (defaults to the
+        solver file's directory); `name`: how errors name the solver."""
         self.param, self._dir = load_solver_param(source)
         self._where = "solver %s" % (name or (os.fspath(source) if self._dir else "<SolverParameter>"))
         self._dir = base_dir or self._dir
-        self.is_root = is_root
+        self.is_root = backend.solver_rank() == 0 if is_root is None else is_root
         self.root_barrier = None
         self.global_batch_multiplier = 1
         self.callbacks = []
         self.action_request_function = None
+        self.gather_states = lambda state: [state]
+        self.resumed_exactly = False
         self.requested_early_exit = False
         self._last_snapshot_iter = None
+        self.last_scores = []
         self._init()
 
     # --- scaffolding -----------------------------------------------------------------------------
@@ -175,8 +219,22 @@ class Solver:
         return nets
 
     # --- hooks -----------------------------------------------------------------------------------
-    def add_callback(self, cb):
+    def add_callback(self, cb, on_gradients_ready=None):
+        """A hook object with on_start(solver) / on_gradients_ready(solver), or pycaffe's pair of
+        no-argument functions `add_callback(on_start, on_gradients_ready)`."""
+        hook_object = hasattr(cb, "on_start") or hasattr(cb, "on_gradients_ready")
+        if on_gradients_ready is not None or (callable(cb) and not hook_object):
+            cb = _FunctionCallbacks(cb, on_gradients_ready)
         self.callbacks.append(cb)
+
+    def share_weights(self, net):
+        """pycaffe's Solver.share_weights: `net` uses this solver's training weights."""
+        net.share_with(self.net)
+
+    @property
+    def lr(self):
+        """The learning rate of the current iteration (pycaffe's SGDSolver.lr)."""
+        return lr_policy.learning_rate(self.param, self.iter, self.current_step)[0]
 
     def _call(self, hook):
         for cb in self.callbacks:
@@ -212,9 +270,12 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self._losses, self.smoothed_loss = [], 0.0
         self._perf = []
+        last_epochs = _LastEpochs(p.test_and_snapshot_last_epochs, stop_iter - start_iter)
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
-            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+            test_and_snapshot = last_epochs.due(self.iter, stop_iter)
+            if test_and_snapshot or (p.test_interval and self.iter % p.test_interval == 0
+                                     and (self.iter > 0 or p.test_initialization)):
                 self._root_duty(self.test_all)
                 if self.requested_early_exit:
                     break
@@ -225,24 +286,44 @@ class Solver:
             self.prepare_gradients()
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                loss = loss + self.net.forward_backward_device()
             loss /= p.iter_size
-            if not math.isfinite(loss):
-                raise SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (weights not "
-                                  "updated, the last good snapshot is kept)" % (self.iter, self.net.name, loss))
+            backend.check_later(~backend.xp().isfinite(loss), self._bad_loss_error(loss))
             self._update_smoothed_loss(loss, start_iter)
-            if display and self.is_root:
-                self._display()
+            last_epochs.measure(self.iter, self._epoch_records(), self.batch_size() * get_shard()[1])
+            if display:
+                backend.flush_checks()
+                if self.is_root:
+                    self._display()
             self._call("on_gradients_ready")
             self.apply_update()
             self.iter += 1
             self._perf.append(time.perf_counter() - t0)
             action = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
-                self._root_duty(self.snapshot)
+                self._snapshot_all()
+            if test_and_snapshot:
+                self._snapshot_all(scored=True)
             if action in (signals.STOP, signals.SNAPSHOT_STOP):
                 self.requested_early_exit = True
                 break
+        backend.flush_checks()
+
+    def _bad_loss_error(self, loss):
+        """The error for a non-finite loss of this iteration (built only if the device check fails)."""
+        it, deferred = self.iter, backend.is_gpu()
+
+        def make():
+            what = ("found at the next display/snapshot; the last good snapshot is kept" if deferred
+                    else "weights not updated, the last good snapshot is kept")
+            return SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (%s)"
+                               % (it, self.net.name, float(loss), what))
+        return make
+
+    def _epoch_records(self):
+        """Records in one epoch of the train net's data (NVCaffe's epoch_count: the smallest data source)."""
+        counts = [len(layer.pipeline.source) for layer in self.net.layers if getattr(layer, "pipeline", None)]
+        return min(counts) if counts else 0
 
     def _display(self):
         log.info("Iteration %d, loss = %g", self.iter, self.smoothed_loss)
@@ -273,7 +354,7 @@ class Solver:
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self._root_duty(self.snapshot)
+            self._snapshot_all()
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
@@ -311,10 +392,14 @@ class Solver:
 
     # --- testing ---------------------------------------------------------------------------------
     def test_all(self):
+        """Test every test net; `last_scores` keeps the first one's output values (NVCaffe's TestAll scores)."""
+        self.last_scores = []
         for i in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            self.test(i)
+            means = self.test(i)
+            if i == 0 and means:
+                self.last_scores = [float(v) for name in self.test_nets[0].outputs for v in means[name]]
 
     def test(self, test_net_id=0):
         """Run test_iter forward passes of a test net and log the mean of every output (Caffe's Test)."""
@@ -323,6 +408,8 @@ class Solver:
         net = self.test_nets[test_net_id]
         net.share_with(self.net)
         iters = p.test_iter[test_net_id]
+        if p.eval_type == "detection":
+            return self._test_detection(net, iters)
         scores, loss = None, 0.0
         for _ in range(iters):
             action = self._requested_action()
@@ -344,14 +431,75 @@ class Solver:
             self._log_outputs(net, "Test", means)
         return means
 
+    def _test_detection(self, net, iters):
+        """NVCaffe's TestDetection: gather the DetectionEvaluate rows of `iters` passes and log each output's
+        mAP (ap_version: 11point, MaxIntegral, Integral); returns {output: [mAP]}."""
+        p = self.param
+        if p.ap_version not in ("11point", "MaxIntegral", "Integral"):
+            raise SolverError("%s: unknown ap_version '%s' (known: 11point, MaxIntegral, Integral)"
+                              % (self._where, p.ap_version))
+        stats = {n: ({}, {}, {}) for n in net.outputs}          # output -> (num_pos, true_pos, false_pos)
+        loss = 0.0
+        for _ in range(iters):
+            if self._requested_action() in (signals.STOP, signals.SNAPSHOT_STOP):
+                self.requested_early_exit = True
+                log.info("Test interrupted.")
+                return None
+            loss += net.forward_prefilled()
+            for name in net.outputs:
+                rows = backend.to_host(net.blobs[name].dev_data).reshape(-1, 5)
+                num_pos, tps, fps = stats[name]
+                for item, label, score, tp, fp in rows.tolist():
+                    label = int(label)
+                    if int(item) == -1:
+                        num_pos[label] = num_pos.get(label, 0) + int(score)
+                    elif int(tp) or int(fp):
+                        tps.setdefault(label, []).append((score, int(tp)))
+                        fps.setdefault(label, []).append((score, int(fp)))
+        if p.test_compute_loss:
+            log.info("Test loss: %g", loss / iters)
+        means = {}
+        for k, name in enumerate(net.outputs):
+            num_pos, tps, fps = stats[name]
+            aps = {}
+            for label, n in sorted(num_pos.items()):
+                if label not in tps:
+                    log.warning("Missing true_pos for label: %d", label)
+                    continue
+                aps[label] = average_precision(tps[label], fps[label], n, p.ap_version)[0]
+                if p.show_per_class_result:
+                    log.info("class AP %d: %g", label, aps[label])
+            means[name] = [sum(aps.values()) / len(num_pos) if num_pos else 0.0]
+            log.info("    Test net output mAP #%d: %s = %g", k, name, means[name][0])
+        return means
+
     # --- snapshots -------------------------------------------------------------------------------
-    def snapshot(self):
-        """Write `<prefix>_iter_<N>.caffemodel` and `.solverstate` (or their .h5 forms); returns the model path."""
-        if self._last_snapshot_iter == self.iter:
+    def _nets(self):
+        """This process's nets by resume-state tag."""
+        return dict({"train": self.net}, **{"test%d" % i: net for i, net in enumerate(self.test_nets)})
+
+    def _snapshot_all(self, scored=False):
+        """On every rank: gather the ranks' resume states (RNG, data positions); the root writes the snapshot
+        (`scored`: only when the last test gave scores, which go into the name)."""
+        backend.flush_checks()                       # never snapshot weights a deferred check would refuse
+        ranks = self.gather_states(snap.process_state(self._nets()))
+
+        def write():
+            if not scored or self.last_scores:
+                self.snapshot(self.last_scores if scored else (), ranks)
+        self._root_duty(write)
+
+    def snapshot(self, scores=(), ranks=None):
+        """Write `<prefix>_iter_<N>.caffemodel` and `.solverstate` (or their .h5 forms); returns the model path.
+        `scores` (test_and_snapshot_last_epochs) go into the name as NVCaffe's `_score<i>_<value>`; `ranks`:
+        every rank's resume state (default: this process's alone)."""
+        if ranks is None:
+            ranks = [snap.process_state(self._nets())]
+        if self._last_snapshot_iter == (self.iter, tuple(scores)):
             return None
         p = self.param
         hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
-        base = snap.snapshot_base(p.snapshot_prefix, self.iter)
+        base = snap.snapshot_base(p.snapshot_prefix, self.iter, scores)
         if hdf5:
             model = base + ".caffemodel.h5"
             log.info("Snapshotting to HDF5 file %s", model)
@@ -362,13 +510,14 @@ class Solver:
             self.net.save(model, write_diff=p.snapshot_diff, old_format=p.store_blobs_in_old_format)
         state = base + (".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto", state)
-        snap.write_state(state, self.iter, model, self.current_step, self.history, hdf5=hdf5,
+        snap.write_state(state, self.iter, model, self.current_step, self.history, ranks, hdf5=hdf5,
                          old_format=p.store_blobs_in_old_format)
-        self._last_snapshot_iter = self.iter
+        self._last_snapshot_iter = (self.iter, tuple(scores))
         return model
 
     def restore(self, path):
-        """Continue from a .solverstate(.h5): weights, iteration, lr step, history and the RNG state."""
+        """Continue from a .solverstate(.h5): weights, iteration, lr step, history, and this rank's RNG and data
+        positions (warns loudly when the file lacks them)."""
         path = os.fspath(path)
         state = snap.read_state(path)
         if state["learned_net"]:
@@ -377,8 +526,8 @@ class Solver:
         self.current_step = state["current_step"]
         self.restore_history(state["history"], path)
         self.weights_changed()
-        snap.restore_rng(path)
-        self._last_snapshot_iter = self.iter
+        self.resumed_exactly = snap.restore_process_state(path, state["resume"], self._nets(), *get_shard())
+        self._last_snapshot_iter = (self.iter, ())
 
     def copy_weights(self, paths):
         """Fine-tuning: load weights from one or more .caffemodel files (comma-separated or a list)."""
