@@ -1,6 +1,6 @@
 """Which CPU fast paths apply: numba's compiled window loops (`pip install 'distcaffe[fast]'`).
 
-The loops are used for numpy arrays when numba imports and DISTCAFFE_NUMBA is not 0; otherwise the numpy code
+The loops are used for numpy float32/float64 arrays when numba imports and DISTCAFFE_NUMBA is not 0; otherwise the numpy code
 runs, with identical numbers. numba is imported on first use, never by `import distcaffe`.
 """
 import os
@@ -28,9 +28,10 @@ def _lookup():
     return _loops
 
 
-def loops(xp):
-    """The compiled loops module for numpy arrays when available, else None (use the numpy code)."""
-    if xp is not np:
+def loops(xp, dtype):
+    """The compiled loops module for numpy float32/float64 arrays when available, else None (use the numpy
+    code; numba has no float16)."""
+    if xp is not np or np.dtype(dtype) not in (np.float32, np.float64):
         return None
     return _lookup() or None
 

@@ -109,7 +109,7 @@ def im2col(xp, x, kernel, stride, pad, dilation, out_shape, axis=2, out=None):
 
 def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
     """Caffe's col2im: sum the (.., *kernel, *out, ..) columns back into the (.., *spatial, ..) input."""
-    loops = fastpath.loops(xp)
+    loops = fastpath.loops(xp, col.dtype)
     if loops is not None and len(spatial) == 2:
         lead, trail = prod(col.shape[:axis]), prod(col.shape[axis + 4:])
         c6 = np.ascontiguousarray(col).reshape((lead,) + col.shape[axis:axis + 4] + (trail,))

@@ -374,7 +374,7 @@ class PoolingLayer(Layer):
         """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for.
         MAX and STOCHASTIC remember the chosen kernel offset per output (`self.arg`, -1 for none)."""
         xp = self.xp
-        loops = fastpath.loops(xp)
+        loops = fastpath.loops(xp, x.dtype)
         if loops is not None and self.method in (_PP.MAX, _PP.AVE):
             best = self._fast_pool(loops, x)
         elif self.method == _PP.MAX:
@@ -432,7 +432,7 @@ class PoolingLayer(Layer):
             raise self.error("STOCHASTIC pooling backpropagates only in the TRAIN phase")
         if self.method == _PP.AVE:
             g = g / self._ave_divisor()
-        loops = fastpath.loops(xp)
+        loops = fastpath.loops(xp, g.dtype)
         if loops is not None and self.method in (_PP.MAX, _PP.AVE):
             g3 = np.ascontiguousarray(g).reshape((-1,) + tuple(self.out))
             dx = np.zeros((g3.shape[0],) + tuple(self.in_shape), dtype=g.dtype)
