@@ -4,7 +4,9 @@ Construction follows Caffe's Net::Init step for step (filter by NetState, insert
 tops and parameters, decide which layers need backward, force_backward, share named parameters), so a
 net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
 """
+import contextlib
 from collections import OrderedDict
+from itertools import zip_longest
 
 import numpy as np
 
@@ -20,13 +22,39 @@ TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 log = get_logger("net")
 
 
-def _type_field(lp, net_param, field):
-    """Per-layer precision (NVCaffe): the layer's own field, else the net's `default_` one, else FLOAT."""
-    if lp.HasField(field):
-        return backend.dtype_of(getattr(lp, field))
-    if net_param.HasField("default_" + field):
-        return backend.dtype_of(getattr(net_param, "default_" + field))
-    return np.float32
+def _precision(lp, net_param):
+    """(forward_type, backward_type, forward_math, backward_math) of a layer, by NVCaffe's Net::Init rules:
+    a type is the layer's field, else the net's default_ one, else FLOAT (a data layer's unset backward type
+    is FLOAT); a math is the layer's field, else the layer's own type field, else the net's default_ math,
+    else the net's default_ type. None of it depends on the device."""
+    def net_default(field, fallback):
+        if net_param.HasField(field):
+            return backend.dtype_of(getattr(net_param, field))
+        return fallback
+
+    def pick(kind, data_default):
+        if lp.HasField(kind + "_type"):
+            storage = backend.dtype_of(getattr(lp, kind + "_type"))
+        else:
+            storage = data_default or net_default("default_%s_type" % kind, np.float32)
+        if lp.HasField(kind + "_math"):
+            math = backend.dtype_of(getattr(lp, kind + "_math"))
+        elif lp.HasField(kind + "_type"):
+            math = storage
+        else:
+            math = net_default("default_%s_math" % kind, net_default("default_%s_type" % kind, np.float32))
+        return np.dtype(storage), np.dtype(math)
+
+    ftype, fmath = pick("forward", None)
+    btype, bmath = pick("backward", np.float32 if lp.HasField("transform_param") else None)
+    return ftype, btype, fmath, bmath
+
+
+class Hooks(list):
+    """Per-layer callbacks `fn(layer_index)`; `net.after_backward(fn)` (pycaffe) or `.append(fn)` adds one."""
+
+    def __call__(self, fn):
+        self.append(fn)
 
 
 def load_net_param(source):
@@ -78,7 +106,7 @@ class Net:
         self.bottom_ids, self.top_ids, self.param_ids = [], [], []
         self.bottom_need_backward = []
         self.layer_need_backward = []
-        self.blob_loss_weights = []
+        self._blob_loss_weights = []
         self._input_ids, self._output_ids = [], []
         self._params, self.param_owners, self.param_display_names = [], [], []
         self.param_layer_indices = []
@@ -86,8 +114,8 @@ class Net:
         self.learnable_params, self.learnable_param_ids = [], []
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
-        self.before_forward, self.after_forward = [], []
-        self.before_backward, self.after_backward = [], []
+        self.before_forward, self.after_forward = Hooks(), Hooks()
+        self.before_backward, self.after_backward = Hooks(), Hooks()
         available = OrderedDict()
         memory = 0
         for layer_id, lp in enumerate(param.layer):
@@ -96,8 +124,9 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError("layer '%s': propagate_down must be given once per bottom (%d bottoms, %d values)"
                                % (lp.name, len(lp.bottom), len(lp.propagate_down)))
-            fwd = _type_field(lp, param, "forward_type")
-            layer = create_layer(lp, dtype=fwd, bwd_dtype=_type_field(lp, param, "backward_type"))
+            fwd, bwd, fmath, bmath = _precision(lp, param)
+            layer = create_layer(lp, dtype=fwd, bwd_dtype=bwd)
+            layer.set_math(fmath, bmath)
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             self.bottom_ids.append([])
@@ -107,11 +136,11 @@ class Net:
             for j in range(len(lp.bottom)):
                 need_backward |= self._append_bottom(lp, layer_id, j, available)
             for j in range(len(lp.top)):
-                self._append_top(lp, layer_id, j, available, fwd)
+                self._append_top(lp, layer_id, j, available, fwd, bwd)
             if layer.auto_top_blobs:
                 needed = max(layer.min_top, layer.exact_num_top)
                 for j in range(len(lp.top), needed):
-                    self._append_top(lp, layer_id, j, None, fwd)
+                    self._append_top(lp, layer_id, j, None, fwd, bwd)
             bottom = [self._blobs[i] for i in self.bottom_ids[layer_id]]
             top = [self._blobs[i] for i in self.top_ids[layer_id]]
             if lp.type == "Input":
@@ -122,7 +151,7 @@ class Net:
                 raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s"
                                % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom], e)) from None
             for j, tid in enumerate(self.top_ids[layer_id]):
-                self.blob_loss_weights[tid] = layer.loss(j)
+                self._blob_loss_weights[tid] = layer.loss(j)
                 t = self._blobs[tid]
                 log.info("Top shape: %s", t.shape_string())
                 if layer.loss(j):
@@ -153,6 +182,8 @@ class Net:
         log.info("Network initialization done.")
         log.info("Memory required for data: %d", memory)
         self._build_pycaffe_views()
+        from . import lms
+        self.lms = lms.attach(self)
 
     def _append_bottom(self, lp, layer_id, j, available):
         name = lp.bottom[j]
@@ -168,7 +199,7 @@ class Net:
         self.bottom_need_backward[layer_id].append(need)
         return need
 
-    def _append_top(self, lp, layer_id, j, available, dtype):
+    def _append_top(self, lp, layer_id, j, available, dtype, diff_dtype):
         name = lp.top[j] if j < len(lp.top) else "(automatic)"
         if available is not None and j < len(lp.bottom) and name == lp.bottom[j]:
             log.info("%s -> %s (in-place)", lp.name, name)
@@ -179,10 +210,10 @@ class Net:
         else:
             log.info("%s -> %s", lp.name, name)
             bid = len(self._blobs)
-            self._blobs.append(Blob(dtype=dtype, name=name))
+            self._blobs.append(Blob(dtype=dtype, name=name, diff_dtype=diff_dtype))
             self._blob_names.append(name)
             self.blob_need_backward.append(False)
-            self.blob_loss_weights.append(0.0)
+            self._blob_loss_weights.append(0.0)
             if available is not None:
                 self._blob_index[name] = bid
             self.top_ids[layer_id].append(bid)
@@ -285,8 +316,8 @@ class Net:
                                         for i, ids in enumerate(self.bottom_ids))
         self.inputs = [self._blob_names[i] for i in self._input_ids]
         self.outputs = [self._blob_names[i] for i in self._output_ids]
-        self.blob_loss_weights_by_name = OrderedDict(
-            (self._blob_names[i], w) for i, w in enumerate(self.blob_loss_weights))
+        self.blob_loss_weights = self.blob_loss_weights_by_name = OrderedDict(
+            (self._blob_names[i], w) for i, w in enumerate(self._blob_loss_weights))
 
     # --- running ---------------------------------------------------------------------------------
     def _bottom(self, i):
@@ -303,17 +334,22 @@ class Net:
 
     def forward_from_to(self, start, end):
         """Run layers start..end (inclusive); returns the summed weighted loss (Caffe's ForwardFromTo)."""
+        return float(self.forward_device(start, end))
+
+    def forward_device(self, start, end):
+        """forward_from_to, the loss left as a 0-d array of the current device (no host sync on a GPU)."""
         loss = 0.0
         for i in range(start, end + 1):
             for cb in self.before_forward:
                 cb(i)
             layer, bottom, top = self.layers[i], self._bottom(i), self._top(i)
+            layer.math = layer.forward_math
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for j, t in enumerate(top):
                 w = layer.loss(j)
                 if w:
-                    loss += w * float(t.dev_data.sum())
+                    loss = loss + w * t.dev_data.sum(dtype=np.float32 if t.dtype == np.float16 else t.dtype)
             if self.debug_info:
                 self._forward_debug(i)
             for cb in self.after_forward:
@@ -326,6 +362,7 @@ class Net:
             for cb in self.before_backward:
                 cb(i)
             if self.layer_need_backward[i]:
+                self.layers[i].math = self.layers[i].backward_math
                 self.layers[i].backward(self._top(i), self.bottom_need_backward[i], self._bottom(i))
                 if self.debug_info:
                     self._backward_debug(i)
@@ -337,13 +374,22 @@ class Net:
 
     def forward_backward(self):
         """One training pass; returns the loss (Caffe's Net::ForwardBackward)."""
-        loss = self.forward_prefilled()
+        return float(self.forward_backward_device())
+
+    def forward_backward_device(self):
+        """forward_backward with the loss left on the device (the solver reads it only to display it)."""
+        loss = self.forward_device(0, len(self.layers) - 1)
         self.backward_from_to(len(self.layers) - 1, 0)
         return loss
 
     def clear_param_diffs(self):
-        for p in self.learnable_params:
-            p.mut_dev_diff[...] = 0
+        for i, p in enumerate(self.learnable_params):
+            with self.memory_step("clear", i):
+                p.mut_dev_diff[...] = 0
+
+    def memory_step(self, kind, i):
+        """Bracket device work on learnable param i outside the layer loop, for Large Model Support."""
+        return self.lms.memory_step(kind, i) if self.lms is not None else contextlib.nullcontext()
 
     def reshape(self):
         for i, layer in enumerate(self.layers):
@@ -363,11 +409,7 @@ class Net:
             if set(kwargs) != set(self.inputs):
                 raise NetError("input blob arguments %s do not match net inputs %s" % (sorted(kwargs), self.inputs))
             for name, arr in kwargs.items():
-                arr = np.asarray(arr)
-                if arr.ndim == 0 or arr.shape[0] != self.blobs[name].shape[0]:
-                    raise NetError("input '%s' is not batch sized (%s vs blob %s)" % (name, arr.shape,
-                                                                                      self.blobs[name].shape))
-                self.blobs[name].data[...] = arr
+                self._fill("input", name, arr, "data")
         self.forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
@@ -385,9 +427,67 @@ class Net:
             if set(kwargs) != set(self.outputs):
                 raise NetError("top diff arguments %s do not match net outputs %s" % (sorted(kwargs), self.outputs))
             for name, arr in kwargs.items():
-                self.blobs[name].diff[...] = arr
+                self._fill("top diff", name, arr, "diff")
         self.backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
+
+    def _fill(self, what, name, arr, field):
+        """Copy a caller's array into blob `name`'s data or diff; the shapes must agree (numpy broadcasting
+        into the blob's shape is allowed, as pycaffe allows it), else one line naming the blob and both shapes."""
+        blob = self.blobs[name]
+        arr = np.asarray(arr)
+        if arr.ndim == 0 or arr.shape[0] != blob.shape[0]:
+            raise NetError("%s '%s' is not batch sized: the array has shape %s, blob '%s' has %s"
+                           % (what, name, "x".join(map(str, arr.shape)) or "()", name, "x".join(map(str, blob.shape))))
+        try:
+            fits = np.broadcast_shapes(arr.shape, blob.shape) == blob.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise NetError("%s '%s': the array has shape %s but blob '%s' has shape %s; reshape the blob first "
+                           "(net.blobs['%s'].reshape(%s) then net.reshape()) or resize/crop the input"
+                           % (what, name, "x".join(map(str, arr.shape)), name, "x".join(map(str, blob.shape)), name,
+                              ", ".join(map(str, arr.shape))))
+        getattr(blob, field)[...] = arr
+
+    def _batch(self, arrays):
+        """Split {name: array of N items} into the net's batches; the last is padded with zeros (pycaffe)."""
+        num = len(next(iter(arrays.values())))
+        batch = next(iter(self.blobs.values())).shape[0]
+        for start in range(0, num, batch):
+            chunk = {name: np.asarray(a[start:start + batch]) for name, a in arrays.items()}
+            short = batch - len(next(iter(chunk.values())))
+            if short:
+                chunk = {name: np.concatenate([a, np.zeros((short,) + a.shape[1:], a.dtype)])
+                         for name, a in chunk.items()}
+            yield chunk
+
+    @staticmethod
+    def _collect(batches, total):
+        """Stack per-batch {name: array} results and drop the padding past `total` items."""
+        out = {}
+        for result in batches:
+            for name, arr in result.items():
+                out.setdefault(name, []).append(np.array(arr, copy=True))
+        return {name: np.concatenate(parts)[:total] for name, parts in out.items()}
+
+    def forward_all(self, blobs=None, **kwargs):
+        """pycaffe forward_all: run the inputs in batches of the net's batch size; {output: stacked array}."""
+        if not kwargs:
+            return self.forward(blobs)
+        total = len(next(iter(kwargs.values())))
+        return self._collect((self.forward(blobs=blobs, **chunk) for chunk in self._batch(kwargs)), total)
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe forward_backward_all: inputs and output diffs in batches; ({blob: data}, {blob: diff})."""
+        fwd = {k: v for k, v in kwargs.items() if k in self.inputs}
+        bwd = {k: v for k, v in kwargs.items() if k in self.outputs}
+        outs, grads = [], []
+        for fb, bb in zip_longest(self._batch(fwd) if fwd else (), self._batch(bwd) if bwd else (), fillvalue={}):
+            outs.append(self.forward(blobs=blobs, **fb))
+            grads.append(self.backward(diffs=diffs, **bb))
+        total = len(next(iter(kwargs.values()))) if kwargs else None
+        return self._collect(outs, total), self._collect(grads, total)
 
     def set_input_arrays(self, data, labels):
         """pycaffe's Net.set_input_arrays: feed arrays to the first layer, which must be MemoryData."""
@@ -427,6 +527,10 @@ class Net:
                                "scratch rather than copying from a saved net, rename the layer."
                                % (j, name, " ".join(map(str, arr.shape)), tb.shape_string(), where))
             tb.data[...] = arr.reshape(tb.shape)
+
+    def load_hdf5(self, path):
+        """pycaffe's Net.load_hdf5: weights from a .caffemodel.h5 (Caffe's CopyTrainedLayersFromHDF5)."""
+        self.copy_trained_layers_from_hdf5(str(path))
 
     def copy_from(self, path):
         """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name."""
