@@ -1,4 +1,4 @@
-"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA) and its RGB->gray, so converted data match Caffe's.
+"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA, LANCZOS4) and its RGB->gray, so converted data match Caffe's.
 
 Caffe resizes with OpenCV; Pillow's filters give different pixels. LINEAR on uint8 reproduces OpenCV's
 fixed-point arithmetic (11-bit coefficients, SIMD vertical pass) bit for bit; CUBIC and AREA use OpenCV's
@@ -8,6 +8,7 @@ RGB->gray is libpng's (what OpenCV's PNG reader does for IMREAD_GRAYSCALE). Imag
 import numpy as np
 
 NEAREST, LINEAR, CUBIC, AREA = 0, 1, 2, 3     # TransformationParameter.InterpolationAlgo values
+LANCZOS4 = 4                                  # OpenCV's INTER_LANCZOS4 (SSD's ResizeParameter.interp_mode)
 _COEF_BITS = 11
 _COEF_SCALE = 1 << _COEF_BITS
 
@@ -55,6 +56,14 @@ def _cubic_weights(f):
     return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
 
 
+def _lanczos4_weights(f):
+    """OpenCV's interpolateLanczos4: 8 taps at offsets -3..4, sin(pi x / 4) sin(pi x) / (pi x)^2 * 4, normalised."""
+    x = f[:, None] - np.arange(-3, 5)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.abs(x) < 1e-12, 1.0, np.sin(np.pi * x / 4) * np.sin(np.pi * x) / (np.pi * np.pi * x * x / 4))
+    return w / w.sum(axis=1, keepdims=True)
+
+
 def _matrix(dst, src, algo):
     """(dst, src) float64 interpolation matrix of one axis for the non-fixed-point algorithms."""
     m = np.zeros((dst, src))
@@ -73,11 +82,28 @@ def _matrix(dst, src, algo):
         wts = _cubic_weights(f - s)
         for k in range(4):
             np.add.at(m, (rows, np.clip(s - 1 + k, 0, src - 1)), wts[:, k])
+    elif algo == LANCZOS4:
+        f = (rows + 0.5) * scale - 0.5
+        s = np.floor(f).astype(int)
+        wts = _lanczos4_weights(f - s)
+        for k in range(8):
+            np.add.at(m, (rows, np.clip(s - 3 + k, 0, src - 1)), wts[:, k])
     else:
         idx, w = _linear_taps(dst, src)
         np.add.at(m, (rows, idx[:, 0]), w[:, 0])
         np.add.at(m, (rows, idx[:, 1]), w[:, 1])
     return m
+
+
+def _along(x, m, axis):
+    """Apply the (dst, src) interpolation matrix `m` along `axis` of `x` through its few taps per row (gathers,
+    not a dense GEMM: a 300-pixel row has 2-8 taps, not 500)."""
+    taps = max(1, int((m != 0).sum(axis=1).max()))
+    order = np.argsort(m == 0, axis=1, kind="stable")[:, :taps]          # each row's nonzero columns first
+    weights = np.take_along_axis(m, order, axis=1)
+    moved = np.moveaxis(x, axis, 0)
+    out = sum(weights[:, k].reshape((-1,) + (1,) * (moved.ndim - 1)) * moved[order[:, k]] for k in range(taps))
+    return np.moveaxis(out, 0, axis)
 
 
 def resize(img, height, width, algo=LINEAR):
@@ -87,8 +113,7 @@ def resize(img, height, width, algo=LINEAR):
         return img.copy()
     if algo == LINEAR and img.dtype == np.uint8:
         return _resize_linear_u8(img, height, width)
-    my, mx = _matrix(height, h, algo), _matrix(width, w, algo)
-    out = np.einsum("yh,chw,xw->cyx", my, img.astype(np.float64), mx)
+    out = _along(_along(img.astype(np.float64), _matrix(height, h, algo), 1), _matrix(width, w, algo), 2)
     if img.dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.astype(img.dtype)
