@@ -38,6 +38,7 @@ class BatchNormLayer(NeuronLayer):
                     raise self.error("Cannot configure batch normalization statistics as layer parameters.")
             elif len(params) == i:
                 params.add(lr_mult=1.0, decay_mult=1.0)
+        self.x_norm_fresh = False
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes > 1:
@@ -70,6 +71,7 @@ class BatchNormLayer(NeuronLayer):
             self.blobs[1].mut_dev_data[...] = correction * var + maf * self.m(self.blobs[1].dev_data)
         self.std = xp.sqrt(var + self.eps)
         self.x_norm = xc / self.std[:, None]
+        self.x_norm_fresh = True            # for a paired Scale: x_norm is what this pass writes to the top
         y = self.x_norm
         if self.scale_bias:
             y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
@@ -94,6 +96,17 @@ class BatchNormLayer(NeuronLayer):
             mean_g = g.mean(axis=(0, 2))
             d = (g - mean_g[:, None] - mean_gy[:, None] * y) / self.std[:, None]
         bottom[0].mut_dev_diff[...] = d.reshape(bottom[0].shape)
+
+
+def pair_batchnorm_scale(layers, bottom_ids, top_ids):
+    """Link each in-place Scale that directly follows the BatchNorm writing its blob (ResNet's BN + Scale):
+    the Scale then takes its saved input from the BatchNorm's normalized output instead of copying the blob
+    (NVCaffe's fused scale_bias idea; the same numbers, one copy of every such blob less)."""
+    for i in range(len(layers) - 1):
+        bn, sc = layers[i], layers[i + 1]
+        if (bn.type == "BatchNorm" and sc.type == "Scale" and len(bottom_ids[i + 1]) == 1
+                and bottom_ids[i + 1] == top_ids[i] == top_ids[i + 1]):
+            sc.normalized_by = bn
 
 
 def _window_sum(xp, a, axes, size):
