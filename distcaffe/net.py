@@ -14,6 +14,7 @@ from . import backend
 from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
+from .layers.cudnn_conv import inherit_net_defaults
 from .layers.normalization import pair_batchnorm_scale
 from .log import get_logger
 from .net_filter import filter_net, insert_splits
@@ -125,6 +126,7 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError("layer '%s': propagate_down must be given once per bottom (%d bottoms, %d values)"
                                % (lp.name, len(lp.bottom), len(lp.propagate_down)))
+            inherit_net_defaults(lp, param)
             fwd, bwd, fmath, bmath = _precision(lp, param)
             layer = create_layer(lp, dtype=fwd, bwd_dtype=bwd)
             layer.set_math(fmath, bmath)

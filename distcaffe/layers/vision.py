@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend
 from ..blob import Blob
 from ..proto import caffe_pb2
-from . import fastpath
+from . import cudnn_conv, fastpath
 from .base import Layer, register
 from .im2col import accumulate_windows, col2im, conv_out_size, crop, im2col, padded, prod, windows, workspace
 
@@ -106,6 +106,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
                            % (shape, b.shape))
         self.kernel_dim = prod(weight_shape[1:])
         self.param_propagate_down = [True] * len(self.blobs)
+        self.policy = cudnn_conv.conv_policy(self.layer_param)
+        self._cudnn_engine = None
 
     def reshape(self, bottom, top):
         self.check_bottom_shape(bottom)
@@ -166,6 +168,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
 
+<<<<<<< HEAD
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
     # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
     # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
@@ -214,12 +217,36 @@ class _BaseConvolution(_ConvGeometry, Layer):
             dxn = dx[n].reshape(self.group, cg, -1)
             for gi in range(self.group):
                 np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
+=======
+    # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
+    def _cudnn_run(self):
+        """(CuDNNConvolution, ConvSpec) when this pass runs on cuDNN, else None (im2col + GEMM)."""
+        if not backend.is_gpu() or not self.policy.use_cudnn:
+            return None
+        if self._cudnn_engine is None:
+            cudnn = cudnn_conv.frontend()
+            self._cudnn_engine = cudnn_conv.CuDNNConvolution(cudnn, self.policy, self.name) if cudnn else False
+        if not self._cudnn_engine:
+            return None
+        spec = cudnn_conv.conv_spec(self, (self.num, self.conv_in_channels) + tuple(self.conv_input_shape),
+                                    self.mdtype)
+        return None if spec is None else (self._cudnn_engine, spec)
+
+    def _cudnn(self, run, direction, out_shape, **arrays):
+        """A fresh array of `out_shape` holding `direction`'s output of the arrays (x, w, y roles of cuDNN)."""
+        engine, spec = run
+        out = self.xp.empty(tuple(out_shape), spec.dtype)
+        engine.run(spec, direction, dict(arrays, **{{"fprop": "y", "dgrad": "x", "wgrad": "w"}[direction]: out}))
+        return out
+>>>>>>> fcff06dff3f19b07c02bbd85b64dec978612772f
 
     # --- passes ---------------------------------------------------------------------------------
     def forward(self, bottom, top):
         w = self._weights()
+        run = self._cudnn_run()
         for b, t in zip(bottom, top):
             x = self._as_batch(b.dev_data, self.channels)
+<<<<<<< HEAD
             bias = self.m(self.blobs[1].dev_data)[:, None] if self.bias_term else None
             if self._per_image(t):
                 out = t.mut_dev_data.reshape(self.num, self.num_output, -1)
@@ -228,6 +255,13 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     out += bias
                 continue
             if self.reverse:
+=======
+            if run:          # Deconvolution is the data gradient of the convolution whose image is its top
+                y = self._cudnn(run, "dgrad" if self.reverse else "fprop", t.shape,
+                                **({"y": x} if self.reverse else {"x": x}), w=self.m(self.blobs[0].dev_data))
+                y = y.reshape(self.num, self.num_output, -1)
+            elif self.reverse:
+>>>>>>> fcff06dff3f19b07c02bbd85b64dec978612772f
                 y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)))
                 y = y.reshape(self.num, self.num_output, -1)
             else:
@@ -248,10 +282,16 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 self.blobs[1].mut_dev_diff[...] += g.reshape(self.num, self.num_output, -1).sum(axis=(0, 2))
             if not (want_w or propagate_down[i]):
                 continue
+<<<<<<< HEAD
             if self._pointwise() and self._per_image(b, diff=True):
                 dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape)) \
                     if propagate_down[i] else None
                 self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
+=======
+            run = self._cudnn_run()
+            if run:
+                self._cudnn_backward(run, g, b, want_w, propagate_down[i])
+>>>>>>> fcff06dff3f19b07c02bbd85b64dec978612772f
             elif self.reverse:
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 if want_w:
@@ -268,6 +308,18 @@ class _BaseConvolution(_ConvGeometry, Layer):
                         self.blobs[0].shape)
                 if propagate_down[i]:
                     b.mut_dev_diff[...] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg)).reshape(b.shape)
+
+    def _cudnn_backward(self, run, g, b, want_w, want_x):
+        """Weight and bottom diffs through cuDNN (for Deconvolution the top diff is the convolution's image)."""
+        x = self._as_batch(b.dev_data, self.channels)
+        image, loss = (g, x) if self.reverse else (x, g)
+        if want_w:
+            self.blobs[0].mut_dev_diff[...] += self._cudnn(run, "wgrad", self.blobs[0].shape, x=image, y=loss)
+        if want_x:
+            w = self.m(self.blobs[0].dev_data)
+            dx = (self._cudnn(run, "fprop", b.shape, x=g, w=w) if self.reverse
+                  else self._cudnn(run, "dgrad", b.shape, y=g, w=w))
+            b.mut_dev_diff[...] = dx
 
 
 @register("Convolution")
