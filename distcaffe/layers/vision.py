@@ -168,7 +168,6 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
 
-<<<<<<< HEAD
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
     # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
     # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
@@ -217,7 +216,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
             dxn = dx[n].reshape(self.group, cg, -1)
             for gi in range(self.group):
                 np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
-=======
+
     # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
     def _cudnn_run(self):
         """(CuDNNConvolution, ConvSpec) when this pass runs on cuDNN, else None (im2col + GEMM)."""
@@ -238,7 +237,6 @@ class _BaseConvolution(_ConvGeometry, Layer):
         out = self.xp.empty(tuple(out_shape), spec.dtype)
         engine.run(spec, direction, dict(arrays, **{{"fprop": "y", "dgrad": "x", "wgrad": "w"}[direction]: out}))
         return out
->>>>>>> fcff06dff3f19b07c02bbd85b64dec978612772f
 
     # --- passes ---------------------------------------------------------------------------------
     def forward(self, bottom, top):
@@ -246,22 +244,18 @@ class _BaseConvolution(_ConvGeometry, Layer):
         run = self._cudnn_run()
         for b, t in zip(bottom, top):
             x = self._as_batch(b.dev_data, self.channels)
-<<<<<<< HEAD
             bias = self.m(self.blobs[1].dev_data)[:, None] if self.bias_term else None
-            if self._per_image(t):
+            if run:          # Deconvolution is the data gradient of the convolution whose image is its top
+                y = self._cudnn(run, "dgrad" if self.reverse else "fprop", t.shape,
+                                **({"y": x} if self.reverse else {"x": x}), w=self.m(self.blobs[0].dev_data))
+                y = y.reshape(self.num, self.num_output, -1)
+            elif self._per_image(t):
                 out = t.mut_dev_data.reshape(self.num, self.num_output, -1)
                 self._forward_per_image(x, out, w)
                 if bias is not None:
                     out += bias
                 continue
-            if self.reverse:
-=======
-            if run:          # Deconvolution is the data gradient of the convolution whose image is its top
-                y = self._cudnn(run, "dgrad" if self.reverse else "fprop", t.shape,
-                                **({"y": x} if self.reverse else {"x": x}), w=self.m(self.blobs[0].dev_data))
-                y = y.reshape(self.num, self.num_output, -1)
             elif self.reverse:
->>>>>>> fcff06dff3f19b07c02bbd85b64dec978612772f
                 y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)))
                 y = y.reshape(self.num, self.num_output, -1)
             else:
@@ -282,16 +276,13 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 self.blobs[1].mut_dev_diff[...] += g.reshape(self.num, self.num_output, -1).sum(axis=(0, 2))
             if not (want_w or propagate_down[i]):
                 continue
-<<<<<<< HEAD
-            if self._pointwise() and self._per_image(b, diff=True):
-                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape)) \
-                    if propagate_down[i] else None
-                self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
-=======
             run = self._cudnn_run()
             if run:
                 self._cudnn_backward(run, g, b, want_w, propagate_down[i])
->>>>>>> fcff06dff3f19b07c02bbd85b64dec978612772f
+            elif self._pointwise() and self._per_image(b, diff=True):
+                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape)) \
+                    if propagate_down[i] else None
+                self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
             elif self.reverse:
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 if want_w:
