@@ -1,4 +1,4 @@
-"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA) and its RGB->gray, so converted data match Caffe's.
+"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA, LANCZOS4) and its RGB->gray, as Caffe converts data.
 
 Caffe resizes with OpenCV; Pillow's filters give different pixels. LINEAR on uint8 (and AREA when enlarging,
 which OpenCV runs as LINEAR with its own taps) reproduces OpenCV's fixed-point arithmetic (11-bit coefficients,
@@ -10,6 +10,7 @@ RGB->gray is libpng's (what OpenCV's PNG reader does for IMREAD_GRAYSCALE). Imag
 import numpy as np
 
 NEAREST, LINEAR, CUBIC, AREA = 0, 1, 2, 3     # TransformationParameter.InterpolationAlgo values
+LANCZOS4 = 4                                  # OpenCV's INTER_LANCZOS4 (SSD's ResizeParameter.interp_mode)
 _COEF_BITS = 11
 _COEF_SCALE = 1 << _COEF_BITS
 
@@ -76,6 +77,14 @@ def _cubic_weights(f):
     return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
 
 
+def _lanczos4_weights(f):
+    """OpenCV's interpolateLanczos4: 8 taps at offsets -3..4, sin(pi x / 4) sin(pi x) / (pi x)^2 * 4, normalised."""
+    x = f[:, None] - np.arange(-3, 5)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.abs(x) < 1e-12, 1.0, np.sin(np.pi * x / 4) * np.sin(np.pi * x) / (np.pi * np.pi * x * x / 4))
+    return w / w.sum(axis=1, keepdims=True)
+
+
 def _matrix(dst, src, algo, area_mode=False):
     """(dst, src) float64 interpolation matrix of one axis for the non-fixed-point algorithms (`area_mode`:
     INTER_AREA when the image grows along either axis, which OpenCV does as LINEAR with other taps)."""
@@ -89,12 +98,12 @@ def _matrix(dst, src, algo, area_mode=False):
             lo, hi = d * scale, (d + 1) * scale
             for s in range(int(np.floor(lo)), min(int(np.ceil(hi)), src)):
                 m[d, s] = (min(hi, s + 1) - max(lo, s)) / scale
-    elif algo == CUBIC:
+    elif algo in (CUBIC, LANCZOS4):
         f = (rows + 0.5) * scale - 0.5
         s = np.floor(f).astype(int)
-        wts = _cubic_weights(f - s)
-        for k in range(4):
-            np.add.at(m, (rows, np.clip(s - 1 + k, 0, src - 1)), wts[:, k])
+        wts, first = (_cubic_weights(f - s), -1) if algo == CUBIC else (_lanczos4_weights(f - s), -3)
+        for k in range(wts.shape[1]):
+            np.add.at(m, (rows, np.clip(s + first + k, 0, src - 1)), wts[:, k])
     else:
         idx, w = _linear_taps(dst, src, area_mode)
         np.add.at(m, (rows, idx[:, 0]), w[:, 0])
