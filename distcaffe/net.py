@@ -15,6 +15,7 @@ from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
 from .layers.cudnn_conv import inherit_net_defaults
+from .layers.normalization import pair_batchnorm_scale
 from .log import get_logger
 from .net_filter import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -176,6 +177,7 @@ class Net:
                 for tid in self.top_ids[layer_id]:
                     self.blob_need_backward[tid] = True
         self._backward_analysis(param)
+        pair_batchnorm_scale(self.layers, self.bottom_ids, self.top_ids)
         self._output_ids = [self._blob_index[name] for name in available]
         for i in self._output_ids:
             log.info("This network produces output %s", self._blob_names[i])
