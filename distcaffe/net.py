@@ -472,7 +472,7 @@ class Net:
         out = {}
         for result in batches:
             for name, arr in result.items():
-                out.setdefault(name, []).append(np.array(arr, copy=True))
+                out.setdefault(name, []).append(arr)
         return {name: np.concatenate(parts)[:total] for name, parts in out.items()}
 
     def forward_all(self, blobs=None, **kwargs):
@@ -480,7 +480,7 @@ class Net:
         if not kwargs:
             return self.forward(blobs)
         total = len(next(iter(kwargs.values())))
-        return self._collect((self.forward(blobs=blobs, **chunk) for chunk in self._batch(kwargs)), total)
+        return self._collect((_copies(self.forward(blobs=blobs, **chunk)) for chunk in self._batch(kwargs)), total)
 
     def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
         """pycaffe forward_backward_all: inputs and output diffs in batches; ({blob: data}, {blob: diff})."""
@@ -488,8 +488,8 @@ class Net:
         bwd = {k: v for k, v in kwargs.items() if k in self.outputs}
         outs, grads = [], []
         for fb, bb in zip_longest(self._batch(fwd) if fwd else (), self._batch(bwd) if bwd else (), fillvalue={}):
-            outs.append(self.forward(blobs=blobs, **fb))
-            grads.append(self.backward(diffs=diffs, **bb))
+            outs.append(_copies(self.forward(blobs=blobs, **fb)))
+            grads.append(_copies(self.backward(diffs=diffs, **bb)))
         total = len(next(iter(kwargs.values()))) if kwargs else None
         return self._collect(outs, total), self._collect(grads, total)
 
@@ -590,6 +590,11 @@ class Net:
                 b = self._blobs[bid]
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %g", self._layer_names[i], b.name,
                          float(np.abs(backend.to_host(b.dev_diff)).mean()) if b.count else 0.0)
+
+
+def _copies(arrays):
+    """{name: copy} of a pass's {name: blob view}, which the next pass would overwrite."""
+    return {name: arr.copy() for name, arr in arrays.items()}
 
 
 def _is_legacy(blobproto):
