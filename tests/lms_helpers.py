@@ -61,15 +61,19 @@ def snapshot_values(solver):
     return vals
 
 
+def _both(ref, got, seed, fn):
+    """Run `fn(solver)` on each from the same RNG state (Dropout masks draw from it)."""
+    for s in (ref, got):
+        distcaffe.set_random_seed(seed)
+        fn(s)
+
+
 def run_and_compare(ref, got, steps=3):
     """Forward, backward, then `steps` solver steps on both solvers; every value must be bit-identical."""
-    for s in (ref, got):
-        s.net.forward_prefilled()
+    _both(ref, got, 1, lambda s: s.net.forward_prefilled())
     assert np.array_equal(ref.net.blobs["loss"].data, got.net.blobs["loss"].data)
-    for s in (ref, got):
-        s.net.backward()
+    _both(ref, got, 2, lambda s: s.net.backward())
     assert all(np.array_equal(a, b) for a, b in zip(snapshot_values(ref), snapshot_values(got)))
-    for _ in range(steps):
-        for s in (ref, got):
-            s.step(1)
+    for k in range(steps):
+        _both(ref, got, 3 + k, lambda s: s.step(1))
         assert all(np.array_equal(a, b) for a, b in zip(snapshot_values(ref), snapshot_values(got)))

@@ -46,7 +46,7 @@ def _budget(cfg):
     if cfg.budget is not None:
         return int(cfg.budget)
     if not backend.is_gpu():
-        raise CaffeError("Large Model Support on CPU needs an explicit budget (-lms_budget MB): there is no device "
+        raise CaffeError("Large Model Support on CPU needs an explicit budget (-lms_budget MiB): there is no device "
                          "memory to size it from")
     free, _total = backend.cupy().cuda.runtime.memGetInfo()
     return int(free * 0.9)

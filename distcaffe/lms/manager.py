@@ -137,7 +137,10 @@ class Manager:
         return e.dev
 
     def host(self, e, write):
-        """The host buffer, current (written back first when the device copy is newer)."""
+        """The host buffer, current (written back first when the device copy is newer). Writing it (pycaffe,
+        data layers) makes the device copy obsolete: its chunk is freed, the next device use copies in."""
+        if e.stale and write:
+            e.stale = False
         if e.stale:
             raise CaffeError("Large Model Support dropped %s (its value was not needed later in the pass); run "
                              "without LMS, or read it before the pass moves on" % e.name)
@@ -148,8 +151,6 @@ class Manager:
         self.mover.synchronize(e.ev)
         e.ev = None
         if write and e.off is not None:
-            if e.pin == self.serial:
-                raise CaffeError("Large Model Support: %s is written on the host while a layer holds it" % e.name)
             self._release(e)
         return e.host
 
@@ -158,6 +159,8 @@ class Manager:
         """Pin a step's arrays, largest first; if the free space is too fragmented, move them (no view of
         them has been handed out yet) together with the small residents, and place them again."""
         order = sorted(uses, key=lambda eid: (-self.entries[eid].nbytes, eid))
+        for eid in order:
+            self.entries[eid].pin = self.serial          # none of them may make room for another
         try:
             for eid in order:
                 self._pin(self.entries[eid], uses[eid], label)
@@ -165,7 +168,7 @@ class Manager:
         except _Fragmented:
             for e in self.entries:
                 if e.off is not None and (e.pin == self.serial or e.small):
-                    self._evict(e)
+                    self._evict(e, needed=uses.get(e.id, "r") != "o")
             for eid in order:
                 self._pin(self.entries[eid], uses[eid], label, fragmented_ok=False)
             self._reserve(workspace, label)
@@ -232,9 +235,9 @@ class Manager:
             return True
         return self.cycle.next_use(e.id, self.pos)[1] not in ("o", None)
 
-    def _evict(self, e):
+    def _evict(self, e, needed=None):
         if e.dirty:
-            if self._needed_later(e):
+            if needed or (needed is None and self._needed_later(e)):
                 self.mover.side_after_compute()
                 e.ev = self.mover.d2h(e.host, e.dev, e.nbytes)
             else:
