@@ -59,7 +59,7 @@ def test_train_with_lms_logs_and_matches(tmp_path):
     _setup(tmp_path)
     plain = run_cli(["train", "-solver", "solver.prototxt"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    lms = run_cli(["train", "-solver", "solver.prototxt", "-lms", "1", "-lms_budget", "5"], tmp_path)
+    lms = run_cli(["train", "-solver", "solver.prototxt", "-lms", "1", "-lms_budget", "6"], tmp_path)
     assert lms.returncode == 0, lms.stderr[-2000:]
     assert _numbers(lms.stderr) == _numbers(plain.stderr) and len(_numbers(plain.stderr)) > 8
     assert re.search(r"Large Model Support: \d+ arrays \([\d.]+ MB\) kept resident, \d+ arrays \([\d.]+ MB\) "
@@ -71,7 +71,7 @@ def test_train_with_lms_logs_and_matches(tmp_path):
 
 def test_time_with_lms_and_a_budget_too_small(tmp_path):
     _setup(tmp_path)
-    ok = run_cli(["time", "-model", "net.prototxt", "-iterations", "2", "-lms", "1", "-lms_budget", "5"], tmp_path)
+    ok = run_cli(["time", "-model", "net.prototxt", "-iterations", "2", "-lms", "1", "-lms_budget", "6"], tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "Average Forward-Backward" in ok.stderr and "peak device memory" in ok.stderr
     small = run_cli(["time", "-model", "net.prototxt", "-lms", "1", "-lms_budget", "1"], tmp_path)

@@ -185,6 +185,7 @@ class NetLMS:
 
     def _state_entry(self, layer, i, attr, val):
         e = self.mgr.add("layer '%s' internal buffer %s" % (layer.name, attr), val.size, np.dtype(val.dtype))
+        e.small = False          # found after the start-up check: managed at any size, never resident for good
         e.on_evict = _forget(layer, attr)
         self.state[(i, attr)] = e
         return e

@@ -80,12 +80,17 @@ class Manager:
                 self.recording.append(step)
         if self.cycle is not None:
             pos = self.cycle.locate(key, self.pos)
-            if pos is not None and self.pos is not None and pos <= self.pos:
+            if pos is None:                  # a step the cycle never had: the pattern changed, record anew
+                self.cycle, self.recording, self.pos = None, [step], None
+            elif self.pos is not None and pos <= self.pos:
                 self._count_iteration()
             self.pos = pos
         self.current = step
         planned = self.cycle.steps[self.pos] if self.cycle is not None and self.pos is not None else None
-        uses = planned.uses if planned is not None else (expected or {})
+        if planned is not None:
+            uses = planned.uses
+        else:                                # recording: a dropped array is left to its first access
+            uses = {eid: m for eid, m in (expected or {}).items() if not self.entries[eid].stale}
         self._pin_step(uses, workspace, label)
         if planned is not None and self.prefetch:
             self._prefetch()
