@@ -17,7 +17,7 @@ _LAZY = {
     "TEST": (".net", "TEST"), "TRAIN": (".net", "TRAIN"), "Net": (".net", "Net"),
     "caffe_pb2": (".proto.caffe_pb2", None),
     "io": (".io", None), "net_spec": (".net_spec", None), "solvers": (".solvers", None),
-    "layers": (".layers", None), "proto": (".proto", None),
+    "layers": (".layers", None), "proto": (".proto", None), "set_lms": (".lms", "set_lms"),
 }
 for _name in ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
               "AdamSolver", "Solver"):
