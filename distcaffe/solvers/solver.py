@@ -9,13 +9,13 @@ snapshots), `root_barrier` (called on every rank right after each rank-0 duty: t
 SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP) and `gather_states` (every rank's resume
 state to the one that snapshots; `resumed_exactly` says whether a restore put this rank's back).
 """
-import math
 import os
 import time
 
 from .. import backend
 from ..data.shard import get_shard
 from ..errors import SolverError
+from ..layers.bbox_util import average_precision
 from ..log import get_logger
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
@@ -286,15 +286,15 @@ class Solver:
             self.prepare_gradients()
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                loss = loss + self.net.forward_backward_device()
             loss /= p.iter_size
-            if not math.isfinite(loss):
-                raise SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (weights not "
-                                  "updated, the last good snapshot is kept)" % (self.iter, self.net.name, loss))
+            backend.check_later(~backend.xp().isfinite(loss), self._bad_loss_error(loss))
             self._update_smoothed_loss(loss, start_iter)
             last_epochs.measure(self.iter, self._epoch_records(), self.batch_size() * get_shard()[1])
-            if display and self.is_root:
-                self._display()
+            if display:
+                backend.flush_checks()
+                if self.is_root:
+                    self._display()
             self._call("on_gradients_ready")
             self.apply_update()
             self.iter += 1
@@ -307,6 +307,18 @@ class Solver:
             if action in (signals.STOP, signals.SNAPSHOT_STOP):
                 self.requested_early_exit = True
                 break
+        backend.flush_checks()
+
+    def _bad_loss_error(self, loss):
+        """The error for a non-finite loss of this iteration (built only if the device check fails)."""
+        it, deferred = self.iter, backend.is_gpu()
+
+        def make():
+            what = ("found at the next display/snapshot; the last good snapshot is kept" if deferred
+                    else "weights not updated, the last good snapshot is kept")
+            return SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (%s)"
+                               % (it, self.net.name, float(loss), what))
+        return make
 
     def _epoch_records(self):
         """Records in one epoch of the train net's data (NVCaffe's epoch_count: the smallest data source)."""
@@ -396,6 +408,8 @@ class Solver:
         net = self.test_nets[test_net_id]
         net.share_with(self.net)
         iters = p.test_iter[test_net_id]
+        if p.eval_type == "detection":
+            return self._test_detection(net, iters)
         scores, loss = None, 0.0
         for _ in range(iters):
             action = self._requested_action()
@@ -417,6 +431,48 @@ class Solver:
             self._log_outputs(net, "Test", means)
         return means
 
+    def _test_detection(self, net, iters):
+        """NVCaffe's TestDetection: gather the DetectionEvaluate rows of `iters` passes and log each output's
+        mAP (ap_version: 11point, MaxIntegral, Integral); returns {output: [mAP]}."""
+        p = self.param
+        if p.ap_version not in ("11point", "MaxIntegral", "Integral"):
+            raise SolverError("%s: unknown ap_version '%s' (known: 11point, MaxIntegral, Integral)"
+                              % (self._where, p.ap_version))
+        stats = {n: ({}, {}, {}) for n in net.outputs}          # output -> (num_pos, true_pos, false_pos)
+        loss = 0.0
+        for _ in range(iters):
+            if self._requested_action() in (signals.STOP, signals.SNAPSHOT_STOP):
+                self.requested_early_exit = True
+                log.info("Test interrupted.")
+                return None
+            loss += net.forward_prefilled()
+            for name in net.outputs:
+                rows = backend.to_host(net.blobs[name].dev_data).reshape(-1, 5)
+                num_pos, tps, fps = stats[name]
+                for item, label, score, tp, fp in rows.tolist():
+                    label = int(label)
+                    if int(item) == -1:
+                        num_pos[label] = num_pos.get(label, 0) + int(score)
+                    elif int(tp) or int(fp):
+                        tps.setdefault(label, []).append((score, int(tp)))
+                        fps.setdefault(label, []).append((score, int(fp)))
+        if p.test_compute_loss:
+            log.info("Test loss: %g", loss / iters)
+        means = {}
+        for k, name in enumerate(net.outputs):
+            num_pos, tps, fps = stats[name]
+            aps = {}
+            for label, n in sorted(num_pos.items()):
+                if label not in tps:
+                    log.warning("Missing true_pos for label: %d", label)
+                    continue
+                aps[label] = average_precision(tps[label], fps[label], n, p.ap_version)[0]
+                if p.show_per_class_result:
+                    log.info("class AP %d: %g", label, aps[label])
+            means[name] = [sum(aps.values()) / len(num_pos) if num_pos else 0.0]
+            log.info("    Test net output mAP #%d: %s = %g", k, name, means[name][0])
+        return means
+
     # --- snapshots -------------------------------------------------------------------------------
     def _nets(self):
         """This process's nets by resume-state tag."""
@@ -425,6 +481,7 @@ class Solver:
     def _snapshot_all(self, scored=False):
         """On every rank: gather the ranks' resume states (RNG, data positions); the root writes the snapshot
         (`scored`: only when the last test gave scores, which go into the name)."""
+        backend.flush_checks()                       # never snapshot weights a deferred check would refuse
         ranks = self.gather_states(snap.process_state(self._nets()))
 
         def write():
