@@ -13,6 +13,7 @@ import numpy as np
 from .. import backend
 from ..blob import HOST, UNINIT
 from ..errors import CaffeError
+from ..layers.im2col import release_workspace
 from ..log import get_logger
 from .pool import aligned
 from .schedule import layer_workspace, update_workspace
@@ -124,6 +125,7 @@ class NetLMS:
         self.mgr.begin(("F", self.nid, i), self._label(i, "forward"), ws, overwrites, expected)
 
     def _end_forward(self, i):
+        release_workspace()
         self.mgr.end()
         self._capture_state(i)
 
@@ -141,6 +143,7 @@ class NetLMS:
             self.mgr.access(e, False)
 
     def _end(self, i):
+        release_workspace()
         self.mgr.end()
 
     def memory_step(self, kind, i):
