@@ -1,34 +1,23 @@
 """Builders for the Large Model Support tests: a zoo deploy net turned into a small-batch training net, a
 solver over it with fixed random inputs, and the values to compare bit for bit."""
+import os
+import sys
+
 import numpy as np
 
 import distcaffe
 from distcaffe import caffe_pb2, lms, solvers
-from distcaffe.io import read_net_param
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from lms_speed import deploy_as_train as train_param  # noqa: E402,F401
 
 
-def train_param(path, batch):
-    """The deploy net at `batch`, with a label Input and its final Softmax made a SoftmaxWithLoss."""
-    p = read_net_param(str(path))
-    for layer in p.layer:
-        if layer.type == "Input":
-            layer.input_param.shape[0].dim[0] = batch
-    last = p.layer[-1]
-    assert last.type == "Softmax", last.type
-    last.type = "SoftmaxWithLoss"
-    last.bottom.append("label")
-    last.top[0] = "loss"
-    layers = list(p.layer)
-    del p.layer[:]
-    label = p.layer.add(name="label", type="Input", top=["label"])
-    label.input_param.shape.add().dim.extend([batch])
-    p.layer.extend(layers)
-    return p
-
-
-def make_solver(net_param, budget=None, threshold_kb=1, **lms_args):
+def make_solver(net_param, budget=None, threshold_kb=1, gpu=False, **lms_args):
     """An SGD solver (momentum, weight decay) over `net_param`, under LMS when `budget` is given."""
-    distcaffe.set_mode_cpu()
+    if gpu:
+        distcaffe.set_mode_gpu()
+    else:
+        distcaffe.set_mode_cpu()
     lms.set_lms(threshold_kb if budget else 0, budget=budget, **lms_args)
     try:
         sp = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=5e-4, lr_policy="fixed",

@@ -1,6 +1,7 @@
 """`distcaffe train|time -lms N -lms_frac F -lms_budget MiB` as subprocesses: the same losses and test scores as
 without LMS, IBM-style log lines (what stays resident, what is managed, the peak device memory), and one-line
 errors for a budget below a layer's working set and for a bad -lms_frac."""
+import json
 import os
 import re
 import subprocess
@@ -85,3 +86,17 @@ def test_time_with_lms_and_a_budget_too_small(tmp_path):
         "distcaffe: error: train: -lms_frac must be between 0 and 1, got 2")
     cpu = run_cli(["time", "-model", "net.prototxt", "-lms", "1"], tmp_path)
     assert cpu.returncode == 2 and "needs an explicit budget (-lms_budget MiB)" in cpu.stderr
+
+
+def test_lms_speed_benchmark_dry_run(zoo, tmp_path):
+    """benchmarks/lms_speed.py end to end on the CPU at toy size, so the GPU run cannot fail on a typo."""
+    out = tmp_path / "lms.json"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "lms_speed.py"), "--cpu", "--net",
+                        str(zoo / "BVLC__caffe/examples/cifar10/cifar10_quick.prototxt"), "--batch", "2",
+                        "--iters", "3", "--factor", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["fit_img_s"] > 0 and summary["lms_prefetch_img_s"] > 0 and summary["lms_noprefetch_img_s"] > 0
+    on = summary["runs"][2]
+    assert on["peak"] <= on["budget"] and on["copies_per_iteration"] == on["predicted_per_iteration"]
