@@ -168,6 +168,55 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
 
+    # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
+    # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
+    # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
+    # nothing at all. Measured (ResNet-50 shapes, 1 thread): forward 1.2-2x faster for every kernel, backward
+    # 1.4-1.9x for 1x1 but slower for larger kernels (per-image col2im), which keep the batched backward.
+    PER_IMAGE_POSITIONS = 1024
+
+    def _per_image(self, blob, diff=False):
+        """True on numpy for large output planes, when `blob`'s data (or diff) is in the math dtype."""
+        return (not self.reverse and self.xp is np and prod(self.col_shape) >= self.PER_IMAGE_POSITIONS
+                and (blob.diff_dtype if diff else blob.dtype) == self.mdtype)
+
+    def _pointwise(self):
+        return (all(k == 1 for k in self.kernel) and all(s == 1 for s in self.stride) and not any(self.pad))
+
+    def _image_col(self, xn):
+        """Columns (group, kernel_dim, positions) of one image (C, *spatial); a view for 1x1 kernels."""
+        shape = (self.group, self.kernel_dim, prod(self.col_shape))
+        if self._pointwise():
+            return xn.reshape(shape)
+        return im2col(np, xn, self.kernel, self.stride, self.pad, self.dilation, self.col_shape, axis=1,
+                      out=workspace(np, "col", shape, xn.dtype)).reshape(shape)
+
+    def _forward_per_image(self, x, out, w):
+        mg = self.num_output // self.group
+        for n in range(self.num):
+            col = self._image_col(x[n])
+            for gi in range(self.group):
+                np.matmul(w[gi], col[gi], out=out[n, gi * mg:(gi + 1) * mg])
+
+    def _backward_per_image(self, g, x, dx, w, want_w):
+        """1x1/stride 1: weight diff accumulated image by image, bottom diff (when dx is given) one GEMM each."""
+        mg, cg = self.num_output // self.group, self.channels // self.group
+        gw = g.reshape(self.num, self.group, mg, -1)
+        if want_w:
+            acc = np.zeros((self.group, mg, self.kernel_dim), dtype=g.dtype)
+            part = workspace(np, "dw", acc.shape[1:], g.dtype)
+            for n in range(self.num):
+                col = self._image_col(x[n])
+                for gi in range(self.group):
+                    acc[gi] += np.matmul(gw[n, gi], col[gi].T, out=part)
+            self.blobs[0].mut_dev_diff[...] += acc.reshape(self.blobs[0].shape)
+        if dx is None:
+            return
+        for n in range(self.num):
+            dxn = dx[n].reshape(self.group, cg, -1)
+            for gi in range(self.group):
+                np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
+
     # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
     def _cudnn_run(self):
         """(CuDNNConvolution, ConvSpec) when this pass runs on cuDNN, else None (im2col + GEMM)."""
@@ -195,18 +244,25 @@ class _BaseConvolution(_ConvGeometry, Layer):
         run = self._cudnn_run()
         for b, t in zip(bottom, top):
             x = self._as_batch(b.dev_data, self.channels)
+            bias = self.m(self.blobs[1].dev_data)[:, None] if self.bias_term else None
             if run:          # Deconvolution is the data gradient of the convolution whose image is its top
                 y = self._cudnn(run, "dgrad" if self.reverse else "fprop", t.shape,
                                 **({"y": x} if self.reverse else {"x": x}), w=self.m(self.blobs[0].dev_data))
                 y = y.reshape(self.num, self.num_output, -1)
+            elif self._per_image(t):
+                out = t.mut_dev_data.reshape(self.num, self.num_output, -1)
+                self._forward_per_image(x, out, w)
+                if bias is not None:
+                    out += bias
+                continue
             elif self.reverse:
                 y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)))
                 y = y.reshape(self.num, self.num_output, -1)
             else:
                 y = self._from_gemm(self._gmm(w, self._im2col_gemm(x)), self.num_output)
             out = t.mut_dev_data.reshape(y.shape)
-            if self.bias_term:
-                self.xp.add(y, self.m(self.blobs[1].dev_data)[:, None], out=out)
+            if bias is not None:
+                self.xp.add(y, bias, out=out)
             else:
                 out[...] = y
 
@@ -223,6 +279,10 @@ class _BaseConvolution(_ConvGeometry, Layer):
             run = self._cudnn_run()
             if run:
                 self._cudnn_backward(run, g, b, want_w, propagate_down[i])
+            elif self._pointwise() and self._per_image(b, diff=True):
+                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape)) \
+                    if propagate_down[i] else None
+                self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
             elif self.reverse:
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 if want_w:
