@@ -104,3 +104,33 @@ def test_cpu_workers_spawn_two_local_ranks(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Starting 2 local ranks" in r.stderr and "MPI world of 2 ranks" in r.stderr
     assert (solver.parent / "snap_iter_10.caffemodel").exists()
+
+
+def test_ray_auto_never_joins_another_users_cluster(tmp_path, monkeypatch):
+    """`-ray auto` with a live cluster of another uid on this machine starts its own and says why; the joined
+    cluster is named."""
+    import socket
+    import types
+
+    from distcaffe.launcher import ray_launch
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    (tmp_path / "ray").mkdir()
+    address_file = tmp_path / "ray" / "ray_current_cluster"
+    address_file.write_text("127.0.0.1:%d" % server.getsockname()[1])
+    monkeypatch.setattr(ray_launch.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    calls = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False, init=lambda **kw: calls.append(kw["address"]),
+        cluster_resources=lambda: {"CPU": 2.0}, nodes=lambda: [{"Alive": True}],
+        get_runtime_context=lambda: types.SimpleNamespace(gcs_address="127.0.0.1:1"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    try:
+        assert ray_launch._running_cluster() == (address_file.read_text(), os.getuid())
+        assert ray_launch._connect("auto") is False and calls == [address_file.read_text()]    # our own: joined
+        os.chown(address_file, os.getuid() + 4242, -1)
+        assert ray_launch._connect("auto") is True and calls[-1] == "local"                   # a stranger's: not
+    finally:
+        server.close()

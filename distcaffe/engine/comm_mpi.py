@@ -134,7 +134,8 @@ class MPICommunicator(Communicator):
         if not self._aborting.acquire(blocking=False):
             time.sleep(2.0)  # another thread (the heartbeat) is already aborting the job
             os._exit(code)
-        print("distcaffe: error: rank %d: %s" % (self.rank, message), file=sys.stderr, flush=True)
+        print("distcaffe: error: rank %d (pid %d on %s): %s (exit code %d)" % (
+            self.rank, os.getpid(), socket.gethostname(), message, code), file=sys.stderr, flush=True)
         log.error("rank %d: %s", self.rank, message)
         threading.Timer(1.0, os._exit, args=(code,)).start()  # MPI_Abort may wait for a launcher that never kills
         self.MPI.COMM_WORLD.Abort(code)

@@ -8,6 +8,7 @@ update. Rank 0 alone tests, displays and snapshots; the others wait at `solver.r
 """
 import os
 import time
+import traceback
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -315,6 +316,8 @@ class Worker:
         except (CaffeError, Exception) as e:  # noqa: B014 - any failure on one rank must stop the whole job
             if self.comm.size == 1:
                 raise
+            if not isinstance(e, CaffeError):
+                traceback.print_exc()   # this rank's own traceback, into its stderr / log, before the summary
             self.comm.abort("%s: %s" % (type(e).__name__, e) if not isinstance(e, CaffeError) else str(e),
                             2 if isinstance(e, CaffeError) else 1)
             return 1

@@ -6,6 +6,7 @@ never pays for MPI or Ray. Any CaffeError becomes one line on stderr and exit co
 import difflib
 import importlib
 import sys
+import traceback
 
 from distcaffe.errors import CaffeError
 from distcaffe.launcher.threads import size_thread_pools
@@ -45,7 +46,15 @@ def _launched_world():
     if not placement.is_mpi or placement.size < 2:
         return None
     from distcaffe.engine.startup import LaunchedWorld
-    return LaunchedWorld(placement.rank, placement.size).start()
+    world = LaunchedWorld(placement.rank, placement.size).start()
+    mpi_size = world.MPI.COMM_WORLD.Get_size()
+    if mpi_size != placement.size:   # N one-rank worlds would each train alone and overwrite each other's snapshots
+        print("distcaffe: error: rank %d: the %s environment says %d ranks but the MPI world has %d: the MPI that "
+              "mpi4py uses did not start this job (srun --mpi= must name a PMI this MPI speaks, see srun --mpi=list; "
+              "the pip 'mpich' of the mpi extra cannot join a site mpirun/srun job: build mpi4py against the site MPI)"
+              % (placement.rank, placement.launcher, placement.size, mpi_size), file=sys.stderr)
+        sys.exit(2)
+    return world
 
 
 def main(argv=None):
@@ -74,13 +83,14 @@ def main(argv=None):
         code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except CaffeError as e:
         if world is not None:
-            world.fail(str(e), 2)
+            world.fail("%s (exit code 2)" % e, 2)
         print("distcaffe: error: %s" % e, file=sys.stderr)
         return 2
     except Exception as e:
         if world is None:
             raise
-        world.fail("%s: %s" % (type(e).__name__, e), 1)
+        traceback.print_exc()   # this rank's own traceback, into its stderr / log, before the one-line summary
+        world.fail("%s: %s (exit code 1)" % (type(e).__name__, e), 1)
     except KeyboardInterrupt:
         print("distcaffe: interrupted", file=sys.stderr)
         return 130

@@ -15,7 +15,7 @@ from distcaffe.errors import CaffeError
 from distcaffe.log import get_logger
 
 log = get_logger("launcher")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds the distcaffe package
 
 
 class RayRank:
@@ -46,39 +46,79 @@ class RayRank:
         return Worker(comm, options, device).run(solver)
 
 
+def _reachable(address, timeout=5.0):
+    """Whether something listens at a `host:port` address (a Ray client `ray://` address is left to Ray)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return True
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _running_cluster():
-    """The address of a Ray cluster started on this machine that answers, else None (a stale address file
-    left by a cluster that died must not make `auto` hang)."""
+    """(address, owner uid) of the Ray cluster this machine's address file names, if it answers, else None (a
+    stale file left by a cluster that died must not make `auto` hang)."""
     path = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
     try:
         with open(path) as f:
-            host, _, port = f.read().strip().rpartition(":")
-        socket.create_connection((host, int(port)), timeout=2).close()
-        return "%s:%s" % (host, port)
-    except (OSError, ValueError):
+            address = f.read().strip()
+        owner = os.stat(path).st_uid
+    except OSError:
         return None
+    return (address, owner) if address and _reachable(address, timeout=2.0) else None
+
+
+def _join(ray, address, source, env):
+    """ray.init at `address` (None: RAY_ADDRESS); any failure is one CaffeError line naming the address."""
+    shown = address or os.environ.get("RAY_ADDRESS")
+    if not _reachable(shown):
+        raise CaffeError("%s: no Ray cluster answers at %s (is `ray start --head` running there, is the port "
+                         "right?)" % (source, shown))
+    try:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    except Exception as e:  # ConnectionError, auth/version mismatch: Ray's own message, last line
+        lines = str(e).strip().splitlines()
+        raise CaffeError("%s: cannot join the Ray cluster at %s: %s" % (source, shown, lines[-1] if lines else
+                                                                       type(e).__name__)) from None
 
 
 def _connect(address):
-    """Join the cluster `address` names ('auto': RAY_ADDRESS, else a live local cluster, else start one);
-    returns True when this process started the cluster (and must shut it down)."""
+    """Join the cluster `address` names ('auto': RAY_ADDRESS, else a live local cluster of this user, else start
+    one) and say which; returns True when this process started the cluster (and must shut it down)."""
     import ray
     if ray.is_initialized():
         return False
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}}
+    started = False
     if address not in ("auto", ""):
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-        return False
-    if os.environ.get("RAY_ADDRESS"):        # inside `ray job submit`, or set by the user
-        ray.init(runtime_env=env, log_to_driver=True)
-        return False
-    live = _running_cluster()
-    if live:
-        ray.init(address=live, runtime_env=env, log_to_driver=True)
-        return False
-    log.info("No running Ray cluster found: starting a local one")
-    ray.init(address="local", runtime_env=env, log_to_driver=True)
-    return True
+        _join(ray, address, "-ray %s" % address, env)
+        how = "-ray %s" % address
+    elif os.environ.get("RAY_ADDRESS"):        # inside `ray job submit`, or set by the user
+        # a submitted job's runtime env (--working-dir, --runtime-env-json) is the actors' too: Ray refuses a
+        # second one from ray.init
+        inside_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        _join(ray, None, "RAY_ADDRESS=%s" % os.environ["RAY_ADDRESS"], None if inside_job else env)
+        how = "RAY_ADDRESS (ray job submit or your setting)"
+    else:
+        live = _running_cluster()
+        if live and live[1] != os.getuid():
+            log.warning("A Ray cluster of another user (uid %d) runs at %s: not joining it (name it with -ray %s "
+                        "to use it)", live[1], live[0], live[0])
+            live = None
+        if live:
+            _join(ray, live[0], "-ray auto", env)
+            how = "-ray auto: the cluster already running on this machine"
+        else:
+            log.info("No running Ray cluster of yours found: starting a local one")
+            ray.init(address="local", runtime_env=env, log_to_driver=True)
+            how, started = "-ray auto: a local cluster started for this job", True
+    res = ray.cluster_resources()
+    log.info("Joined Ray cluster %s (%s): %d node(s), %g CPUs, %g GPUs", ray.get_runtime_context().gcs_address,
+             how, len([n for n in ray.nodes() if n.get("Alive")]), res.get("CPU", 0), res.get("GPU", 0))
+    return started
 
 
 def _workers(options, ray):
@@ -97,6 +137,9 @@ def _workers(options, ray):
 
 def launch(solver, options):
     """Run the job on Ray; returns the exit code (0 when every rank finished)."""
+    # rank lines keep their own glog prefix: no "(RayRank pid=...)" prefix (with ANSI colours) in front of them
+    os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
