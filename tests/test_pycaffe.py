@@ -257,6 +257,10 @@ def test_glog_log_dir_writes_the_info_file_unless_logtostderr(tmp_path):
     other = tmp_path / "other"
     _log_run(tmp_path, {"GLOG_log_dir": str(other), "GLOG_logtostderr": "1"})
     assert not other.exists()
+    (tmp_path / "a_file").write_text("")
+    proc = _log_run(tmp_path, {"GLOG_log_dir": str(tmp_path / "a_file" / "logs")})
+    assert proc.returncode == 0 and "a_file/logs: cannot write log file" in proc.stderr
+    assert "hello from pycaffe" in proc.stderr
 
 
 def test_init_log_sets_the_level():
