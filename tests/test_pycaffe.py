@@ -292,6 +292,17 @@ def test_draw_without_pydot_says_what_to_install(monkeypatch):
         caffe.draw.draw_net(caffe.proto.caffe_pb2.NetParameter(), "LR")
 
 
+def test_draw_without_dot_says_what_to_install(monkeypatch, tmp_path):
+    pytest.importorskip("pydot")
+    import caffe.draw
+    net = caffe.proto.caffe_pb2.NetParameter()
+    net.layer.add(name="relu", type="ReLU", bottom=["x"], top=["x"])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CaffeError, match="needs Graphviz's dot program on PATH"):
+        caffe.draw.draw_net_to_file(net, str(tmp_path / "net.png"))
+    assert not (tmp_path / "net.png").exists()
+
+
 def test_coord_map_errors_are_caffe_errors_of_pycaffe_types():
     from caffe import layers as L
     from caffe.coord_map import coord_map_from_to, crop
