@@ -9,7 +9,7 @@ from PIL import Image
 from distcaffe.data import LMDBReader
 from distcaffe.data.datum import parse_datum
 from distcaffe.io import blobproto_to_array, read_blobproto
-from distcaffe.data.sources import LMDBSource
+from distcaffe.data.sources import DBSource
 from distcaffe.launcher.cli import main
 
 DBS = ["color_lmdb", "resized_lmdb", "gray_lmdb", "gray_resized_lmdb", "encoded_lmdb", "mnist_small/mnist_lmdb"]
@@ -26,7 +26,7 @@ def _contents(path):
 @pytest.mark.parametrize("db", DBS)
 def test_golden_lmdb_reads_to_its_contents(golden, db):
     z = np.load(golden / "lmdb" / (db + "_contents.npz"))
-    src = LMDBSource(str(golden / "lmdb" / db), "test")
+    src = DBSource(str(golden / "lmdb" / db), "test")
     assert [k.decode() for k in src.keys] == list(z["keys"])
     for i in range(len(src)):
         arr, label = src.read(i)
@@ -73,7 +73,7 @@ def test_compute_image_mean_matches_golden_bytes(golden, tmp_path, monkeypatch, 
 
 def test_decode_gray_png_matches_opencv(golden):
     """force_gray on an encoded colour PNG gives the same pixels Caffe stored in gray_lmdb."""
-    enc, gray = LMDBSource(str(golden / "lmdb/encoded_lmdb"), "t", color=False), np.load(
+    enc, gray = DBSource(str(golden / "lmdb/encoded_lmdb"), "t", color=False), np.load(
         golden / "lmdb/gray_lmdb_contents.npz")
     for i in range(len(enc)):
         np.testing.assert_array_equal(enc.read(i)[0], gray["data__%d" % i])

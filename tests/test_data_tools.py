@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from distcaffe.data.datum import decode_image
-from distcaffe.data.sources import LMDBSource
+from distcaffe.data.sources import DBSource
 from distcaffe.errors import DataError
 from distcaffe.launcher.cli import main
 
 
 def _keys(path):
-    return [k.decode() for k in LMDBSource(str(path), "t").keys]
+    return [k.decode() for k in DBSource(str(path), "t").keys]
 
 
 def _images(golden):
@@ -28,7 +28,7 @@ def test_existing_db_is_not_overwritten_without_force(golden, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert (db / "data.mdb").read_bytes() == before
     assert main(["convert_imageset", "--gray=true", "--force", root, lst, str(db)]) == 0
-    assert LMDBSource(str(db), "t").read(0)[0].shape[0] == 1
+    assert DBSource(str(db), "t").read(0)[0].shape[0] == 1
 
 
 def test_failed_conversion_leaves_nothing(tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_gray_encoded_png_decodes_to_the_gray_pixels(golden, tmp_path):
     assert main(argv + ["--resize_height=20", "--resize_width=24", root, lst, str(tmp_path / "g")]) == 0
     assert main(argv + [root, lst, str(tmp_path / "raw")]) == 0
     gray = np.load(golden / "lmdb/gray_lmdb_contents.npz")
-    src, raw = LMDBSource(str(tmp_path / "g"), "t"), LMDBSource(str(tmp_path / "raw"), "t")
+    src, raw = DBSource(str(tmp_path / "g"), "t"), DBSource(str(tmp_path / "raw"), "t")
     for i in range(len(src)):
         np.testing.assert_array_equal(src.read(i)[0], gray["data__%d" % i])
         assert raw.read(i)[0].shape == (3, 20, 24)
@@ -80,8 +80,8 @@ def test_compute_image_mean_of_missing_db(tmp_path, capsys):
 
 def test_mnist_sample_writes_caffe_lmdbs(tmp_path):
     assert main(["data", "mnist-sample", str(tmp_path)]) == 0
-    train = LMDBSource(str(tmp_path / "mnist_train_lmdb"), "t")
-    test = LMDBSource(str(tmp_path / "mnist_test_lmdb"), "t")
+    train = DBSource(str(tmp_path / "mnist_train_lmdb"), "t")
+    test = DBSource(str(tmp_path / "mnist_test_lmdb"), "t")
     assert (len(train), len(test)) == (4000, 1000)
     assert train.keys[:2] == [b"00000000", b"00000001"]
     labels = [train.read(i)[1] for i in range(0, 4000, 7)]

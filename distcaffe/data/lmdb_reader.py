@@ -36,6 +36,8 @@ def _release_env(path):
 class LMDBReader:
     """An LMDB opened read-only without locking (many processes may read it); one read txn per thread."""
 
+    label = "LMDB"
+
     def __init__(self, path, what="LMDB"):
         self.path = str(path)
         self.what = what
@@ -79,10 +81,3 @@ class LMDBReader:
             self.env = None
             _release_env(self.path)
 
-
-def open_nonempty(path, what="LMDB"):
-    """LMDBReader for `path`, or a DataError when it is missing or holds no records."""
-    reader = LMDBReader(path, what)
-    if len(reader) == 0:
-        raise DataError("%s %s is empty (no records)" % (what, path))
-    return reader

@@ -1,16 +1,16 @@
-"""Record sources for the pipeline: an LMDB of Datums, or an image list. Each gives len(), key(i) and
-read(i) -> ((C, H, W) array, label), with errors naming the source and the record key."""
+"""Record sources for the pipeline: a database (LMDB or LevelDB) of Datums, or an image list. Each gives len(),
+key(i) and read(i) -> ((C, H, W) array, label), with errors naming the source and the record key."""
 from .datum import datum_to_array, parse_datum, read_image
+from .db import open_reader
 from .image_list import read_image_list
-from .lmdb_reader import open_nonempty
 
 
-class LMDBSource:
-    """Datums of an LMDB in cursor order; `color` is force_color/force_gray for encoded records."""
+class DBSource:
+    """Datums of a database in cursor order; `color` is force_color/force_gray for encoded records."""
 
-    def __init__(self, path, what, color=None):
-        self.name = "LMDB %s" % path
-        self.reader = open_nonempty(path, "%s: LMDB source" % what)
+    def __init__(self, path, what, color=None, backend=None):
+        self.reader = open_reader(path, what, backend)
+        self.name = "%s %s" % (self.reader.label, path)
         self.keys = self.reader.keys()
         self.color = color
 

