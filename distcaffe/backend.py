@@ -73,6 +73,11 @@ def set_device(device_id):
         cupy().cuda.Device(_state.device).use()
 
 
+def device():
+    """The device id set_device chose (used in GPU mode)."""
+    return _state.device
+
+
 def mode():
     return _state.mode
 
@@ -98,6 +103,35 @@ def set_random_seed(seed):
     _state.rng = np.random.default_rng(int(seed))
     if _state.mode == GPU:
         cupy().random.seed(int(seed))
+
+
+# Caffe::solver_count / solver_rank / multiprocess: set per process by pycaffe's multi-GPU scripts
+# (python/train.py); the rank decides which solver is the root (tests, snapshots, INFO lines).
+_solvers = {"count": 1, "rank": 0, "multiprocess": False}
+
+
+def solver_count():
+    return _solvers["count"]
+
+
+def set_solver_count(count):
+    _solvers["count"] = int(count)
+
+
+def solver_rank():
+    return _solvers["rank"]
+
+
+def set_solver_rank(rank):
+    _solvers["rank"] = int(rank)
+
+
+def multiprocess():
+    return _solvers["multiprocess"]
+
+
+def set_multiprocess(value):
+    _solvers["multiprocess"] = bool(value)
 
 
 def rng():

@@ -103,6 +103,18 @@ class Blob:
         end = len(self._shape) if end is None else end
         return int(np.prod(self._shape[start:end], dtype=np.int64))
 
+    def legacy_shape(self, index):
+        """Caffe's LegacyShape: dimension `index` of the old 4-D view (1 past the last axis); 4 axes at most."""
+        if len(self._shape) > 4:
+            raise NetError("blob %s: num/channels/height/width need at most 4 axes, the shape is %s"
+                           % (self.name, self.shape_string()))
+        return self._shape[index] if index < len(self._shape) else 1
+
+    num = property(lambda self: self.legacy_shape(0), doc="pycaffe's Blob.num (axis 0 of the 4-D view)")
+    channels = property(lambda self: self.legacy_shape(1), doc="pycaffe's Blob.channels (axis 1)")
+    height = property(lambda self: self.legacy_shape(2), doc="pycaffe's Blob.height (axis 2)")
+    width = property(lambda self: self.legacy_shape(3), doc="pycaffe's Blob.width (axis 3)")
+
     def canonical_axis(self, axis):
         n = len(self._shape)
         if not -n <= axis < max(n, 1):

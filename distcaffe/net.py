@@ -5,6 +5,7 @@ tops and parameters, decide which layers need backward, force_backward, share na
 net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
 """
 from collections import OrderedDict
+from itertools import zip_longest
 
 import numpy as np
 
@@ -27,6 +28,13 @@ def _type_field(lp, net_param, field):
     if net_param.HasField("default_" + field):
         return backend.dtype_of(getattr(net_param, "default_" + field))
     return np.float32
+
+
+class Hooks(list):
+    """Per-layer callbacks `fn(layer_index)`; `net.after_backward(fn)` (pycaffe) or `.append(fn)` adds one."""
+
+    def __call__(self, fn):
+        self.append(fn)
 
 
 def load_net_param(source):
@@ -78,7 +86,7 @@ class Net:
         self.bottom_ids, self.top_ids, self.param_ids = [], [], []
         self.bottom_need_backward = []
         self.layer_need_backward = []
-        self.blob_loss_weights = []
+        self._blob_loss_weights = []
         self._input_ids, self._output_ids = [], []
         self._params, self.param_owners, self.param_display_names = [], [], []
         self.param_layer_indices = []
@@ -86,8 +94,8 @@ class Net:
         self.learnable_params, self.learnable_param_ids = [], []
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
-        self.before_forward, self.after_forward = [], []
-        self.before_backward, self.after_backward = [], []
+        self.before_forward, self.after_forward = Hooks(), Hooks()
+        self.before_backward, self.after_backward = Hooks(), Hooks()
         available = OrderedDict()
         memory = 0
         for layer_id, lp in enumerate(param.layer):
@@ -122,7 +130,7 @@ class Net:
                 raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s"
                                % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom], e)) from None
             for j, tid in enumerate(self.top_ids[layer_id]):
-                self.blob_loss_weights[tid] = layer.loss(j)
+                self._blob_loss_weights[tid] = layer.loss(j)
                 t = self._blobs[tid]
                 log.info("Top shape: %s", t.shape_string())
                 if layer.loss(j):
@@ -182,7 +190,7 @@ class Net:
             self._blobs.append(Blob(dtype=dtype, name=name))
             self._blob_names.append(name)
             self.blob_need_backward.append(False)
-            self.blob_loss_weights.append(0.0)
+            self._blob_loss_weights.append(0.0)
             if available is not None:
                 self._blob_index[name] = bid
             self.top_ids[layer_id].append(bid)
@@ -285,8 +293,8 @@ class Net:
                                         for i, ids in enumerate(self.bottom_ids))
         self.inputs = [self._blob_names[i] for i in self._input_ids]
         self.outputs = [self._blob_names[i] for i in self._output_ids]
-        self.blob_loss_weights_by_name = OrderedDict(
-            (self._blob_names[i], w) for i, w in enumerate(self.blob_loss_weights))
+        self.blob_loss_weights = self.blob_loss_weights_by_name = OrderedDict(
+            (self._blob_names[i], w) for i, w in enumerate(self._blob_loss_weights))
 
     # --- running ---------------------------------------------------------------------------------
     def _bottom(self, i):
@@ -363,11 +371,7 @@ class Net:
             if set(kwargs) != set(self.inputs):
                 raise NetError("input blob arguments %s do not match net inputs %s" % (sorted(kwargs), self.inputs))
             for name, arr in kwargs.items():
-                arr = np.asarray(arr)
-                if arr.ndim == 0 or arr.shape[0] != self.blobs[name].shape[0]:
-                    raise NetError("input '%s' is not batch sized (%s vs blob %s)" % (name, arr.shape,
-                                                                                      self.blobs[name].shape))
-                self.blobs[name].data[...] = arr
+                self._fill("input", name, arr, "data")
         self.forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
@@ -385,9 +389,67 @@ class Net:
             if set(kwargs) != set(self.outputs):
                 raise NetError("top diff arguments %s do not match net outputs %s" % (sorted(kwargs), self.outputs))
             for name, arr in kwargs.items():
-                self.blobs[name].diff[...] = arr
+                self._fill("top diff", name, arr, "diff")
         self.backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
+
+    def _fill(self, what, name, arr, field):
+        """Copy a caller's array into blob `name`'s data or diff; the shapes must agree (numpy broadcasting
+        into the blob's shape is allowed, as pycaffe allows it), else one line naming the blob and both shapes."""
+        blob = self.blobs[name]
+        arr = np.asarray(arr)
+        if arr.ndim == 0 or arr.shape[0] != blob.shape[0]:
+            raise NetError("%s '%s' is not batch sized: the array has shape %s, blob '%s' has %s"
+                           % (what, name, "x".join(map(str, arr.shape)) or "()", name, "x".join(map(str, blob.shape))))
+        try:
+            fits = np.broadcast_shapes(arr.shape, blob.shape) == blob.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise NetError("%s '%s': the array has shape %s but blob '%s' has shape %s; reshape the blob first "
+                           "(net.blobs['%s'].reshape(%s) then net.reshape()) or resize/crop the input"
+                           % (what, name, "x".join(map(str, arr.shape)), name, "x".join(map(str, blob.shape)), name,
+                              ", ".join(map(str, arr.shape))))
+        getattr(blob, field)[...] = arr
+
+    def _batch(self, arrays):
+        """Split {name: array of N items} into the net's batches; the last is padded with zeros (pycaffe)."""
+        num = len(next(iter(arrays.values())))
+        batch = next(iter(self.blobs.values())).shape[0]
+        for start in range(0, num, batch):
+            chunk = {name: np.asarray(a[start:start + batch]) for name, a in arrays.items()}
+            short = batch - len(next(iter(chunk.values())))
+            if short:
+                chunk = {name: np.concatenate([a, np.zeros((short,) + a.shape[1:], a.dtype)])
+                         for name, a in chunk.items()}
+            yield chunk
+
+    @staticmethod
+    def _collect(batches, total):
+        """Stack per-batch {name: array} results and drop the padding past `total` items."""
+        out = {}
+        for result in batches:
+            for name, arr in result.items():
+                out.setdefault(name, []).append(np.array(arr, copy=True))
+        return {name: np.concatenate(parts)[:total] for name, parts in out.items()}
+
+    def forward_all(self, blobs=None, **kwargs):
+        """pycaffe forward_all: run the inputs in batches of the net's batch size; {output: stacked array}."""
+        if not kwargs:
+            return self.forward(blobs)
+        total = len(next(iter(kwargs.values())))
+        return self._collect((self.forward(blobs=blobs, **chunk) for chunk in self._batch(kwargs)), total)
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe forward_backward_all: inputs and output diffs in batches; ({blob: data}, {blob: diff})."""
+        fwd = {k: v for k, v in kwargs.items() if k in self.inputs}
+        bwd = {k: v for k, v in kwargs.items() if k in self.outputs}
+        outs, grads = [], []
+        for fb, bb in zip_longest(self._batch(fwd) if fwd else (), self._batch(bwd) if bwd else (), fillvalue={}):
+            outs.append(self.forward(blobs=blobs, **fb))
+            grads.append(self.backward(diffs=diffs, **bb))
+        total = len(next(iter(kwargs.values()))) if kwargs else None
+        return self._collect(outs, total), self._collect(grads, total)
 
     def set_input_arrays(self, data, labels):
         """pycaffe's Net.set_input_arrays: feed arrays to the first layer, which must be MemoryData."""
@@ -427,6 +489,10 @@ class Net:
                                "scratch rather than copying from a saved net, rename the layer."
                                % (j, name, " ".join(map(str, arr.shape)), tb.shape_string(), where))
             tb.data[...] = arr.reshape(tb.shape)
+
+    def load_hdf5(self, path):
+        """pycaffe's Net.load_hdf5: weights from a .caffemodel.h5 (Caffe's CopyTrainedLayersFromHDF5)."""
+        self.copy_trained_layers_from_hdf5(str(path))
 
     def copy_from(self, path):
         """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name."""

@@ -73,6 +73,9 @@ class Function:
 
     def __init__(self, type_name, inputs, params):
         self.type_name = type_name
+        for index, inp in enumerate(inputs):
+            if not isinstance(inp, Top):
+                raise TypeError("%s input %d is not a Top (type is %s)" % (type_name, index, type(inp)))
         self.inputs = inputs
         self.params = dict(params)
         self.ntop = self.params.pop("ntop", 1)

@@ -38,6 +38,10 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = "CI=true forbids skipping a non-GPU test: %s" % reason
 
+# BVLC's unchanged pycaffe files: run in subprocesses by test_bvlc_pycaffe*.py (their module names, e.g.
+# test_net, would clash with ours here), never collected directly.
+collect_ignore = ["bvlc_pycaffe"]
+
 
 def need_shared():
     if not GOLDEN.is_dir():

@@ -132,6 +132,51 @@ def test_cache_shuffle_gives_a_new_seeded_order_each_epoch(tmp_path):
     close(net)
 
 
+@pytest.mark.parametrize("layer_type", ["Data", "ImageData"])
+def test_precache_reads_every_record_before_the_first_batch(tmp_path, layer_type):
+    """NVCaffe's precache: the whole shard is in the cache once the layer is set up, before any forward."""
+    if layer_type == "Data":
+        net = data_net(make_lmdb(tmp_path / "db", 6), batch=4, data_param="precache: true")
+    else:
+        from PIL import Image
+        for i in range(5):
+            Image.fromarray(np.full((4, 3, 3), i, np.uint8)).save(tmp_path / ("%d.png" % i))
+        (tmp_path / "list.txt").write_text("".join("%d.png %d\n" % (i, i) for i in range(5)))
+        net = data_net("", batch=2, layer_type="ImageData", data_param='image_data_param { source: "%s" '
+                       'root_folder: "%s/" batch_size: 2 precache: true }' % (tmp_path / "list.txt", tmp_path))
+    pipeline = net.layers[0].pipeline
+    assert pipeline.cache.full()
+    assert labels_of(net, 3)[:5] == [0, 1, 2, 3, 4]
+    close(net)
+
+
+def test_image_data_short_side_keeps_the_aspect_ratio(tmp_path):
+    """NVCaffe's short_side: the shorter side becomes short_side, the other rows * s / cols (integer), LINEAR;
+    it wins over new_height/new_width."""
+    from PIL import Image
+    from distcaffe.data.datum import decode_image
+    from distcaffe.data.resize import resize
+    rng = np.random.default_rng(0)
+    for name, (h, w), want in (("wide", (7, 10), (5, 7)), ("tall", (12, 6), (10, 5))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / (name + ".png"))
+        (tmp_path / "list.txt").write_text("%s.png 3\n" % name)
+        net = data_net("", batch=1, layer_type="ImageData", data_param='image_data_param { source: "%s" root_folder:'
+                       ' "%s/" batch_size: 1 short_side: 5 new_height: 9 new_width: 9 }' % (tmp_path / "list.txt",
+                                                                                           tmp_path))
+        out = net.forward()
+        original = decode_image((tmp_path / (name + ".png")).read_bytes(), name, True)
+        assert out["data"].shape == (1, 3) + want
+        np.testing.assert_array_equal(out["data"][0], resize(original, *want))
+        close(net)
+
+
+def test_image_data_dataset_share_per_node_is_refused(tmp_path):
+    (tmp_path / "list.txt").write_text("a.png 1\n")
+    with pytest.raises(DataError, match="dataset_share_per_node is not supported"):
+        data_net("", batch=1, layer_type="ImageData", data_param='image_data_param { source: "%s" batch_size: 1 '
+                 'dataset_share_per_node: 2 }' % (tmp_path / "list.txt"))
+
+
 def test_cache_falls_back_when_it_would_not_fit(tmp_path, monkeypatch, caplog):
     import distcaffe.data.cache as cache_mod
     monkeypatch.setattr(cache_mod, "_FRACTION", 0.0)

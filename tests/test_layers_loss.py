@@ -209,3 +209,38 @@ def test_argmax_variants():
         run('type: "ArgMax" argmax_param { axis: 0 top_k: 3 }', [x])
     with pytest.raises(NetError, match="top k must not be less than 1"):
         run('type: "ArgMax" argmax_param { top_k: 0 }', [x])
+
+
+@pytest.mark.parametrize("shape,lab,extra", [
+    ((2, 3), [0.0, 2.0], ""),
+    ((2, 3, 2), [[1.0, 2.0], [0.0, 1.0]], "ignore_label: 1"),       # spatial: NVCaffe divides by C*inner - 1
+])
+def test_softmax_loss_label_smoothing_is_nvcaffes_gradient(shape, lab, extra):
+    """NVCaffe's GPU rule, by hand: diff = (prob - e/(dim-1) - (1-e)[c == label]) * loss_weight / normalizer, zero
+    at ignored positions; the loss reported stays the plain -log prob[label]."""
+    x, lab = rng.standard_normal(shape), np.array(lab)
+    e = 0.1
+    layer, bottom, top = run('type: "SoftmaxWithLoss" loss_param { label_smoothing: %g %s }' % (e, extra), [x, lab])
+    plain = run('type: "SoftmaxWithLoss" loss_param { %s }' % extra, [x, lab])[2]
+    assert float(top[0].data) == float(plain[0].data)
+    top[0].diff[...] = 2.0                                           # loss_weight 2
+    layer.backward(top, [True, False], bottom)
+    x3 = x.reshape(shape[0], shape[1], -1)
+    lab2 = lab.reshape(shape[0], -1).astype(int)
+    p = np.exp(x3) / np.exp(x3).sum(1, keepdims=True)
+    dim = x3.shape[1] * x3.shape[2]
+    want = p - e / (dim - 1)
+    valid = np.ones(lab2.shape, bool) if not extra else lab2 != 1
+    for n in range(lab2.shape[0]):
+        for s in range(lab2.shape[1]):
+            want[n, lab2[n, s], s] -= 1 - e
+            if not valid[n, s]:
+                want[n, :, s] = 0
+    want *= 2.0 / valid.sum()
+    np.testing.assert_allclose(bottom[0].diff.reshape(want.shape), want, rtol=1e-6, atol=1e-9)
+
+
+def test_softmax_loss_label_smoothing_range():
+    with pytest.raises(NetError, match=r"label_smoothing must lie in \[0, 1\) \(got 1\)"):
+        run('name: "l" type: "SoftmaxWithLoss" loss_param { label_smoothing: 1 }',
+            [rng.standard_normal((2, 3)), np.array([0.0, 1.0])])

@@ -102,14 +102,25 @@ def encode_image(arr, ext, where):
     return buf.getvalue()
 
 
-def read_image(path, where, color=True, height=0, width=0):
-    """Caffe's ReadImageToCVMat: decode a file (colour or gray) and resize to height x width (INTER_LINEAR)."""
+def short_side_size(h, w, short_side):
+    """NVCaffe's ReadImageToCVMat short_side rule: (height, width) with the shorter side short_side, the other
+    scaled in integer arithmetic (rounded down)."""
+    if h > w:
+        return h * short_side // w, short_side
+    return short_side, w * short_side // h
+
+
+def read_image(path, where, color=True, height=0, width=0, short_side=0):
+    """Caffe's ReadImageToCVMat: decode a file (colour or gray) and resize to height x width (INTER_LINEAR), or
+    NVCaffe's short_side (which wins over height x width) keeping the aspect ratio."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise DataError("%s: cannot read image %s (%s)" % (where, path, e.strerror or e)) from None
     img = decode_image(data, where, bool(color))
+    if short_side > 0:
+        height, width = short_side_size(img.shape[1], img.shape[2], short_side)
     if height > 0 and width > 0:
         img = resize(img, height, width)
     return img

@@ -1,5 +1,6 @@
 """The prefetching batch pipeline behind the data layers: reader/parser threads, transformer threads,
-a bounded queue of ready batches, optional host cache and per-epoch shuffling.
+a bounded queue of ready batches, optional host cache (filled as read, or all at start: precache) and per-epoch
+shuffling.
 
 Batch b holds positions [b*B, (b+1)*B) of an endless stream over this rank's shard; epoch e of the stream is
 the shard in order, or permuted by a Generator seeded with (seed, e) when shuffling. Transformer thread t
@@ -48,7 +49,7 @@ class Pipeline:
     close())."""
 
     def __init__(self, source, batch_size, transformer, seed, what, threads=0, parser_threads=0, prefetch=4,
-                 cache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
+                 cache=False, precache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
         if batch_size <= 0:
             raise DataError("%s: batch_size must be positive" % what)
         self.source, self.batch_size, self.transformer, self.what = source, int(batch_size), transformer, what
@@ -60,12 +61,14 @@ class Pipeline:
         self.shuffle = bool(shuffle)
         self.rand_skip = int(rand_skip)
         self.skip = self._skip()
-        self.cache = RecordCache(len(source), what) if cache else None
+        self.cache = RecordCache(len(source), what) if cache or precache else None
         self.device_transform = device_transform
         self.threads = int(threads) or auto_threads()
         self.parsers = ThreadPoolExecutor(int(parser_threads) or self.threads, thread_name_prefix="caffe-parser")
         self.depth = max(1, -(-int(prefetch or 4) // self.threads))
         self.wait_seconds = 0.0
+        if precache:
+            self._precache()
         self._start(0)
         _live.add(self)
 
@@ -134,6 +137,15 @@ class Pipeline:
 
     def _read_chunk(self, chunk):
         return [self._read(i) for i in chunk]
+
+    def _precache(self):
+        """NVCaffe's precache: every record of the shard into the cache before the first batch (unless the first
+        record shows they would not fit; then the cache is off and records are read as needed)."""
+        self._read(self.indices[0])
+        if self.cache.enabled:
+            chunks = np.array_split(self.indices[1:], max(1, min(len(self.indices) - 1, self.parsers._max_workers)))
+            for _ in self.parsers.map(self._read_chunk, chunks):
+                pass
 
     # --- threads ---------------------------------------------------------------------------------------
     def _work(self, b, q, stop):

@@ -32,12 +32,12 @@ class DBSource:
 class ImageListSource:
     """Images named by a list file under `root_folder`, decoded (colour or gray) and optionally resized."""
 
-    def __init__(self, list_path, root_folder, what, is_color=True, new_height=0, new_width=0):
+    def __init__(self, list_path, root_folder, what, is_color=True, new_height=0, new_width=0, short_side=0):
         self.name = "image list %s" % list_path
         self.list_path = list_path
         self.lines = read_image_list(list_path, "%s: image list" % what)
         self.root = root_folder
-        self.is_color, self.new_height, self.new_width = is_color, new_height, new_width
+        self.is_color, self.new_height, self.new_width, self.short_side = is_color, new_height, new_width, short_side
 
     def __len__(self):
         return len(self.lines)
@@ -47,7 +47,8 @@ class ImageListSource:
 
     def read(self, i):
         name, label = self.lines[i]
-        img = read_image(self.root + name, self.key(i), self.is_color, self.new_height, self.new_width)
+        img = read_image(self.root + name, self.key(i), self.is_color, self.new_height, self.new_width,
+                         self.short_side)
         return img, label
 
     def close(self):

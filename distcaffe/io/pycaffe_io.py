@@ -1,40 +1,180 @@
-"""pycaffe's `caffe.io` image helpers: Transformer (deploy-time preprocessing), load_image, resize_image,
-oversample, and Datum <-> array. Images are float RGB in [0, 1], HxWxK, as pycaffe returns them."""
+"""pycaffe's `caffe.io`, as BVLC's python/caffe/io.py behaves: BlobProto/Datum <-> arrays, load_image,
+resize_image, oversample and the deploy-time Transformer. Images are float HxWxK in [0, 1], RGB.
+
+resize_image gives scikit-image's `resize(..., mode='constant')` results (what BVLC calls), computed as two
+small matrix products per image: each axis' operator (anti-aliasing Gaussian, then scipy.ndimage's spline
+zoom) is built once from the identity with scipy.ndimage and cached, so no scikit-image is needed at run time.
+"""
+import functools
+
 import numpy as np
 
 from ..errors import CaffeError, DataError
 from ..proto import caffe_pb2
+from .binary import blob_shape
+from .binary import blobproto_to_array as _decode_blobproto
+
+# rgb2gray's ITU-R 709 luma weights (scikit-image, which BVLC's load_image reads grayscale images with)
+_GRAY = np.array([0.2125, 0.7154, 0.0721])
+
+
+class PycaffeValueError(DataError, ValueError):
+    """An array or blob that does not fit (BVLC raises ValueError here, so scripts catching it keep working)."""
+
+
+# --- proto / datum / ndarray conversion -----------------------------------------------------------------
+def blobproto_to_array(blob, return_diff=False):
+    """Array of a BlobProto's data (or diff), float64 as BVLC returns it, shaped by the legacy 4-D fields or
+    `shape` (none: a scalar); values that do not fill the shape raise ValueError."""
+    shape = blob_shape(blob)
+    try:
+        arr = _decode_blobproto(blob, return_diff)
+    except CaffeError as e:
+        raise PycaffeValueError(str(e)) from None
+    if shape is None:
+        if arr.size != 1:
+            raise PycaffeValueError("blob has %d values but no shape (neither shape { dim } nor "
+                                    "num/channels/height/width)" % arr.size)
+        arr = arr.reshape(())
+    return arr.astype(np.float64)
+
+
+def array_to_blobproto(arr, diff=None):
+    """BlobProto with `arr` (and `diff`) as float data and an N-D `shape`."""
+    from .binary import array_to_blobproto as encode
+    return encode(arr, diff)
+
+
+def arraylist_to_blobprotovector_str(arraylist):
+    """Serialized BlobProtoVector of the arrays (e.g. to hand a net several blobs at once)."""
+    vec = caffe_pb2.BlobProtoVector()
+    vec.blobs.extend(array_to_blobproto(a) for a in arraylist)
+    return vec.SerializeToString()
+
+
+def blobprotovector_str_to_arraylist(data):
+    """The arrays of a serialized BlobProtoVector."""
+    vec = caffe_pb2.BlobProtoVector()
+    vec.ParseFromString(data)
+    return [blobproto_to_array(b) for b in vec.blobs]
+
+
+def array_to_datum(arr, label=None):
+    """A Datum from a CxHxW array: uint8 arrays go to `data` bytes, others to `float_data`."""
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        raise PycaffeValueError("array_to_datum: incorrect array shape %s (need a 3-D CxHxW array)" % (arr.shape,))
+    datum = caffe_pb2.Datum()
+    datum.channels, datum.height, datum.width = arr.shape
+    if arr.dtype == np.uint8:
+        datum.data = arr.tobytes()
+    else:
+        datum.float_data.extend(arr.astype(float).flat)
+    if label is not None:
+        datum.label = int(label)
+    return datum
+
+
+def datum_to_array(datum):
+    """CxHxW array of a Datum (the data pipeline's decoder, so encoded images work too): uint8 from `data`,
+    float64 from `float_data` as pycaffe returns it."""
+    from ..data.datum import datum_to_array as decode
+    arr = decode(datum, "Datum")
+    return arr if arr.dtype == np.uint8 else arr.astype(float)
+
+
+# --- image IO ------------------------------------------------------------------------------------------
+def _as_float(arr):
+    """scikit-image's img_as_float: integers scaled by their type's maximum, floats kept."""
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.float64) / np.iinfo(arr.dtype).max
+    return arr.astype(np.float64)
 
 
 def load_image(filename, color=True):
-    """Load an image as float32 HxWx3 (or HxWx1 when color=False) in [0, 1] (Pillow)."""
+    """An image as float32 in [0, 1]: HxWx3 RGB (grey images tiled, alpha dropped) or, with color=False, HxWx1
+    intensity by rgb2gray's weights, as BVLC's load_image (scikit-image) returns it. Decoded with Pillow."""
     try:
         from PIL import Image
     except ImportError:
         raise CaffeError("load_image needs Pillow: pip install 'distcaffe[image]'") from None
     try:
-        img = Image.open(filename)
-        img = img.convert("RGB" if color else "L")
+        with Image.open(filename) as img:
+            if img.mode not in ("L", "RGB", "RGBA", "I;16", "I", "F"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+            arr = np.asarray(img)
     except (OSError, ValueError) as e:
         raise DataError("%s: cannot read image (%s)" % (filename, e)) from None
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return arr[:, :, np.newaxis] if arr.ndim == 2 else arr
+    img = _as_float(arr)
+    if img.ndim == 3:
+        img = img[:, :, :3]
+        if not color:
+            img = img @ _GRAY
+    img = img.astype(np.float32)
+    if img.ndim == 2:
+        img = img[:, :, np.newaxis]
+        if color:
+            img = np.tile(img, (1, 1, 3))
+    return img
+
+
+# --- resizing ------------------------------------------------------------------------------------------
+def _ndimage():
+    try:
+        from scipy import ndimage
+    except ImportError:
+        raise CaffeError("caffe.io.resize_image needs scipy: pip install 'distcaffe[pycaffe]'") from None
+    return ndimage
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_operator(n, m, order, grid_mode, sigma):
+    """(m, n) matrix taking one axis of length n to m: Gaussian anti-aliasing with `sigma` (none when 0), then
+    scipy.ndimage.zoom's spline interpolation of `order`, zero outside the image, applied to the identity."""
+    ndi = _ndimage()
+    ident = np.eye(n)
+    if sigma > 0:
+        ident = ndi.gaussian_filter1d(ident, sigma, axis=0, mode="constant", cval=0.0, truncate=4.0)
+    mode = "grid-constant" if grid_mode else "constant"
+    return ndi.zoom(ident, (m / n, 1.0), order=order, mode=mode, cval=0.0, grid_mode=grid_mode)
+
+
+def _separable(im, rows, cols):
+    """rows @ im @ cols.T on each channel of an HxWxK image."""
+    h, w, k = im.shape
+    tmp = (rows @ im.reshape(h, w * k).astype(np.float64)).reshape(rows.shape[0], w, k)
+    return np.ascontiguousarray((tmp.transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1))
+
+
+def _skimage_resize(im, new_dims, order):
+    """scikit-image's resize(im, new_dims, order=order, mode='constant') of a HxWxK float image in [0, 1]."""
+    (h, w), (nh, nw) = im.shape[:2], new_dims
+    antialias = nh < h or nw < w
+    sigma = [max(0.0, (n / m - 1) / 2) if antialias else 0.0 for n, m in ((h, nh), (w, nw))]
+    out = _separable(im, _axis_operator(h, nh, order, True, sigma[0]), _axis_operator(w, nw, order, True, sigma[1]))
+    return np.clip(out, min(0.0, im.min()), max(0.0, im.max()))
 
 
 def resize_image(im, new_dims, interp_order=1):
-    """Resize HxWxK to new_dims (H, W): bilinear (order 1, the data pipeline's cv::resize INTER_LINEAR on
-    floats) or nearest pixel centre (order 0, as pycaffe's skimage), any value range, float32 out."""
-    from ..data.resize import resize
-    h, w = im.shape[:2]
+    """Resize an HxWxK image to new_dims (height, width) with spline interpolation of `interp_order`, as
+    BVLC's resize_image: K in (1, 3) goes through scikit-image's resize on the [0, 1]-normalized image (a
+    constant image stays constant), other K through scipy's zoom. float32 out."""
+    im = np.asarray(im)
+    if im.ndim != 3:
+        raise PycaffeValueError("resize_image: need an HxWxK image, got shape %s" % (im.shape,))
     nh, nw = int(new_dims[0]), int(new_dims[1])
-    im = np.asarray(im, dtype=np.float32)
-    if (h, w) == (nh, nw):
-        return im
-    if interp_order != 0:
-        return np.ascontiguousarray(resize(im.transpose(2, 0, 1), nh, nw).transpose(1, 2, 0))
-    yi = np.clip(np.round((np.arange(nh) + 0.5) * h / nh - 0.5).astype(int), 0, h - 1)
-    xi = np.clip(np.round((np.arange(nw) + 0.5) * w / nw - 0.5).astype(int), 0, w - 1)
-    return im[yi][:, xi]
+    if nh <= 0 or nw <= 0:
+        raise PycaffeValueError("resize_image: new dimensions must be positive, got %s" % (tuple(new_dims),))
+    order = int(interp_order)
+    if im.shape[-1] in (1, 3):
+        lo, hi = im.min(), im.max()
+        if not hi > lo:
+            return np.full((nh, nw, im.shape[-1]), lo, dtype=np.float32)
+        out = _skimage_resize((im - lo) / (hi - lo), (nh, nw), order)
+        return (out * (hi - lo) + lo).astype(np.float32)
+    h, w = im.shape[:2]
+    return _separable(im, _axis_operator(h, nh, order, False, 0.0),
+                      _axis_operator(w, nw, order, False, 0.0)).astype(np.float32)
 
 
 def oversample(images, crop_dims):
@@ -56,29 +196,7 @@ def oversample(images, crop_dims):
     return crops
 
 
-def array_to_datum(arr, label=None):
-    """A Datum from a CxHxW array: uint8 arrays go to `data` bytes, others to `float_data`."""
-    if arr.ndim != 3:
-        raise DataError("array_to_datum: need a 3-D CxHxW array, got shape %s" % (arr.shape,))
-    datum = caffe_pb2.Datum()
-    datum.channels, datum.height, datum.width = arr.shape
-    if arr.dtype == np.uint8:
-        datum.data = arr.tobytes()
-    else:
-        datum.float_data.extend(arr.astype(float).flat)
-    if label is not None:
-        datum.label = int(label)
-    return datum
-
-
-def datum_to_array(datum):
-    """CxHxW array of a Datum (the data pipeline's decoder, so encoded images work too): uint8 from `data`,
-    float64 from `float_data` as pycaffe returns it."""
-    from ..data.datum import datum_to_array as decode
-    arr = decode(datum, "Datum")
-    return arr if arr.dtype == np.uint8 else arr.astype(float)
-
-
+# --- deploy-time preprocessing -------------------------------------------------------------------------
 class Transformer:
     """Deploy-time input preprocessing per input blob: transpose, channel swap, raw scale, mean, input scale.
 
@@ -97,8 +215,8 @@ class Transformer:
     def preprocess(self, in_, data):
         self._check_input(in_)
         caffe_in = np.asarray(data, dtype=np.float32)
-        in_dims = self.inputs[in_][2:]
-        if caffe_in.shape[:2] != tuple(in_dims):
+        in_dims = tuple(self.inputs[in_][2:])
+        if caffe_in.shape[:2] != in_dims:
             caffe_in = resize_image(caffe_in, in_dims)
         if in_ in self.transpose:
             caffe_in = caffe_in.transpose(self.transpose[in_])
@@ -144,19 +262,23 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_, mean):
-        """Mean per channel (K,) or a full KxHxW mean image."""
+        """Mean per channel (K,) or a KxHxW mean image, resized to the input's HxW when it differs (BVLC)."""
         self._check_input(in_)
-        mean = np.asarray(mean, dtype=np.float32)
+        mean = np.asarray(mean)
         ms = mean.shape
         if mean.ndim == 1:
             if ms[0] != self.inputs[in_][1]:
-                raise CaffeError("mean channels incompatible with input")
+                raise PycaffeValueError("mean channels incompatible with input: %d channels, input %s has %d"
+                                        % (ms[0], in_, self.inputs[in_][1]))
             mean = mean[:, np.newaxis, np.newaxis]
         else:
             if len(ms) == 2:
                 ms = (1,) + ms
-            if len(ms) != 3 or ms[1:] != tuple(self.inputs[in_][2:]):
-                raise CaffeError("mean shape %s incompatible with input shape %s" % (ms, self.inputs[in_]))
+            if len(ms) != 3:
+                raise PycaffeValueError("mean shape invalid: %s (need K, HxW or KxHxW)" % (mean.shape,))
+            in_shape = tuple(self.inputs[in_][1:])
+            if ms != in_shape:
+                mean = resize_image(mean.reshape(ms).transpose(1, 2, 0), in_shape[1:]).transpose(2, 0, 1)
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale):

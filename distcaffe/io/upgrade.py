@@ -42,7 +42,7 @@ V1_TO_V2_TYPE = {
 SOLVER_TYPE_NAMES = {
     pb.SolverParameter.SGD: "SGD", pb.SolverParameter.NESTEROV: "Nesterov",
     pb.SolverParameter.ADAGRAD: "AdaGrad", pb.SolverParameter.RMSPROP: "RMSProp",
-    pb.SolverParameter.ADADELTA: "AdaDelta", pb.SolverParameter.ADAM: "Adam",
+    pb.SolverParameter.ADADELTA: "AdaDelta", pb.SolverParameter.ADAM: "Adam", pb.SolverParameter.SAG: "SAG",
 }
 
 # V1 layer sub-messages copied verbatim to the V2 layer (same names in both messages).

@@ -35,7 +35,8 @@ class _PrefetchingLayer(Layer):
         raise NotImplementedError
 
     def _options(self):
-        """(batch_size, threads, parser_threads, prefetch, cache, shuffle, rand_skip) of the layer's parameters."""
+        """(batch_size, threads, parser_threads, prefetch, cache, precache, shuffle, rand_skip) of the layer's
+        parameters."""
         raise NotImplementedError
 
     def layer_setup(self, bottom, top):
@@ -43,13 +44,14 @@ class _PrefetchingLayer(Layer):
         tp = self.layer_param.transform_param
         self.transformer = DataTransformer(tp, self.phase, what)
         source = self._make_source(what, self.transformer.color)
-        batch_size, threads, parsers, prefetch, cache, shuffle, rand_skip = self._options()
+        batch_size, threads, parsers, prefetch, cache, precache, shuffle, rand_skip = self._options()
         rank, world = get_shard()
         first = int(rank) % len(source)
         sample, _ = source.read(first)
         self.device_transform = bool(tp.use_gpu_transform and backend.is_gpu() and not self.transformer.resize_enabled)
         self.pipeline = Pipeline(source, batch_size, self.transformer, _layer_seed(tp, rank), what, threads=threads,
-                                 parser_threads=parsers, prefetch=prefetch, cache=cache, shuffle=shuffle,
+                                 parser_threads=parsers, prefetch=prefetch, cache=cache, precache=precache,
+                                 shuffle=shuffle,
                                  rand_skip=rand_skip, shard=(rank, world), device_transform=self.device_transform)
         top[0].reshape((batch_size,) + self.transformer.output_shape(sample.shape, source.key(first)))
         if len(top) > 1:
@@ -102,7 +104,8 @@ class DataLayer(_PrefetchingLayer):
 
     def _options(self):
         dp = self.layer_param.data_param
-        return (dp.batch_size, dp.threads, dp.parser_threads, dp.prefetch, dp.cache, dp.shuffle, dp.rand_skip)
+        return (dp.batch_size, dp.threads, dp.parser_threads, dp.prefetch, dp.cache, dp.precache, dp.shuffle,
+                dp.rand_skip)
 
 
 @register("ImageData")
@@ -115,11 +118,15 @@ class ImageDataLayer(_PrefetchingLayer):
             raise DataError("%s: image_data_param.source is not set" % what)
         if bool(ip.new_height) != bool(ip.new_width):
             raise DataError("%s: new_height and new_width must be set together" % what)
-        return ImageListSource(ip.source, ip.root_folder, what, ip.is_color, ip.new_height, ip.new_width)
+        if ip.dataset_share_per_node != 1:
+            raise DataError("%s: image_data_param.dataset_share_per_node is not supported (each rank already reads "
+                            "only its own shard)" % what)
+        return ImageListSource(ip.source, ip.root_folder, what, ip.is_color, ip.new_height, ip.new_width,
+                               ip.short_side)
 
     def _options(self):
         ip = self.layer_param.image_data_param
-        return (ip.batch_size, ip.threads, 0, 4, ip.cache, ip.shuffle, ip.rand_skip)
+        return (ip.batch_size, ip.threads, 0, 4, ip.cache, ip.precache, ip.shuffle, ip.rand_skip)
 
 
 @register("HDF5Data")

@@ -124,10 +124,20 @@ class _SoftmaxLoss(_NormalizedLoss):
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLossLayer(_SoftmaxLoss):
-    """-log softmax(x)[label] over `softmax_param.axis`, skipping ignore_label, normalised per loss_param."""
+    """-log softmax(x)[label] over `softmax_param.axis`, skipping ignore_label, normalised per loss_param.
+
+    NVCaffe's `loss_param.label_smoothing` e changes the gradient only, as NVCaffe's SoftmaxWithLoss GPU kernel
+    does (its CPU path ignores the field): diff = prob - e/(dim-1) - (1-e) onehot with dim = C * inner (C-1 for a
+    classifier); the reported loss stays the unsmoothed -log prob[label], so loss curves compare with NVCaffe's."""
 
     def axis_param(self):
         return self.layer_param.softmax_param
+
+    def layer_setup(self, bottom, top):
+        super().layer_setup(bottom, top)
+        self.label_smoothing = float(self.layer_param.loss_param.label_smoothing)
+        self.check(0 <= self.label_smoothing < 1, "loss_param.label_smoothing must lie in [0, 1) (got %g)"
+                   % self.label_smoothing)
 
     def forward(self, bottom, top):
         self.forward_prob(bottom, top)
@@ -143,7 +153,15 @@ class SoftmaxWithLossLayer(_SoftmaxLoss):
         if propagate_down[0]:
             xp = self.xp
             onehot = xp.arange(self.channels)[None, :, None] == self.lab[:, None, :]
-            self.write_masked_diff(self.prob - onehot, top, bottom)
+            e = self.label_smoothing
+            if not e:
+                self.write_masked_diff(self.prob - onehot, top, bottom)
+                return
+            dim = self.channels * self.inner
+            f = self.prob.dtype.type
+            diff = self.prob - f(e / (dim - 1) if dim > 1 else 0.0)
+            diff -= onehot * f(1 - e)
+            self.write_masked_diff(diff, top, bottom)
 
 
 @register("InfogainLoss")

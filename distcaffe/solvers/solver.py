@@ -49,6 +49,21 @@ def format_time(seconds):
     return ("%dh %dm %ds" % (h, m, s)) if h else ("%dm %ds" % (m, s)) if m else ("%ds" % s)
 
 
+class _FunctionCallbacks:
+    """pycaffe's add_callback(on_start, on_gradients_ready): two no-argument functions as a hook object."""
+
+    def __init__(self, on_start, on_gradients_ready):
+        self._start, self._ready = on_start, on_gradients_ready
+
+    def on_start(self, solver):
+        if self._start is not None:
+            self._start()
+
+    def on_gradients_ready(self, solver):
+        if self._ready is not None:
+            self._ready()
+
+
 class _LastEpochs:
     """NVCaffe's test_and_snapshot_last_epochs = N: test and snapshot (scores in the file name) as each of the
     run's last N-1 epochs begins, the final test coming after training; with no known epoch size, once before the
@@ -77,13 +92,14 @@ class Solver:
 
     type = None
 
-    def __init__(self, source, is_root=True, base_dir=None, name=None):
-        """`source`: solver prototxt path or SolverParameter; `base_dir`: where relative net files may live
-        (defaults to the solver file's directory); `name`: how errors name the solver."""
+    def __init__(self, source, is_root=None, base_dir=None, name=None):
+        """`source`: solver prototxt path or SolverParameter; `is_root`: this rank does the tests and snapshots
+        (default: pycaffe's solver_rank() is 0); `base_dir`: where relative net files may live (defaults to the
+        solver file's directory); `name`: how errors name the solver."""
         self.param, self._dir = load_solver_param(source)
         self._where = "solver %s" % (name or (os.fspath(source) if self._dir else "<SolverParameter>"))
         self._dir = base_dir or self._dir
-        self.is_root = is_root
+        self.is_root = backend.solver_rank() == 0 if is_root is None else is_root
         self.root_barrier = None
         self.global_batch_multiplier = 1
         self.callbacks = []
@@ -203,8 +219,22 @@ class Solver:
         return nets
 
     # --- hooks -----------------------------------------------------------------------------------
-    def add_callback(self, cb):
+    def add_callback(self, cb, on_gradients_ready=None):
+        """A hook object with on_start(solver) / on_gradients_ready(solver), or pycaffe's pair of
+        no-argument functions `add_callback(on_start, on_gradients_ready)`."""
+        hook_object = hasattr(cb, "on_start") or hasattr(cb, "on_gradients_ready")
+        if on_gradients_ready is not None or (callable(cb) and not hook_object):
+            cb = _FunctionCallbacks(cb, on_gradients_ready)
         self.callbacks.append(cb)
+
+    def share_weights(self, net):
+        """pycaffe's Solver.share_weights: `net` uses this solver's training weights."""
+        net.share_with(self.net)
+
+    @property
+    def lr(self):
+        """The learning rate of the current iteration (pycaffe's SGDSolver.lr)."""
+        return lr_policy.learning_rate(self.param, self.iter, self.current_step)[0]
 
     def _call(self, hook):
         for cb in self.callbacks:
