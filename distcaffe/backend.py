@@ -22,6 +22,7 @@ class _State(threading.local):
         self.mode = CPU
         self.device = 0
         self.rng = np.random.default_rng()
+        self.pending = []                 # device-side checks not yet read (check_later)
 
 
 _state = _State()
@@ -98,6 +99,15 @@ def to_host(arr):
     return arr.get()
 
 
+def host_empty(size, dtype):
+    """An uninitialised flat host buffer: page-locked (cupyx.empty_pinned) in GPU mode, so device copies
+    of it can be asynchronous; plain numpy memory on CPU."""
+    if _state.mode == GPU:
+        import cupyx
+        return cupyx.empty_pinned((int(size),), dtype)
+    return np.empty(int(size), dtype)
+
+
 def set_random_seed(seed):
     """Seed the framework RNG (fillers, dropout, data shuffles); Caffe's `random_seed`."""
     _state.rng = np.random.default_rng(int(seed))
@@ -151,9 +161,38 @@ def dtype_of(type_value, default=np.float32):
     return DTYPES[type_value]
 
 
-def math_dtype(storage):
-    """Dtype the math runs in for a storage dtype: fp16 computes in fp32 on CPU (NVCaffe's
-    FLOAT16-storage/FLOAT-math mode; numpy fp16 GEMM is ~200x slower)."""
-    if storage == np.float16 and _state.mode == CPU:
-        return np.float32
-    return storage
+def accum_dtype(dtype):
+    """Dtype sums, squares and normalisers accumulate in: fp32 for fp16 (NVCaffe's BN, softmax, losses, LRN
+    and reductions never accumulate in half), the dtype itself otherwise."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
+
+
+def matmul(a, b):
+    """a @ b; fp16 operands give an fp16 product accumulated in fp32 on both devices (cuBLAS's fp16 GEMM
+    with fp32 compute on a GPU; an fp32 GEMM rounded to fp16 on numpy, which has no fp16 BLAS)."""
+    if type(a) is np.ndarray and a.dtype == np.float16 and b.dtype == np.float16:
+        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
+    return a @ b
+
+
+# --- checks that would need a host sync on a GPU -------------------------------------------------------
+def check_later(bad, make_error):
+    """Raise `make_error()` if the device boolean `bad` is true. On CPU at once; in GPU mode the flag is
+    kept and read at the next `flush_checks()` (the solver's display/snapshot/end), so an iteration needs
+    no host sync for label or loss checks."""
+    if _state.mode != GPU:
+        if bool(bad):
+            raise make_error()
+        return
+    _state.pending.append((bad, make_error))
+
+
+def flush_checks():
+    """Read every pending device check (one sync for all of them); raise the first that failed."""
+    checks, _state.pending = _state.pending, []
+    if not checks:
+        return
+    flags = to_host(xp().stack([xp().asarray(b).reshape(()) for b, _ in checks]))
+    for flag, (_, make_error) in zip(flags, checks):
+        if flag:
+            raise make_error()

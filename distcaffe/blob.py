@@ -13,9 +13,12 @@ UNINIT, HOST, DEVICE, SYNCED = "uninit", "host", "device", "synced"
 
 
 class SyncedArray:
-    """A flat buffer of `size` elements kept on host and/or device (Caffe's SyncedMemory)."""
+    """A flat buffer of `size` elements kept on host and/or device (Caffe's SyncedMemory).
 
-    __slots__ = ("size", "dtype", "_host", "_dev", "head")
+    Both copies are allocated once and reused by every transfer (`get(out=)` / `set`), the host one in
+    page-locked memory in GPU mode, so copies need no allocation and may run asynchronously."""
+
+    __slots__ = ("size", "dtype", "_host", "_dev", "head", "lms")
 
     def __init__(self, size, dtype=np.float32):
         self.size = int(size)
@@ -23,35 +26,53 @@ class SyncedArray:
         self._host = None
         self._dev = None
         self.head = UNINIT
+        self.lms = None          # (manager, entry) when Large Model Support manages this array
 
-    def host(self):
-        if self.head == DEVICE:
-            self._host = self._dev.get()
-            self.head = SYNCED
-        elif self._host is None:
-            self._host = np.zeros(self.size, self.dtype)
+    def _host_buffer(self):
+        if self._host is None:
+            self._host = backend.host_empty(self.size, self.dtype)
             if self.head == UNINIT:
+                self._host[...] = 0
                 self.head = HOST
         return self._host
 
+    def host(self):
+        if self.lms is not None:
+            return self.lms[0].host(self.lms[1], False)
+        if self.head == DEVICE:
+            self._dev.get(out=self._host_buffer())
+            self.head = SYNCED
+        return self._host_buffer()
+
     def mutable_host(self):
+        if self.lms is not None:
+            return self.lms[0].host(self.lms[1], True)
         h = self.host()
         self.head = HOST
         return h
 
     def dev(self):
+        if self.lms is not None:
+            return self.lms[0].access(self.lms[1], False)
         if not backend.is_gpu():
             return self.host()
         cp = backend.cupy()
-        if self.head == HOST or (self.head == SYNCED and self._dev is None):
-            self._dev = cp.asarray(self._host)
+        if self._dev is None:
+            self._dev = cp.empty(self.size, self.dtype)
+            if self.head in (UNINIT, DEVICE):
+                self._dev.fill(0)
+                self.head = DEVICE
+            else:
+                self._dev.set(self._host)
+                self.head = SYNCED
+        elif self.head == HOST:
+            self._dev.set(self._host)
             self.head = SYNCED
-        elif self._dev is None:
-            self._dev = cp.zeros(self.size, self.dtype)
-            self.head = DEVICE
         return self._dev
 
     def mutable_dev(self):
+        if self.lms is not None:
+            return self.lms[0].access(self.lms[1], True)
         d = self.dev()
         if backend.is_gpu():
             self.head = DEVICE
@@ -73,15 +94,17 @@ class SyncedArray:
 
 
 class Blob:
-    """pycaffe-compatible blob: `.data`/`.diff` are host views; layers use `dev_data`/`mut_dev_data`."""
+    """pycaffe-compatible blob: `.data`/`.diff` are host views; layers use `dev_data`/`mut_dev_data`.
+    Data and diff have their own storage types (NVCaffe: the producer's forward_type / backward_type)."""
 
-    def __init__(self, shape=None, dtype=np.float32, name=""):
+    def __init__(self, shape=None, dtype=np.float32, name="", diff_dtype=None):
         self.name = name
         self.dtype = np.dtype(dtype)
+        self.diff_dtype = np.dtype(diff_dtype or dtype)
         self._shape = ()
         self._count = 0
         self._data = SyncedArray(0, self.dtype)
-        self._diff = SyncedArray(0, self.dtype)
+        self._diff = SyncedArray(0, self.diff_dtype)
         self.capacity = 0
         if shape is not None:  # None: not yet shaped (count 0); () is Caffe's 0-axis scalar (count 1)
             self.reshape(tuple(shape))
@@ -136,18 +159,10 @@ class Blob:
         if count > self.capacity:
             self.capacity = count
             self._data = SyncedArray(count, self.dtype)
-            self._diff = SyncedArray(count, self.dtype)
+            self._diff = SyncedArray(count, self.diff_dtype)
 
     def reshape_like(self, other):
         self.reshape(other.shape)
-
-    def set_dtype(self, dtype):
-        """Change the storage type (per-layer precision); drops the contents."""
-        dtype = np.dtype(dtype)
-        if dtype != self.dtype:
-            self.dtype = dtype
-            self._data = SyncedArray(self.capacity, dtype)
-            self._diff = SyncedArray(self.capacity, dtype)
 
     def _view(self, flat):
         return flat[: self.count].reshape(self._shape)
@@ -198,6 +213,7 @@ class Blob:
         if self.count != other.count:
             raise NetError("cannot share diff of blob %s with %s: counts differ" % (other.name, self.name))
         self._diff = other._diff
+        self.diff_dtype = other.diff_dtype
 
     def shares_data_with(self, other):
         return self._data is other._data

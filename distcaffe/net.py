@@ -4,6 +4,7 @@ Construction follows Caffe's Net::Init step for step (filter by NetState, insert
 tops and parameters, decide which layers need backward, force_backward, share named parameters), so a
 net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
 """
+import contextlib
 from collections import OrderedDict
 from itertools import zip_longest
 
@@ -21,13 +22,32 @@ TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 log = get_logger("net")
 
 
-def _type_field(lp, net_param, field):
-    """Per-layer precision (NVCaffe): the layer's own field, else the net's `default_` one, else FLOAT."""
-    if lp.HasField(field):
-        return backend.dtype_of(getattr(lp, field))
-    if net_param.HasField("default_" + field):
-        return backend.dtype_of(getattr(net_param, "default_" + field))
-    return np.float32
+def _precision(lp, net_param):
+    """(forward_type, backward_type, forward_math, backward_math) of a layer, by NVCaffe's Net::Init rules:
+    a type is the layer's field, else the net's default_ one, else FLOAT (a data layer's unset backward type
+    is FLOAT); a math is the layer's field, else the layer's own type field, else the net's default_ math,
+    else the net's default_ type. None of it depends on the device."""
+    def net_default(field, fallback):
+        if net_param.HasField(field):
+            return backend.dtype_of(getattr(net_param, field))
+        return fallback
+
+    def pick(kind, data_default):
+        if lp.HasField(kind + "_type"):
+            storage = backend.dtype_of(getattr(lp, kind + "_type"))
+        else:
+            storage = data_default or net_default("default_%s_type" % kind, np.float32)
+        if lp.HasField(kind + "_math"):
+            math = backend.dtype_of(getattr(lp, kind + "_math"))
+        elif lp.HasField(kind + "_type"):
+            math = storage
+        else:
+            math = net_default("default_%s_math" % kind, net_default("default_%s_type" % kind, np.float32))
+        return np.dtype(storage), np.dtype(math)
+
+    ftype, fmath = pick("forward", None)
+    btype, bmath = pick("backward", np.float32 if lp.HasField("transform_param") else None)
+    return ftype, btype, fmath, bmath
 
 
 class Hooks(list):
@@ -104,8 +124,9 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError("layer '%s': propagate_down must be given once per bottom (%d bottoms, %d values)"
                                % (lp.name, len(lp.bottom), len(lp.propagate_down)))
-            fwd = _type_field(lp, param, "forward_type")
-            layer = create_layer(lp, dtype=fwd, bwd_dtype=_type_field(lp, param, "backward_type"))
+            fwd, bwd, fmath, bmath = _precision(lp, param)
+            layer = create_layer(lp, dtype=fwd, bwd_dtype=bwd)
+            layer.set_math(fmath, bmath)
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             self.bottom_ids.append([])
@@ -115,11 +136,11 @@ class Net:
             for j in range(len(lp.bottom)):
                 need_backward |= self._append_bottom(lp, layer_id, j, available)
             for j in range(len(lp.top)):
-                self._append_top(lp, layer_id, j, available, fwd)
+                self._append_top(lp, layer_id, j, available, fwd, bwd)
             if layer.auto_top_blobs:
                 needed = max(layer.min_top, layer.exact_num_top)
                 for j in range(len(lp.top), needed):
-                    self._append_top(lp, layer_id, j, None, fwd)
+                    self._append_top(lp, layer_id, j, None, fwd, bwd)
             bottom = [self._blobs[i] for i in self.bottom_ids[layer_id]]
             top = [self._blobs[i] for i in self.top_ids[layer_id]]
             if lp.type == "Input":
@@ -161,6 +182,8 @@ class Net:
         log.info("Network initialization done.")
         log.info("Memory required for data: %d", memory)
         self._build_pycaffe_views()
+        from . import lms
+        self.lms = lms.attach(self)
 
     def _append_bottom(self, lp, layer_id, j, available):
         name = lp.bottom[j]
@@ -176,7 +199,7 @@ class Net:
         self.bottom_need_backward[layer_id].append(need)
         return need
 
-    def _append_top(self, lp, layer_id, j, available, dtype):
+    def _append_top(self, lp, layer_id, j, available, dtype, diff_dtype):
         name = lp.top[j] if j < len(lp.top) else "(automatic)"
         if available is not None and j < len(lp.bottom) and name == lp.bottom[j]:
             log.info("%s -> %s (in-place)", lp.name, name)
@@ -187,7 +210,7 @@ class Net:
         else:
             log.info("%s -> %s", lp.name, name)
             bid = len(self._blobs)
-            self._blobs.append(Blob(dtype=dtype, name=name))
+            self._blobs.append(Blob(dtype=dtype, name=name, diff_dtype=diff_dtype))
             self._blob_names.append(name)
             self.blob_need_backward.append(False)
             self._blob_loss_weights.append(0.0)
@@ -311,17 +334,22 @@ class Net:
 
     def forward_from_to(self, start, end):
         """Run layers start..end (inclusive); returns the summed weighted loss (Caffe's ForwardFromTo)."""
+        return float(self.forward_device(start, end))
+
+    def forward_device(self, start, end):
+        """forward_from_to, the loss left as a 0-d array of the current device (no host sync on a GPU)."""
         loss = 0.0
         for i in range(start, end + 1):
             for cb in self.before_forward:
                 cb(i)
             layer, bottom, top = self.layers[i], self._bottom(i), self._top(i)
+            layer.math = layer.forward_math
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for j, t in enumerate(top):
                 w = layer.loss(j)
                 if w:
-                    loss += w * float(t.dev_data.sum())
+                    loss = loss + w * t.dev_data.sum(dtype=np.float32 if t.dtype == np.float16 else t.dtype)
             if self.debug_info:
                 self._forward_debug(i)
             for cb in self.after_forward:
@@ -334,6 +362,7 @@ class Net:
             for cb in self.before_backward:
                 cb(i)
             if self.layer_need_backward[i]:
+                self.layers[i].math = self.layers[i].backward_math
                 self.layers[i].backward(self._top(i), self.bottom_need_backward[i], self._bottom(i))
                 if self.debug_info:
                     self._backward_debug(i)
@@ -345,13 +374,22 @@ class Net:
 
     def forward_backward(self):
         """One training pass; returns the loss (Caffe's Net::ForwardBackward)."""
-        loss = self.forward_prefilled()
+        return float(self.forward_backward_device())
+
+    def forward_backward_device(self):
+        """forward_backward with the loss left on the device (the solver reads it only to display it)."""
+        loss = self.forward_device(0, len(self.layers) - 1)
         self.backward_from_to(len(self.layers) - 1, 0)
         return loss
 
     def clear_param_diffs(self):
-        for p in self.learnable_params:
-            p.mut_dev_diff[...] = 0
+        for i, p in enumerate(self.learnable_params):
+            with self.memory_step("clear", i):
+                p.mut_dev_diff[...] = 0
+
+    def memory_step(self, kind, i):
+        """Bracket device work on learnable param i outside the layer loop, for Large Model Support."""
+        return self.lms.memory_step(kind, i) if self.lms is not None else contextlib.nullcontext()
 
     def reshape(self):
         for i, layer in enumerate(self.layers):

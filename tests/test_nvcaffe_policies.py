@@ -33,13 +33,15 @@ def test_weight_decay_poly():
 
 
 def test_larc_rate_and_policies():
-    assert larc.larc_local_rate(0.002, 16.0, 4.0) == pytest.approx(0.002 * 4 / 2)
-    assert larc.larc_local_rate(0.002, 0.0, 4.0) == 1.0
-    assert larc.larc_local_rate(0.002, 4.0, 0.0) == 1.0
-    assert larc.larc_local_rate(0.002, 4.0, float("nan")) == 1.0
-    assert larc.combine("scale", 0.1, 0.5) == pytest.approx(0.05)
-    assert larc.combine("clip", 0.1, 0.5) == pytest.approx(0.1)
-    assert larc.combine("clip", 0.1, 0.01) == pytest.approx(0.01)
+    f = np.float32
+    assert larc.larc_local_rate(np, 0.002, f(16.0), f(4.0)) == pytest.approx(0.002 * 4 / 2)
+    assert larc.larc_local_rate(np, 0.002, f(0.0), f(4.0)) == 1.0
+    assert larc.larc_local_rate(np, 0.002, f(4.0), f(0.0)) == 1.0
+    assert larc.larc_local_rate(np, 0.002, f(4.0), f("nan")) == 1.0
+    assert larc.larc_local_rate(np, 0.002, f(16.0), f(4.0)).dtype == np.float32   # stays a device scalar
+    assert larc.combine(np, "scale", 0.1, 0.5) == pytest.approx(0.05)
+    assert larc.combine(np, "clip", 0.1, 0.5) == pytest.approx(0.1)
+    assert larc.combine(np, "clip", 0.1, 0.01) == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("policy", ["scale", "clip"])

@@ -71,6 +71,7 @@ class Layer:
     max_top = -1
     equal_num_bottom_top = False
     auto_top_blobs = False
+    precise = False          # accumulates in fp32 whatever the math type (BN, LRN, softmax, losses, reductions)
 
     def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
         self.layer_param = layer_param
@@ -78,6 +79,7 @@ class Layer:
         self.phase = layer_param.phase
         self.dtype = np.dtype(dtype)                       # forward storage type (tops, params)
         self.bwd_dtype = np.dtype(bwd_dtype or dtype)      # backward storage type (diffs)
+        self.set_math(self.dtype, self.bwd_dtype)
         self.blobs = []                                    # parameter blobs
         self.param_propagate_down = []
         self.loss_weights = []
@@ -87,10 +89,16 @@ class Layer:
     def xp(self):
         return backend.xp()
 
+    def set_math(self, forward_math, backward_math):
+        """NVCaffe's forward_math / backward_math: the dtypes forward and backward compute in (on CPU and
+        GPU alike); the net switches `math` between them around each pass."""
+        self.forward_math, self.backward_math = np.dtype(forward_math), np.dtype(backward_math)
+        self.math = self.forward_math
+
     @property
     def mdtype(self):
-        """The dtype math runs in (fp16 storage computes in fp32 on CPU)."""
-        return np.dtype(backend.math_dtype(self.dtype.type))
+        """The dtype this pass computes in: the math type, or its fp32 accumulator for `precise` layers."""
+        return backend.accum_dtype(self.math) if self.precise else self.math
 
     def m(self, arr):
         """`arr` in the math dtype (no copy when it already is)."""
@@ -103,9 +111,19 @@ class Layer:
         if not cond:
             raise self.error(msg)
 
-    def new_param(self, shape, filler=None):
-        """A parameter blob of this layer's storage type, filled by a FillerParameter if given."""
-        blob = Blob(tuple(shape), dtype=self.dtype, name="%s[%d]" % (self.name, len(self.blobs)))
+    def check_values(self, bad, values, describe):
+        """A layer error naming the first of `values` where `bad` holds: `describe(value, flat_index)` gives
+        the message. Read back at once on CPU, at the solver's next display on a GPU (no host sync)."""
+        if not bad.size:
+            return
+        i = self.xp.argmax(bad.reshape(-1))
+        first = values.reshape(-1)[i]
+        backend.check_later(bad.any(), lambda: self.error(describe(float(first), int(i))))
+
+    def new_param(self, shape, filler=None, dtype=None):
+        """A parameter blob of this layer's storage types (or `dtype` for both), filled by a FillerParameter."""
+        blob = Blob(tuple(shape), dtype=dtype or self.dtype, name="%s[%d]" % (self.name, len(self.blobs)),
+                    diff_dtype=dtype or self.bwd_dtype)
         if filler is not None:
             from ..fillers import fill
             fill(blob, filler, what="layer '%s' param %d" % (self.name, len(self.blobs)))
@@ -203,6 +221,7 @@ class LossLayer(Layer):
     exact_num_bottom = 2
     exact_num_top = 1
     auto_top_blobs = True
+    precise = True
 
     def layer_setup(self, bottom, top):
         if not self.layer_param.loss_weight:

@@ -21,6 +21,8 @@ class NormalizeLayer(Layer):
     """L2-normalises each sample (across_spatial) or each spatial position across channels, then scales
     by a learned scale (one value, or one per channel)."""
 
+    precise = True
+
     exact_num_bottom = 1
     exact_num_top = 1
 

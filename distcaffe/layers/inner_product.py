@@ -1,4 +1,5 @@
 """InnerProduct (fully connected, one GEMM) and Embed (table lookup), as Caffe defines them."""
+from .. import backend
 from .base import Layer, register
 
 
@@ -39,7 +40,7 @@ class InnerProductLayer(Layer):
 
     def forward(self, bottom, top):
         x = self.m(bottom[0].dev_data).reshape(self.M, self.K)
-        y = x @ self._weight_nk().T
+        y = backend.matmul(x, self._weight_nk().T)
         if self.bias_term:
             y += self.m(self.blobs[1].dev_data)
         top[0].mut_dev_data[...] = y.reshape(top[0].shape)
@@ -49,11 +50,11 @@ class InnerProductLayer(Layer):
         pd = self.param_propagate_down
         if pd and pd[0]:
             x = self.m(bottom[0].dev_data).reshape(self.M, self.K)
-            self.blobs[0].mut_dev_diff[...] += (x.T @ g) if self.transpose else (g.T @ x)
+            self.blobs[0].mut_dev_diff[...] += backend.matmul(x.T, g) if self.transpose else backend.matmul(g.T, x)
         if self.bias_term and len(pd) > 1 and pd[1]:
             self.blobs[1].mut_dev_diff[...] += g.sum(axis=0)
         if propagate_down[0]:
-            bottom[0].mut_dev_diff[...] = (g @ self._weight_nk()).reshape(bottom[0].shape)
+            bottom[0].mut_dev_diff[...] = backend.matmul(g, self._weight_nk()).reshape(bottom[0].shape)
 
 
 def _scatter_add(xp, target, index, values):
@@ -97,11 +98,9 @@ class EmbedLayer(Layer):
         raw = bottom[0].dev_data.reshape(-1)
         idx = raw.astype("int64")
         bad = (idx < 0) | (idx >= self.K) | (idx != raw)
-        if bool(bad.any()):
-            i = int(xp.argmax(bad))
-            raise self.error("index %r at position %d of %s is not an integer in [0, %d)"
-                             % (float(raw[i]), i, bottom[0].name, self.K))
-        return idx
+        self.check_values(bad, raw, lambda v, i: "index %r at position %d of %s is not an integer in [0, %d)"
+                          % (v, i, bottom[0].name, self.K))
+        return xp.clip(idx, 0, self.K - 1)
 
     def forward(self, bottom, top):
         self.idx = self._indices(bottom)

@@ -26,18 +26,15 @@ def read_labels(layer, blob, n, num_classes, ignore_label=None):
     Labels outside [0, num_classes) that are not the ignore label are an error naming the bad value (Caffe
     only DCHECKs them and then reads out of bounds)."""
     xp = layer.xp
-    lab = blob.dev_data.reshape(-1)[:n].astype(np.int64)
+    raw = blob.dev_data.reshape(-1)[:n]
+    lab = raw.astype(np.int64)
     valid = None if ignore_label is None else lab != ignore_label
     bad = (lab < 0) | (lab >= num_classes)
     if valid is not None:
         bad &= valid
-    if bool(bad.any()):
-        value = float(blob.dev_data.reshape(-1)[:n][bad][0])
-        raise layer.error("label %g in bottom %s is outside [0, %d)%s" % (
-            value, blob.name, num_classes, "" if ignore_label is None else " and is not ignore_label %d" % ignore_label))
-    if valid is not None:
-        lab = xp.where(valid, lab, 0)
-    return lab, valid
+    layer.check_values(bad, raw, lambda value, _: "label %g in bottom %s is outside [0, %d)%s" % (
+        value, blob.name, num_classes, "" if ignore_label is None else " and is not ignore_label %d" % ignore_label))
+    return xp.where(bad if valid is None else bad | ~valid, 0, lab), valid
 
 
 def _check_no_label_backward(layer, propagate_down, indices=(1,)):

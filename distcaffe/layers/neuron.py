@@ -175,7 +175,10 @@ class ReLULayer(_Pointwise):
         return y + self.slope * xp.minimum(x, 0) if self.slope else y
 
     def grad(self, xp, x, y, dy):
-        return dy * ((x > 0) + self.slope * (x <= 0))
+        """dy where x > 0, else negative_slope * dy, in dy's dtype (a bool mask times a float would be fp64)."""
+        if self.slope:
+            return xp.where(x > 0, dy, dy * self.slope)
+        return dy * (x > 0)
 
 
 @register("Sigmoid")

@@ -1,4 +1,5 @@
 """Normalization layers: BatchNorm (BVLC statistics + NVCaffe `scale_bias`), LRN, MVN, as Caffe computes them."""
+from .. import backend
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register
 
@@ -7,6 +8,8 @@ from .base import NeuronLayer, register
 class BatchNormLayer(NeuronLayer):
     """Caffe's BatchNorm: blobs are running mean, running variance (unbiased, m/(m-1)) and their scale
     factor; NVCaffe's `scale_bias` adds per-channel scale and bias blobs (3 and 4) applied after it."""
+
+    precise = True
 
     def layer_setup(self, bottom, top):
         bp = self.layer_param.batch_norm_param
@@ -17,13 +20,14 @@ class BatchNormLayer(NeuronLayer):
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         self.eps = bp.eps
         self.scale_bias = bp.scale_bias or bp.HasField("scale_filler") or bp.HasField("bias_filler")
-        if not self.blobs:
-            c = self.channels
-            self.blobs = [self.new_param([c]), self.new_param([c]), self.new_param([1])]
+        if not self.blobs:      # statistics, scale and bias in the fp32 accumulator type (cuDNN's BN layout too)
+            c, acc = self.channels, backend.accum_dtype(self.dtype)
+            self.blobs = [self.new_param([c], dtype=acc), self.new_param([c], dtype=acc),
+                          self.new_param([1], dtype=acc)]
             if self.scale_bias:
                 one = caffe_pb2.FillerParameter(type="constant", value=1.0)
-                self.blobs.append(self.new_param([c], bp.scale_filler if bp.HasField("scale_filler") else one))
-                self.blobs.append(self.new_param([c], bp.bias_filler if bp.HasField("bias_filler") else None))
+                self.blobs.append(self.new_param([c], bp.scale_filler if bp.HasField("scale_filler") else one, acc))
+                self.blobs.append(self.new_param([c], bp.bias_filler if bp.HasField("bias_filler") else None, acc))
         # the statistics are not learned: lr_mult 0 (Caffe refuses anything else); scale/bias learn (NVCaffe)
         params = self.layer_param.param
         for i in range(len(self.blobs)):
@@ -49,8 +53,8 @@ class BatchNormLayer(NeuronLayer):
         xp = self.xp
         x = self._view(bottom[0].dev_data)
         if self.use_global_stats:
-            f = float(self.blobs[2].dev_data[0])
-            factor = 0.0 if f == 0 else 1.0 / f
+            f = self.m(self.blobs[2].dev_data)             # stays on the device: no host sync
+            factor = (f != 0) / xp.where(f == 0, 1, f)
             mean = self.m(self.blobs[0].dev_data) * factor
             var = self.m(self.blobs[1].dev_data) * factor
             xc = x - mean[:, None]
@@ -115,6 +119,8 @@ class LRNLayer(NeuronLayer):
     """Caffe's local response normalization: x / (k + alpha/n sum x^2)^beta across channels, or
     x / (1 + alpha/n^2 sum x^2)^beta over a spatial n x n window (WITHIN_CHANNEL ignores k, as Caffe)."""
 
+    precise = True
+
     def layer_setup(self, bottom, top):
         p = self.layer_param.lrn_param
         self.size = p.local_size
@@ -154,6 +160,8 @@ class LRNLayer(NeuronLayer):
 class MVNLayer(NeuronLayer):
     """Caffe's mean-variance normalization per (num, channel) or per num (across_channels); eps is added
     to the standard deviation, as Caffe does."""
+
+    precise = True
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.mvn_param

@@ -400,6 +400,8 @@ class SilenceLayer(Layer):
 class ReductionLayer(Layer):
     """Reduces all axes from `axis` on by SUM, ASUM (sum |x|), SUMSQ or MEAN, times `coeff`."""
 
+    precise = True
+
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -29,6 +29,8 @@ def softmax_backward(y, dy, axis):
 class SoftmaxLayer(Layer):
     """y = softmax(x) along `softmax_param.axis` (default 1); may run in place."""
 
+    precise = True
+
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -148,9 +148,10 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     def _gmm(self, a, b):
         """Per-group GEMM of (G, m, k) and (G, k, n) stacks (2-D GEMMs: numpy's stacked matmul is slower)."""
+        mm = backend.matmul
         if self.group == 1:
-            return (a[0] @ b[0])[None]
-        return self.xp.stack([a[i] @ b[i] for i in range(self.group)])
+            return mm(a[0], b[0])[None]
+        return self.xp.stack([mm(a[i], b[i]) for i in range(self.group)])
 
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))

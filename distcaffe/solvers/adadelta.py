@@ -1,7 +1,7 @@
 """AdaDeltaSolver (Caffe type "AdaDelta"): Caffe's AdaDeltaSolver::ComputeUpdateValue. History holds the
 squared-gradient averages, then (offset by the param count) the squared-update averages."""
 from .. import backend
-from .sgd import F32, SGDSolver
+from .sgd import F32, SGDSolver, as_f32
 
 
 class AdaDeltaSolver(SGDSolver):
@@ -22,4 +22,4 @@ class AdaDeltaSolver(SGDSolver):
         hu *= m
         hu += (F32(1) - m) * (g * g)
         self.set_hist(n + i, hu)
-        g *= F32(local_rate)
+        g *= as_f32(local_rate)

@@ -1,7 +1,7 @@
 """AdaGradSolver (Caffe type "AdaGrad"): Caffe's AdaGradSolver::ComputeUpdateValue."""
 from .. import backend
 from ..errors import SolverError
-from .sgd import F32, SGDSolver
+from .sgd import F32, SGDSolver, as_f32
 
 
 class AdaGradSolver(SGDSolver):
@@ -19,4 +19,4 @@ class AdaGradSolver(SGDSolver):
         h = self.hist(i)
         h += g * g
         self.set_hist(i, h)
-        g[...] = F32(local_rate) * (g / (xp.sqrt(h) + F32(self.param.delta)))
+        g[...] = as_f32(local_rate) * (g / (xp.sqrt(h) + F32(self.param.delta)))

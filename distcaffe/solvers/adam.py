@@ -3,7 +3,7 @@ then (offset by the param count) the second moments."""
 import math
 
 from .. import backend
-from .sgd import F32, SGDSolver
+from .sgd import F32, SGDSolver, as_f32
 
 
 class AdamSolver(SGDSolver):
@@ -25,4 +25,4 @@ class AdamSolver(SGDSolver):
         v += F32(1 - b2) * (g * g)
         self.set_hist(i, m)
         self.set_hist(n + i, v)
-        g[...] = F32(local_rate * correction) * (m / (xp.sqrt(v) + F32(self.param.delta)))
+        g[...] = as_f32(local_rate * correction) * (m / (xp.sqrt(v) + F32(self.param.delta)))

@@ -1,5 +1,5 @@
 """NesterovSolver (Caffe type "Nesterov"): Caffe's NesterovSolver::ComputeUpdateValue."""
-from .sgd import F32, SGDSolver
+from .sgd import F32, SGDSolver, as_f32
 
 
 class NesterovSolver(SGDSolver):
@@ -12,6 +12,6 @@ class NesterovSolver(SGDSolver):
         h = self.hist(i)
         previous = h.copy()
         h *= m
-        h += F32(local_rate) * g
+        h += as_f32(local_rate) * g
         self.set_hist(i, h)
         g[...] = (F32(1) + m) * h - m * previous

@@ -1,7 +1,7 @@
 """RMSPropSolver (Caffe type "RMSProp"): Caffe's RMSPropSolver::ComputeUpdateValue."""
 from .. import backend
 from ..errors import SolverError
-from .sgd import F32, SGDSolver
+from .sgd import F32, SGDSolver, as_f32
 
 
 class RMSPropSolver(SGDSolver):
@@ -23,4 +23,4 @@ class RMSPropSolver(SGDSolver):
         h *= F32(decay)
         h += F32(1 - decay) * (g * g)
         self.set_hist(i, h)
-        g[...] = F32(local_rate) * (g / (xp.sqrt(h) + F32(self.param.delta)))
+        g[...] = as_f32(local_rate) * (g / (xp.sqrt(h) + F32(self.param.delta)))

@@ -17,6 +17,11 @@ log = get_logger("sgd_solver")
 F32 = np.float32
 
 
+def as_f32(value):
+    """A python number or 0-d (device) array as float32, without reading a device value back."""
+    return value.astype(F32) if hasattr(value, "astype") else F32(value)
+
+
 class SGDSolver(Solver):
     """Stochastic gradient descent with momentum (Caffe type "SGD")."""
 
@@ -27,11 +32,17 @@ class SGDSolver(Solver):
         xp = backend.xp()
         self.solver_dtype = np.dtype(backend.dtype_of(self.param.solver_data_type))
         params = self.net.learnable_params
-        self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
+        if self.net.lms is not None:        # Large Model Support manages the history like any blob
+            from ..blob import Blob
+            from ..lms import adopt_history
+            self._history = [Blob(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
+            adopt_history(self.net, self._history)
+        else:
+            self._history = [xp.zeros(p.shape, self.solver_dtype) for _ in range(self.history_sets) for p in params]
         self._master = [None] * len(params)
         self.weights_changed()
-        self.wgrad_amax = 0.0
-        self.grad_scale = 1.0
+        self.wgrad_amax = xp.zeros((), F32)       # device scalars: read back only when displayed
+        self.grad_scale = F32(1.0)
         self._plateau = lr_policy.Plateau()
         self._larc_g_corr = [0.0] * len(params)
         net_param = self.net.param
@@ -46,6 +57,8 @@ class SGDSolver(Solver):
 
     @property
     def history(self):
+        if self.net.lms is not None:
+            return [h.data for h in self._history]
         return self._history
 
     def restore_history(self, arrays, path):
@@ -57,7 +70,10 @@ class SGDSolver(Solver):
             if arr.size != h.size:
                 raise SolverError("%s: history blob %d has %d values, the net's param needs %s"
                                   % (path, i, arr.size, "x".join(map(str, h.shape))))
-            self._history[i] = xp.asarray(arr.reshape(h.shape), dtype=self.solver_dtype)
+            if self.net.lms is not None:
+                h.data[...] = arr.reshape(h.shape)
+            else:
+                self._history[i] = xp.asarray(arr.reshape(h.shape), dtype=self.solver_dtype)
         log.info("SGDSolver: restoring history")
 
     # --- learning rate / scale -----------------------------------------------------------------
@@ -74,7 +90,7 @@ class SGDSolver(Solver):
         """NVCaffe global gradient scale: the loss tops' diffs (where backward starts) are multiplied by it."""
         if not self._gs_enabled:
             return
-        self.grad_scale = larc.grad_scale_coeff(self._gs_param, self._gs_adaptive, self.wgrad_amax)
+        self.grad_scale = larc.grad_scale_coeff(backend.xp(), self._gs_param, self._gs_adaptive, self.wgrad_amax)
         for name, weight in self.net.blob_loss_weights_by_name.items():
             blob = self.net.blobs.get(name)
             if weight and blob is not None:
@@ -86,24 +102,27 @@ class SGDSolver(Solver):
         rate = self.rate = self.get_learning_rate()
         if self.is_root and p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %g", self.iter, rate)
+        xp = backend.xp()
         params = self.net.learnable_params
-        grads = [self._grad32(q) for q in params]
-        if self._gs_enabled and self.grad_scale != 1.0:
-            for g in grads:
-                g *= F32(1.0 / self.grad_scale)
-        self.clip_gradients(grads)
-        self.wgrad_amax = 0.0
-        for i, (q, g) in enumerate(zip(params, grads)):
-            self.normalize(g)
-            g_sumsq = float((g * g).sum(dtype=F32)) if p.larc else 0.0
-            if self._gs_adaptive and g.size:
-                amax = float(abs(g).max())
-                if amax == amax:
-                    self.wgrad_amax = max(self.wgrad_amax, amax)
-            w = self._weights32(i)
-            self.regularize(i, g, w)
-            self.compute_update_value(i, g, self.local_rate(i, rate, w, g, g_sumsq))
-            self._update(i, q, g, w)
+        unscale = as_f32(1.0 / self.grad_scale) if self._gs_enabled else None
+        clip = self.clip_gradients(params, unscale)
+        amax = xp.zeros((), F32)
+        for i, q in enumerate(params):
+            with self.net.memory_step("update", i):      # one param's arrays on the device at a time (LMS)
+                g = self._grad32(q)
+                if unscale is not None:
+                    g *= unscale
+                if clip is not None:
+                    g *= clip
+                self.normalize(g)
+                g_sumsq = (g * g).sum(dtype=F32) if p.larc else None
+                if self._gs_adaptive and g.size:
+                    amax = xp.fmax(amax, abs(g).max())   # fmax: a NaN gradient does not poison the scale
+                w = self._weights32(i)
+                self.regularize(i, g, w)
+                self.compute_update_value(i, g, self.local_rate(i, rate, w, g, g_sumsq))
+                self._update(i, q, g, w)
+        self.wgrad_amax = amax
 
     @staticmethod
     def _grad32(blob):
@@ -115,16 +134,28 @@ class SGDSolver(Solver):
         src = self._master[i] if self._master[i] is not None else self.net.learnable_params[i].dev_data
         return src if src.dtype == F32 else src.astype(F32)
 
-    def clip_gradients(self, grads):
+    def clip_gradients(self, params, unscale=None):
+        """The factor Caffe's ClipGradients scales every gradient by (None: no clipping), from the L2 norm of
+        the (unscaled) gradients, read one param at a time."""
         clip = self.param.clip_gradients
         if clip < 0:
-            return
-        l2 = float(np.sqrt(sum(float((g * g).sum(dtype=F32)) for g in grads)))
+            return None
+        xp = backend.xp()
+        sumsq = xp.zeros((), F32)
+        for i, q in enumerate(params):
+            with self.net.memory_step("clip", i):
+                g = self._grad32(q)
+                if unscale is not None:
+                    g = g * unscale
+                sumsq = sumsq + (g * g).sum(dtype=F32)
+        l2 = xp.sqrt(sumsq)
+        if backend.is_gpu():        # no host sync: min(1, clip / l2) stays on the device (and is not logged)
+            return xp.minimum(F32(1), F32(clip) / xp.maximum(l2, F32(np.finfo(F32).tiny)))
         if l2 > clip:
-            scale = clip / l2
+            scale = clip / float(l2)
             log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g", l2, clip, scale)
-            for g in grads:
-                g *= F32(scale)
+            return F32(scale)
+        return None
 
     def normalize(self, g):
         if self.param.iter_size != 1:
@@ -146,13 +177,14 @@ class SGDSolver(Solver):
         lr_mult = self.net.params_lr[i]
         if not p.larc:
             return rate * lr_mult
-        local = larc.larc_local_rate(p.larc_eta, float((w * w).sum(dtype=F32)), g_sumsq, self.get_momentum())
+        xp = backend.xp()
+        local = larc.larc_local_rate(xp, F32(p.larc_eta), (w * w).sum(dtype=F32), g_sumsq, self.get_momentum())
         if p.larc_turbo:
             h = self.hist(i)
-            self._larc_g_corr[i] = larc.turbo_correlation(self._larc_g_corr[i], float((g * h).sum(dtype=F32)),
-                                                          g_sumsq, float((h * h).sum(dtype=F32)))
-            local -= larc.TURBO_WEIGHT * self._larc_g_corr[i]
-        return larc.combine(p.larc_policy, rate, local if lr_mult > 0 else lr_mult)
+            self._larc_g_corr[i] = larc.turbo_correlation(xp, self._larc_g_corr[i], (g * h).sum(dtype=F32),
+                                                          g_sumsq, (h * h).sum(dtype=F32))
+            local = local - F32(larc.TURBO_WEIGHT) * self._larc_g_corr[i]
+        return larc.combine(xp, p.larc_policy, F32(rate), local if lr_mult > 0 else F32(lr_mult))
 
     def _update(self, i, blob, g, w):
         """Net::Update: data -= diff, in float32, stored back to the master copy and the layer's blob."""
@@ -171,17 +203,24 @@ class SGDSolver(Solver):
     def hist(self, k):
         """History array k as float32 (a copy when stored in another type; write it back with set_hist)."""
         h = self._history[k]
+        if self.net.lms is not None:
+            h = h.mut_dev_data
         return h if h.dtype == F32 else h.astype(F32)
 
     def set_hist(self, k, value):
-        if value is not self._history[k]:
-            self._history[k][...] = value
+        h = self._history[k]
+        if self.net.lms is not None:
+            h = h.mut_dev_data
+            if backend.xp().shares_memory(value, h):
+                return
+        if value is not h:
+            h[...] = value
 
     def compute_update_value(self, i, g, local_rate):
         """SGD with momentum: h = local_rate * g + momentum * h; the step is h."""
         m = self.get_momentum()
         h = self.hist(i)
         h *= F32(m)
-        h += F32(local_rate) * g
+        h += as_f32(local_rate) * g
         self.set_hist(i, h)
         g[...] = h

@@ -9,7 +9,6 @@ snapshots), `root_barrier` (called on every rank right after each rank-0 duty: t
 SetActionFunction: returns signals.NONE/STOP/SNAPSHOT/SNAPSHOT_STOP) and `gather_states` (every rank's resume
 state to the one that snapshots; `resumed_exactly` says whether a restore put this rank's back).
 """
-import math
 import os
 import time
 
@@ -286,15 +285,15 @@ class Solver:
             self.prepare_gradients()
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                loss = loss + self.net.forward_backward_device()
             loss /= p.iter_size
-            if not math.isfinite(loss):
-                raise SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (weights not "
-                                  "updated, the last good snapshot is kept)" % (self.iter, self.net.name, loss))
+            backend.check_later(~backend.xp().isfinite(loss), self._bad_loss_error(loss))
             self._update_smoothed_loss(loss, start_iter)
             last_epochs.measure(self.iter, self._epoch_records(), self.batch_size() * get_shard()[1])
-            if display and self.is_root:
-                self._display()
+            if display:
+                backend.flush_checks()
+                if self.is_root:
+                    self._display()
             self._call("on_gradients_ready")
             self.apply_update()
             self.iter += 1
@@ -307,6 +306,18 @@ class Solver:
             if action in (signals.STOP, signals.SNAPSHOT_STOP):
                 self.requested_early_exit = True
                 break
+        backend.flush_checks()
+
+    def _bad_loss_error(self, loss):
+        """The error for a non-finite loss of this iteration (built only if the device check fails)."""
+        it, deferred = self.iter, backend.is_gpu()
+
+        def make():
+            what = ("found at the next display/snapshot; the last good snapshot is kept" if deferred
+                    else "weights not updated, the last good snapshot is kept")
+            return SolverError("iteration %d: the loss of train net '%s' is %s; training stopped (%s)"
+                               % (it, self.net.name, float(loss), what))
+        return make
 
     def _epoch_records(self):
         """Records in one epoch of the train net's data (NVCaffe's epoch_count: the smallest data source)."""
@@ -425,6 +436,7 @@ class Solver:
     def _snapshot_all(self, scored=False):
         """On every rank: gather the ranks' resume states (RNG, data positions); the root writes the snapshot
         (`scored`: only when the last test gave scores, which go into the name)."""
+        backend.flush_checks()                       # never snapshot weights a deferred check would refuse
         ranks = self.gather_states(snap.process_state(self._nets()))
 
         def write():
