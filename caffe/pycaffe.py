@@ -23,24 +23,16 @@ from distcaffe.timer import Timer
 _UID_BYTES = 128  # NCCL_UNIQUE_ID_BYTES
 
 
-def _nccl_module():
-    try:
-        from cupy.cuda import nccl
-    except ImportError:
-        return None
-    return nccl
-
-
 def has_nccl():
     """True when NCCL can be used here: cupy with its NCCL bindings and a CUDA device."""
-    return _nccl_module() is not None and backend.gpu_available()
+    return backend.nccl_module() is not None and backend.gpu_available()
 
 
 def _need_nccl():
     if not has_nccl():
-        raise CaffeError("caffe.NCCL needs CUDA GPUs and cupy with NCCL (pip install 'distcaffe[gpu]'); on CPUs, "
+        raise CaffeError("caffe.NCCL needs CUDA GPUs and cupy with NCCL (pip install 'distcaffe[gpu-cuda12]' or '[gpu-cuda13]'); on CPUs, "
                          "train across processes with `mpirun -np N distcaffe train -solver ...`")
-    return _nccl_module()
+    return backend.nccl_module()
 
 
 class _UidBootstrap:

@@ -36,7 +36,7 @@ def cupy():
         try:
             import cupy as cp
         except ImportError as e:
-            raise CaffeError("GPU mode needs cupy: pip install 'distcaffe[gpu]' (%s)" % e) from None
+            raise CaffeError("GPU mode needs cupy: pip install 'distcaffe[gpu-cuda12]' or '[gpu-cuda13]' (the node's CUDA major) (%s)" % e) from None
         if not cp.is_available():
             raise CaffeError("GPU mode asked for, but cupy sees no CUDA device")
         _cupy = cp
@@ -50,6 +50,16 @@ def gpu_available():
         return bool(cp.is_available())
     except Exception:
         return False
+
+
+def nccl_module():
+    """cupy's NCCL binding when NCCL itself is usable, else None. cupy >= 14 always imports `cupy.cuda.nccl`
+    (a stub whose `available` is False when libnccl is missing); older cupy fails the import instead."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return None
+    return nccl if getattr(nccl, "available", True) else None
 
 
 def gpu_count():

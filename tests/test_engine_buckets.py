@@ -100,3 +100,28 @@ def test_reducer_flags_travel_with_last_bucket():
     reducer.begin_iteration()
     net.forward_backward()
     np.testing.assert_array_equal(reducer.finish(1.0), [1.0, 0.0])
+
+
+def test_first_iteration_waits_out_cold_starts(monkeypatch):
+    """The first iteration's buckets wait DISTCAFFE_FIRST_COLLECTIVE_TIMEOUT (kernel compiles on other ranks),
+    later ones the ordinary collective timeout."""
+    from distcaffe.engine.communicator import DoneRequest
+    waits = []
+
+    class Timed(DoneRequest):
+        def wait(self, timeout=None, what="allreduce"):
+            waits.append(timeout)
+
+    class Comm(SingleCommunicator):
+        def iallreduce(self, buf):
+            return Timed()
+
+    monkeypatch.setenv("DISTCAFFE_FIRST_COLLECTIVE_TIMEOUT", "900")
+    net = build_net()
+    reducer = GradientReducer(net, Comm(), 2)
+    for _ in range(2):
+        net.clear_param_diffs()
+        reducer.begin_iteration()
+        net.forward_backward()
+        reducer.finish(1.0)
+    assert waits == [900.0, 900.0, None, None]

@@ -88,3 +88,38 @@ def test_nccl_one_rank_on_gpu():
     c.broadcast(a)
     assert cupy.asnumpy(a).tolist() == list(range(8))
     c.close()
+
+
+def _cupy_standing_in(monkeypatch, nccl_available):
+    """cupy >= 14 as a CPU-only node sees it: `cupy.cuda.nccl` always imports, a stub with `available`."""
+    import types
+    cp = types.ModuleType("cupy")
+    cp.cuda = types.ModuleType("cupy.cuda")
+    cp.cuda.nccl = types.ModuleType("cupy.cuda.nccl")
+    cp.cuda.nccl.available = nccl_available
+    cp.is_available = lambda: True
+    for name, mod in (("cupy", cp), ("cupy.cuda", cp.cuda), ("cupy.cuda.nccl", cp.cuda.nccl)):
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+@pytest.mark.parametrize("available", [False, True])
+def test_nccl_counts_only_when_cupy_says_available(monkeypatch, available):
+    from distcaffe import backend
+    from distcaffe.engine import worker
+    _cupy_standing_in(monkeypatch, available)
+    assert (backend.nccl_module() is not None) == available
+    assert worker._nccl_usable() == available          # auto: MPI unless NCCL really loads
+
+
+def test_nccl_asked_for_without_nccl_is_one_clear_error(monkeypatch):
+    from distcaffe.engine.comm_nccl import NCCLCommunicator
+    from distcaffe.engine.communicator import CollectiveError
+    _cupy_standing_in(monkeypatch, False)
+    with pytest.raises(CollectiveError, match="no usable NCCL on this node.*-comm mpi"):
+        NCCLCommunicator(SingleCommunicator(), 0)
+
+
+def test_cupy_without_the_nccl_module_means_no_nccl(monkeypatch):
+    from distcaffe import backend
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", None)        # cupy < 14 without NCCL: import fails
+    assert backend.nccl_module() is None

@@ -11,6 +11,8 @@ import numpy as np
 
 from distcaffe import backend
 
+from .communicator import first_collective_timeout
+
 
 def plan_buckets(sizes, ready_layers, n_buckets):
     """Bucket plan: list of lists of param indices, in reverse layer order, cut into <= n_buckets parts of
@@ -119,8 +121,10 @@ class GradientReducer:
             if bucket.request is None:
                 self._start(bucket)
                 self.stats["late"] += 1
+        # the first iteration also waits out the other ranks' cold start (cupy kernel compiles, cuDNN plans)
+        timeout = None if self.stats["iterations"] else first_collective_timeout()
         for bucket in self.buckets:
-            bucket.request.wait()
+            bucket.request.wait(timeout)
             bucket.request = None
         self.stats["wait_s"] += time.perf_counter() - t0
         self.stats["iterations"] += 1

@@ -6,6 +6,7 @@ hangs the job). cupy is imported only here, only when a GPU run asks for NCCL.
 """
 import numpy as np
 
+from .. import backend
 from .communicator import CollectiveError, Communicator, Request
 
 
@@ -47,7 +48,10 @@ class NCCLCommunicator(Communicator):
     def __init__(self, bootstrap, device):
         super().__init__(bootstrap.rank, bootstrap.size, bootstrap.local_rank, bootstrap.local_size)
         import cupy
-        from cupy.cuda import nccl
+        nccl = backend.nccl_module()
+        if nccl is None:
+            raise CollectiveError("-comm nccl: cupy has no usable NCCL on this node (pip install "
+                                  "'distcaffe[gpu-cuda12]' or '[gpu-cuda13]' to get nvidia-nccl), or use -comm mpi")
         self.cupy, self.nccl, self.bootstrap = cupy, nccl, bootstrap
         cupy.cuda.Device(device).use()
         uid = bootstrap.share(nccl.get_unique_id() if self.rank == 0 else None)

@@ -1,5 +1,6 @@
-"""Ray communicator: ray.util.collective inside an actor. CPU uses the GLOO backend (torch.distributed; the
-`ray-cpu` extra), GPUs use engine.comm_nccl with the unique id shared through Ray's key-value store.
+"""Ray communicators inside an actor. CPU jobs use ray.util.collective's GLOO backend (torch.distributed; the
+`ray-cpu` extra); GPU jobs use engine.comm_nccl over a RayBootstrap, which only shares the NCCL id and does
+barriers/gathers through Ray's key-value store, so a GPU job needs neither torch nor GLOO.
 
 ray.util.collective calls block, so they run in order on one communication thread: a bucket's allreduce
 still overlaps the rest of backward (numpy and the collective both release the GIL). GLOO's own timeout
@@ -24,36 +25,16 @@ class _FutureRequest(Request):
         return True
 
 
-class RayCommunicator(Communicator):
-    """GLOO collectives among the actors of one job (`group` names the collective group)."""
+class RayBootstrap(Communicator):
+    """What a GPU job needs from Ray when NCCL carries the gradients: sharing the NCCL id, gathers, barriers
+    and small host reductions, all through Ray's key-value store (no GLOO, so no torch)."""
 
-    name = "ray"
+    name = "ray-bootstrap"
 
     def __init__(self, rank, size, group, local_rank=0, local_size=1):
         super().__init__(rank, size, local_rank, local_size)
-        try:
-            import ray.util.collective as col
-        except ImportError as e:
-            raise CollectiveError("Ray training needs ray: pip install 'distcaffe[ray-cpu]' (%s)" % e) from None
-        if not col.gloo_available():
-            raise CollectiveError("Ray's GLOO collectives need torch: pip install 'distcaffe[ray-cpu]'")
-        self.col, self.group = col, group
-        col.init_collective_group(size, rank, backend="gloo", group_name=group,
-                                  gloo_timeout=int(collective_timeout() * 1000))
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="distcaffe-ray-comm")
-
-    def _submit(self, what, fn, *args):
-        return _FutureRequest(self._pool.submit(fn, *args), what)
-
-    def iallreduce(self, buf):
-        return self._submit("allreduce", self.col.allreduce, buf, self.group)
-
-    def broadcast(self, buf, root=0):
-        self._submit("broadcast", self.col.broadcast, buf, root, self.group).wait(what="broadcast")
-        return buf
-
-    def barrier(self, timeout=float("inf")):
-        self._submit("barrier", self.col.barrier, self.group).wait(timeout, "barrier")
+        self.group = group
+        self._gathers = 0
 
     def share(self, obj, root=0, key=None):
         """Root's picklable `obj` on every rank, through Ray's internal key-value store."""
@@ -75,14 +56,64 @@ class RayCommunicator(Communicator):
 
     def allgather(self, obj):
         """Each rank shares its `obj` in turn (keys unique per call, so an earlier gather is never read)."""
-        self._gathers = getattr(self, "_gathers", 0) + 1
+        self._gathers += 1
         return [self.share(obj, root=r, key="gather/%d/%d" % (self._gathers, r)) for r in range(self.size)]
+
+    def barrier(self, timeout=float("inf")):
+        self.allgather(None)
+
+    def allreduce(self, buf):
+        """Sum of a small host array over the ranks, in place (signal flags, reports)."""
+        buf[...] = sum(self.allgather(buf))
+        return buf
+
+    def broadcast(self, buf, root=0):
+        buf[...] = self.share(buf if self.rank == root else None, root, key="bcast/%d" % self._next_key())
+        return buf
+
+    def _next_key(self):
+        self._gathers += 1
+        return self._gathers
+
+    def iallreduce(self, buf):
+        raise CollectiveError("the Ray bootstrap carries no gradients (NCCL does; CPU jobs use GLOO)")
 
     def abort(self, message, code=1):
         """Fail this actor's task; the driver then stops every other actor and names this rank."""
         raise CollectiveError("rank %d: %s" % (self.rank, message))
 
-    def close(self):
-        self.barrier()
-        self._pool.shutdown(wait=True)
-        self.col.destroy_collective_group(self.group)
+
+class RayCommunicator(RayBootstrap):
+    """GLOO collectives among the actors of one job (`group` names the collective group): the CPU path."""
+
+    name = "ray"
+
+    def __init__(self, rank, size, group, local_rank=0, local_size=1):
+        super().__init__(rank, size, group, local_rank, local_size)
+        try:
+            import ray.util.collective as col
+        except ImportError as e:
+            raise CollectiveError("Ray training needs ray: pip install 'distcaffe[ray-cpu]' (%s)" % e) from None
+        if not col.gloo_available():
+            raise CollectiveError("Ray's GLOO collectives need torch: pip install 'distcaffe[ray-cpu]'")
+        self.col = col
+        col.init_collective_group(size, rank, backend="gloo", group_name=group,
+                                  gloo_timeout=int(collective_timeout() * 1000))
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="distcaffe-ray-comm")
+
+    def _submit(self, what, fn, *args):
+        return _FutureRequest(self._pool.submit(fn, *args), what)
+
+    def iallreduce(self, buf):
+        return self._submit("allreduce", self.col.allreduce, buf, self.group)
+
+    def allreduce(self, buf):
+        """Through GLOO (not the key-value store the bootstrap uses)."""
+        return Communicator.allreduce(self, buf)
+
+    def broadcast(self, buf, root=0):
+        self._submit("broadcast", self.col.broadcast, buf, root, self.group).wait(what="broadcast")
+        return buf
+
+    def barrier(self, timeout=float("inf")):
+        self._submit("barrier", self.col.barrier, self.group).wait(timeout, "barrier")

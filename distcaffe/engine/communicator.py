@@ -21,6 +21,13 @@ def collective_timeout():
     return float(os.environ.get("DISTCAFFE_COLLECTIVE_TIMEOUT", "45"))
 
 
+def first_collective_timeout():
+    """Bound of the first iteration's gradient collectives (env DISTCAFFE_FIRST_COLLECTIVE_TIMEOUT, default
+    600 s): every rank first compiles its GPU kernels, minutes on a cold shared cache; a dead peer is still
+    found by the heartbeat within heartbeat_timeout()."""
+    return max(collective_timeout(), float(os.environ.get("DISTCAFFE_FIRST_COLLECTIVE_TIMEOUT", "600")))
+
+
 def heartbeat_timeout():
     """Seconds of silence after which a peer counts as lost (env DISTCAFFE_HEARTBEAT_TIMEOUT)."""
     return float(os.environ.get("DISTCAFFE_HEARTBEAT_TIMEOUT", "15"))

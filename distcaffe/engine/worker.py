@@ -87,13 +87,10 @@ def make_communicator(kind, world_size, device):
 
 
 def _nccl_usable():
+    """NCCL for `auto`: a CUDA device and an NCCL library cupy can load (else MPI carries the gradients)."""
     if not backend.gpu_available():
         return False
-    try:
-        from cupy.cuda import nccl  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return backend.nccl_module() is not None
 
 
 # --- batch semantics ------------------------------------------------------------------------------

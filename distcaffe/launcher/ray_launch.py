@@ -29,18 +29,20 @@ class RayRank:
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
     def train(self, solver, options, local_rank, local_size, use_gpu):
-        """Build the communicator (GLOO on CPU, NCCL on GPU) and run the worker; returns its exit code."""
+        """Build the communicator (GLOO on CPU; on GPUs NCCL, bootstrapped through Ray's key-value store
+        without GLOO or torch) and run the worker; returns its exit code."""
         import ray
 
-        from distcaffe.engine.comm_ray import RayCommunicator
+        from distcaffe.engine.comm_ray import RayBootstrap, RayCommunicator
         from distcaffe.engine.worker import Worker
-        comm = RayCommunicator(self.rank, self.size, self.group, local_rank, local_size)
         device = None
         if use_gpu:
             from distcaffe.engine.comm_nccl import NCCLCommunicator
             device = 0  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
-            comm = NCCLCommunicator(comm, device)
+            comm = NCCLCommunicator(RayBootstrap(self.rank, self.size, self.group, local_rank, local_size), device)
             log.info("rank %d uses GPU %s", self.rank, ray.get_gpu_ids())
+        else:
+            comm = RayCommunicator(self.rank, self.size, self.group, local_rank, local_size)
         return Worker(comm, options, device).run(solver)
 
 
