@@ -8,6 +8,7 @@ import numpy as np
 from .. import backend
 from ..proto import caffe_pb2
 from .base import Layer, register
+from .bbox_util import decode_boxes, jaccard_overlap
 
 
 def _legacy_dims(blob):
@@ -248,50 +249,6 @@ class PriorBoxLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         """Caffe's PriorBox backward does nothing: the priors do not depend on the bottom values."""
-
-
-def decode_boxes(xp, loc, priors, variances, code_type, variance_encoded_in_target):
-    """Caffe's DecodeBBox over arrays: `loc` (..., P, 4) offsets, `priors`/`variances` (P, 4) -> decoded corners
-    (..., P, 4) and their sizes (0 for inverted boxes), all float32."""
-    f32 = np.float32
-    pxmin, pymin, pxmax, pymax = (priors[:, k] for k in range(4))
-    var = xp.ones_like(variances) if variance_encoded_in_target else variances
-    lx0, ly0, lx1, ly1 = (loc[..., k] for k in range(4))
-    if code_type == caffe_pb2.PriorBoxParameter.CORNER:
-        out = (pxmin + var[:, 0] * lx0, pymin + var[:, 1] * ly0, pxmax + var[:, 2] * lx1, pymax + var[:, 3] * ly1)
-    else:
-        pw = pxmax - pxmin
-        ph = pymax - pymin
-        if code_type == caffe_pb2.PriorBoxParameter.CENTER_SIZE:
-            pcx = ((pxmin.astype(np.float64) + pxmax) / 2.0).astype(f32)
-            pcy = ((pymin.astype(np.float64) + pymax) / 2.0).astype(f32)
-            cx = var[:, 0] * lx0 * pw + pcx
-            cy = var[:, 1] * ly0 * ph + pcy
-            w = (xp.exp(var[:, 2] * lx1) * pw).astype(np.float64)
-            h = (xp.exp(var[:, 3] * ly1) * ph).astype(np.float64)
-            out = tuple((a + sign * b / 2.0).astype(f32) for a, b, sign in
-                        ((cx, w, -1), (cy, h, -1), (cx, w, 1), (cy, h, 1)))
-        else:  # CORNER_SIZE
-            out = (pxmin + var[:, 0] * lx0 * pw, pymin + var[:, 1] * ly0 * ph,
-                   pxmax + var[:, 2] * lx1 * pw, pymax + var[:, 3] * ly1 * ph)
-    boxes = xp.stack(out, axis=-1).astype(f32)
-    w = boxes[..., 2] - boxes[..., 0]
-    h = boxes[..., 3] - boxes[..., 1]
-    sizes = xp.where((w < 0) | (h < 0), f32(0), w * h).astype(f32)
-    return boxes, sizes
-
-
-def jaccard_overlap(xp, a, sa, b, sb):
-    """Caffe's JaccardOverlap (normalised) between boxes a (A, 4) and b (B, 4) with sizes sa/sb: (A, B) float32."""
-    a = a[:, None, :]
-    b = b[None, :, :]
-    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
-    iw = xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0])
-    ih = xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1])
-    inter = iw * ih
-    valid = ~apart & (iw > 0) & (ih > 0)
-    denom = sa[:, None] + sb[None, :] - inter
-    return xp.where(valid, inter / xp.where(valid, denom, np.float32(1)), np.float32(0)).astype(np.float32)
 
 
 def nms_fast(xp, boxes, sizes, scores, score_threshold, nms_threshold, eta, top_k, chunk=512):

@@ -15,6 +15,7 @@ import time
 from .. import backend
 from ..data.shard import get_shard
 from ..errors import SolverError
+from ..layers.bbox_util import average_precision
 from ..log import get_logger
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
@@ -407,6 +408,8 @@ class Solver:
         net = self.test_nets[test_net_id]
         net.share_with(self.net)
         iters = p.test_iter[test_net_id]
+        if p.eval_type == "detection":
+            return self._test_detection(net, iters)
         scores, loss = None, 0.0
         for _ in range(iters):
             action = self._requested_action()
@@ -426,6 +429,48 @@ class Solver:
         means = {n: v / iters for n, v in (scores or {}).items()}
         if means:
             self._log_outputs(net, "Test", means)
+        return means
+
+    def _test_detection(self, net, iters):
+        """NVCaffe's TestDetection: gather the DetectionEvaluate rows of `iters` passes and log each output's
+        mAP (ap_version: 11point, MaxIntegral, Integral); returns {output: [mAP]}."""
+        p = self.param
+        if p.ap_version not in ("11point", "MaxIntegral", "Integral"):
+            raise SolverError("%s: unknown ap_version '%s' (known: 11point, MaxIntegral, Integral)"
+                              % (self._where, p.ap_version))
+        stats = {n: ({}, {}, {}) for n in net.outputs}          # output -> (num_pos, true_pos, false_pos)
+        loss = 0.0
+        for _ in range(iters):
+            if self._requested_action() in (signals.STOP, signals.SNAPSHOT_STOP):
+                self.requested_early_exit = True
+                log.info("Test interrupted.")
+                return None
+            loss += net.forward_prefilled()
+            for name in net.outputs:
+                rows = backend.to_host(net.blobs[name].dev_data).reshape(-1, 5)
+                num_pos, tps, fps = stats[name]
+                for item, label, score, tp, fp in rows.tolist():
+                    label = int(label)
+                    if int(item) == -1:
+                        num_pos[label] = num_pos.get(label, 0) + int(score)
+                    elif int(tp) or int(fp):
+                        tps.setdefault(label, []).append((score, int(tp)))
+                        fps.setdefault(label, []).append((score, int(fp)))
+        if p.test_compute_loss:
+            log.info("Test loss: %g", loss / iters)
+        means = {}
+        for k, name in enumerate(net.outputs):
+            num_pos, tps, fps = stats[name]
+            aps = {}
+            for label, n in sorted(num_pos.items()):
+                if label not in tps:
+                    log.warning("Missing true_pos for label: %d", label)
+                    continue
+                aps[label] = average_precision(tps[label], fps[label], n, p.ap_version)[0]
+                if p.show_per_class_result:
+                    log.info("class AP %d: %g", label, aps[label])
+            means[name] = [sum(aps.values()) / len(num_pos) if num_pos else 0.0]
+            log.info("    Test net output mAP #%d: %s = %g", k, name, means[name][0])
         return means
 
     # --- snapshots -------------------------------------------------------------------------------
