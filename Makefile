@@ -3,12 +3,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu
+EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu,fast
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 DEMO := examples/mnist
-DEMO_EXTRAS := mpi,image,examples,plot
+DEMO_EXTRAS := mpi,image,examples,plot,fast
 
 .PHONY: venv graphviz test demo proto clean
 

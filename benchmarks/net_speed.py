@@ -1,103 +1,342 @@
-"""Forward+backward time of LeNet (batch 64) and CIFAR-10 quick (batch 100): distcaffe vs PyTorch, same script.
+"""Forward+backward time and peak memory of the zoo's nets: distcaffe vs PyTorch, each in its own process.
 
-usage: python benchmarks/net_speed.py [--iters 30] [--threads 2]
-Reports the median ms per pass of each and the ratio distcaffe / PyTorch (PyTorch is optional: without it,
-only distcaffe's times are printed). Both use the same architecture and float32 on the CPU.
+usage: python benchmarks/net_speed.py [--nets lenet,cifar10_quick,...] [--threads 1,2] [--rounds 5]
+                                      [--iters 5] [--quick] [--out benchmarks/results/net_speed]
+
+Each net is a zoo deploy prototxt (/work/shared/zoo, or --zoo DIR) with its input set to the benchmark's batch,
+a label Input and SoftmaxWithLoss in place of the final Softmax, run in the TRAIN phase (BatchNorm on batch
+statistics). The PyTorch model is built from the same NetParameter, layer for layer (a BatchNorm + Scale pair is
+one affine BatchNorm2d, as a PyTorch user writes it). Per net and thread count, one worker process per framework
+(BLAS/OpenMP pools sized by environment before either library loads) is started; the driver then alternates
+rounds between them (the idle one waits on a pipe, not spinning) so that a noisy machine slows both alike.
+A round is `--iters` passes; its median wall and CPU (process_time, all threads) milliseconds are kept, and the
+reported figure is the median over rounds. Peak RSS is the worker's ru_maxrss at the end.
+Writes <out>.json (every round) and <out>.md (the table).
 """
 import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
 import time
 
-import numpy as np
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
+# name: (zoo prototxt, batch)
 NETS = {
-    "lenet": dict(batch=64, shape=(1, 28, 28), text="""
-layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: %(b)d dim: 1 dim: 28 dim: 28 } shape { dim: %(b)d } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 20 kernel_size: 5 weight_filler { type: "xavier" } } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" convolution_param { num_output: 50 kernel_size: 5 weight_filler { type: "xavier" } } }
-layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1" inner_product_param { num_output: 500 weight_filler { type: "xavier" } } }
-layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
-"""),
-    "cifar10_quick": dict(batch=100, shape=(3, 32, 32), text="""
-layer { name: "data" type: "Input" top: "data" top: "label" input_param { shape { dim: %(b)d dim: 3 dim: 32 dim: 32 } shape { dim: %(b)d } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 32 pad: 2 kernel_size: 5 weight_filler { type: "gaussian" std: 0.0001 } } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "relu1" type: "ReLU" bottom: "pool1" top: "pool1" }
-layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" convolution_param { num_output: 32 pad: 2 kernel_size: 5 weight_filler { type: "gaussian" std: 0.01 } } }
-layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
-layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
-layer { name: "conv3" type: "Convolution" bottom: "pool2" top: "conv3" convolution_param { num_output: 64 pad: 2 kernel_size: 5 weight_filler { type: "gaussian" std: 0.01 } } }
-layer { name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }
-layer { name: "pool3" type: "Pooling" bottom: "conv3" top: "pool3" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
-layer { name: "ip1" type: "InnerProduct" bottom: "pool3" top: "ip1" inner_product_param { num_output: 64 weight_filler { type: "gaussian" std: 0.1 } } }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 10 weight_filler { type: "gaussian" std: 0.1 } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
-"""),
+    "lenet": ("BVLC__caffe/examples/mnist/lenet.prototxt", 64),
+    "cifar10_quick": ("BVLC__caffe/examples/cifar10/cifar10_quick.prototxt", 100),
+    "alexnet": ("BVLC__caffe/models/bvlc_alexnet/deploy.prototxt", 16),
+    "googlenet": ("BVLC__caffe/models/bvlc_googlenet/deploy.prototxt", 8),
+    "resnet50": ("KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt", 8),
 }
+FRAMEWORKS = ("distcaffe", "pytorch")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-def median_ms(fn, iters):
-    fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+# --- the benchmark nets ---------------------------------------------------------------------------
+def train_net_param(path, batch):
+    """The deploy net at `batch`, with a label Input and SoftmaxWithLoss instead of its final Softmax."""
+    from distcaffe.io import read_net_param
+    net = read_net_param(path)
+    data = net.layer[0]
+    assert data.type == "Input", "%s: the first layer must be an Input layer" % path
+    data.input_param.shape[0].dim[0] = batch
+    num_classes = None
+    for lp in net.layer:
+        if lp.type == "BatchNorm":
+            lp.batch_norm_param.ClearField("use_global_stats")
+        if lp.type == "InnerProduct":
+            num_classes = lp.inner_product_param.num_output
+    soft = net.layer[-1]
+    assert soft.type == "Softmax", "%s: the last layer must be a Softmax" % path
+    label = net.layer.add(name="label", type="Input", top=["label"])
+    label.input_param.shape.add(dim=[batch])
+    net.layer.add(name="loss", type="SoftmaxWithLoss", bottom=[soft.bottom[0], "label"], top=["loss"])
+    del net.layer[-3]                                   # the Softmax
+    return net, num_classes
 
 
-def distcaffe_pass(name, spec):
-    import distcaffe as caffe
-    from distcaffe.io import parse_net_text
-    from distcaffe.log import set_quiet
-    set_quiet()
-    net = caffe.Net(parse_net_text(spec["text"] % {"b": spec["batch"]}), caffe.TRAIN)
-    rng = np.random.default_rng(0)
-    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
-    net.blobs["label"].data[...] = rng.integers(0, 10, spec["batch"])
-    return net.forward_backward
+def _pair(values, default):
+    values = list(values)
+    if not values:
+        return (default, default)
+    return (values[0], values[-1])
 
 
-def torch_pass(name, spec):
+def torch_model(net_param):
+    """A torch.nn.Module computing the same graph as `net_param` (Convolution, Pooling, ReLU, LRN, Concat,
+    Dropout, InnerProduct, BatchNorm(+Scale), Eltwise SUM, SoftmaxWithLoss)."""
     import torch
     import torch.nn as nn
-    if name == "lenet":
-        model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
-                              nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
-    else:
-        model = nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
-                              nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                              nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                              nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
-    x = torch.randn(spec["batch"], *spec["shape"])
-    y = torch.randint(0, 10, (spec["batch"],))
-    loss_fn = nn.CrossEntropyLoss()
+    import torch.nn.functional as F
+    from distcaffe.proto import caffe_pb2
+    PP = caffe_pb2.PoolingParameter
+
+    layers = list(net_param.layer)
+    shapes = {}
+    steps = []                                          # (kind, module name or None, bottoms, top, extra)
+    mods = nn.ModuleDict()
+    fused_scale = set()
+    for i, lp in enumerate(layers):
+        if lp.type == "Input":
+            for top, shape in zip(lp.top, lp.input_param.shape):
+                shapes[top] = list(shape.dim)
+            continue
+        if lp.name in fused_scale:
+            continue
+        b = list(lp.bottom)
+        key = "m%d" % i
+        shp = shapes[b[0]]
+        if lp.type == "Convolution":
+            cp = lp.convolution_param
+            k = _pair(cp.kernel_size, 0) if not cp.HasField("kernel_h") else (cp.kernel_h, cp.kernel_w)
+            s = _pair(cp.stride, 1) if not cp.HasField("stride_h") else (cp.stride_h, cp.stride_w)
+            p = _pair(cp.pad, 0) if not cp.HasField("pad_h") else (cp.pad_h, cp.pad_w)
+            d = _pair(cp.dilation, 1)
+            mods[key] = nn.Conv2d(shp[1], cp.num_output, k, s, p, d, groups=cp.group, bias=cp.bias_term)
+            out = [(shp[2 + a] + 2 * p[a] - (d[a] * (k[a] - 1) + 1)) // s[a] + 1 for a in range(2)]
+            shapes[lp.top[0]] = [shp[0], cp.num_output] + out
+            steps.append(("mod", key, b, lp.top[0]))
+        elif lp.type == "Pooling":
+            pp = lp.pooling_param
+            k = tuple(shp[2:]) if pp.global_pooling else (
+                (pp.kernel_size,) * 2 if pp.HasField("kernel_size") else (pp.kernel_h, pp.kernel_w))
+            s = (pp.stride_h, pp.stride_w) if pp.HasField("stride_h") else (pp.stride,) * 2
+            p = (pp.pad_h, pp.pad_w) if pp.HasField("pad_h") else (pp.pad,) * 2
+            cls = nn.MaxPool2d if pp.pool == PP.MAX else nn.AvgPool2d
+            mods[key] = cls(k, s, p, ceil_mode=True)
+            with torch.no_grad():
+                out = mods[key](torch.zeros([1] + shp[1:])).shape[2:]
+            shapes[lp.top[0]] = shp[:2] + list(out)
+            steps.append(("mod", key, b, lp.top[0]))
+        elif lp.type == "ReLU":
+            shapes[lp.top[0]] = shp
+            steps.append(("relu", None, b, lp.top[0]))
+        elif lp.type == "LRN":
+            q = lp.lrn_param
+            mods[key] = nn.LocalResponseNorm(q.local_size, q.alpha, q.beta, q.k)
+            shapes[lp.top[0]] = shp
+            steps.append(("mod", key, b, lp.top[0]))
+        elif lp.type == "Concat":
+            shapes[lp.top[0]] = shp[:1] + [sum(shapes[x][1] for x in b)] + shp[2:]
+            steps.append(("concat", None, b, lp.top[0]))
+        elif lp.type == "Dropout":
+            mods[key] = nn.Dropout(lp.dropout_param.dropout_ratio)
+            shapes[lp.top[0]] = shp
+            steps.append(("mod", key, b, lp.top[0]))
+        elif lp.type == "InnerProduct":
+            n_in = 1
+            for v in shp[1:]:
+                n_in *= v
+            mods[key] = nn.Linear(n_in, lp.inner_product_param.num_output,
+                                  bias=lp.inner_product_param.bias_term)
+            shapes[lp.top[0]] = [shp[0], lp.inner_product_param.num_output]
+            steps.append(("linear", key, b, lp.top[0]))
+        elif lp.type == "BatchNorm":
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            affine = nxt is not None and nxt.type == "Scale" and list(nxt.bottom) == list(lp.top)
+            if affine:
+                fused_scale.add(nxt.name)
+            mods[key] = nn.BatchNorm2d(shp[1], eps=lp.batch_norm_param.eps, affine=affine)
+            top = nxt.top[0] if affine else lp.top[0]
+            shapes[top] = shp
+            steps.append(("mod", key, b, top))
+        elif lp.type == "Eltwise":
+            assert lp.eltwise_param.operation == caffe_pb2.EltwiseParameter.SUM and not lp.eltwise_param.coeff
+            shapes[lp.top[0]] = shp
+            steps.append(("sum", None, b, lp.top[0]))
+        elif lp.type == "SoftmaxWithLoss":
+            steps.append(("loss", None, b, lp.top[0]))
+        else:
+            raise ValueError("net_speed: no PyTorch equivalent for layer type %s" % lp.type)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mods = mods
+
+        def forward(self, blobs):
+            blobs = dict(blobs)
+            for kind, key, b, top in steps:
+                x = blobs[b[0]]
+                if kind == "mod":
+                    y = self.mods[key](x)
+                elif kind == "relu":
+                    y = F.relu(x, inplace=top == b[0])
+                elif kind == "concat":
+                    y = torch.cat([blobs[n] for n in b], 1)
+                elif kind == "linear":
+                    y = self.mods[key](x.flatten(1))
+                elif kind == "sum":
+                    y = x + blobs[b[1]]
+                else:
+                    y = F.cross_entropy(x, blobs[b[1]])
+                blobs[top] = y
+            return y
+
+    return Model(), shapes
+
+
+# --- one framework's worker process ---------------------------------------------------------------
+def _build(framework, name, zoo):
+    path, batch = NETS[name]
+    net_param, classes = train_net_param(os.path.join(zoo, path), batch)
+    import numpy as np
+    rng = np.random.default_rng(0)
+    if framework == "distcaffe":
+        import distcaffe as caffe
+        from distcaffe.log import set_quiet
+        set_quiet()
+        net = caffe.Net(net_param, caffe.TRAIN)
+        net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+        net.blobs["label"].data[...] = rng.integers(0, classes, batch)
+
+        def step():
+            net.clear_param_diffs()
+            net.forward_backward()
+        return step
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    model, shapes = torch_model(net_param)
+    model.train()
+    blobs = {"data": torch.from_numpy(rng.standard_normal(shapes["data"]).astype(np.float32)),
+             "label": torch.from_numpy(rng.integers(0, classes, batch))}
 
     def step():
         model.zero_grad()
-        loss_fn(model(x), y).backward()
+        model(blobs).backward()
     return step
 
 
+def worker(framework, name, zoo):
+    """Build the net, warm it up, then answer 'run N' lines with one round's times; 'quit' with peak RSS."""
+    step = _build(framework, name, zoo)
+    step()
+    step()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "run":
+            wall, cpu = [], []
+            for _ in range(int(cmd[1])):
+                w, c = time.perf_counter(), time.process_time()
+                step()
+                wall.append((time.perf_counter() - w) * 1e3)
+                cpu.append((time.process_time() - c) * 1e3)
+            print(json.dumps({"wall": statistics.median(wall), "cpu": statistics.median(cpu)}), flush=True)
+        else:
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            print(json.dumps({"rss_mb": rss_mb}), flush=True)
+            return
+
+
+# --- the driver -----------------------------------------------------------------------------------
+class Worker:
+    def __init__(self, framework, name, threads, zoo):
+        env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", framework,
+                                      "--nets", name, "--zoo", zoo], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, text=True)
+        self.framework = framework
+
+    def ask(self, line):
+        if line is not None:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise SystemExit("net_speed: the %s worker died (exit %s)" % (self.framework, self.proc.wait()))
+        return json.loads(reply)
+
+    def close(self):
+        rss = self.ask("quit")["rss_mb"]
+        self.proc.wait()
+        return rss
+
+
+def measure(name, threads, rounds, iters, zoo):
+    """Alternating rounds of both frameworks; per framework the rounds' medians and the peak RSS."""
+    workers = {}
+    for fw in FRAMEWORKS:              # built one after the other: neither build disturbs the other's warm-up
+        workers[fw] = Worker(fw, name, threads, zoo)
+        workers[fw].ask(None)
+    res = {fw: {"wall": [], "cpu": []} for fw in FRAMEWORKS}
+    for r in range(rounds):
+        for fw in (FRAMEWORKS if r % 2 == 0 else FRAMEWORKS[::-1]):
+            out = workers[fw].ask("run %d" % iters)
+            res[fw]["wall"].append(out["wall"])
+            res[fw]["cpu"].append(out["cpu"])
+    for fw in FRAMEWORKS:
+        res[fw]["rss_mb"] = workers[fw].close()
+    return res
+
+
+def summary_rows(results):
+    rows = []
+    for key, res in results.items():
+        name, threads = key.rsplit("@", 1)
+        med = {fw: {m: statistics.median(res[fw][m]) for m in ("wall", "cpu")} for fw in FRAMEWORKS}
+        rows.append(dict(net=name, batch=NETS[name][1], threads=int(threads),
+                         ours_wall=med["distcaffe"]["wall"], peer_wall=med["pytorch"]["wall"],
+                         ours_cpu=med["distcaffe"]["cpu"], peer_cpu=med["pytorch"]["cpu"],
+                         ours_rss=res["distcaffe"]["rss_mb"], peer_rss=res["pytorch"]["rss_mb"]))
+    return rows
+
+
+def markdown(rows, args):
+    out = ["Command: `python benchmarks/net_speed.py %s`" % " ".join(args), "",
+           "| net | batch | threads | distcaffe wall ms | PyTorch wall ms | wall ratio | distcaffe CPU ms | "
+           "PyTorch CPU ms | CPU ratio | distcaffe peak RSS MB | PyTorch peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %.0f | %.0f |" % (
+            r["net"], r["batch"], r["threads"], r["ours_wall"], r["peer_wall"], r["ours_wall"] / r["peer_wall"],
+            r["ours_cpu"], r["peer_cpu"], r["ours_cpu"] / r["peer_cpu"], r["ours_rss"], r["peer_rss"]))
+    return "\n".join(out) + "\n"
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=5, help="passes per round")
+    ap.add_argument("--quick", action="store_true", help="3 rounds of 2 passes (while iterating)")
+    ap.add_argument("--zoo", default=os.environ.get("DISTCAFFE_ZOO", "/work/shared/zoo"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "net_speed"))
+    ap.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
-    print("| net | batch | distcaffe ms | PyTorch ms | distcaffe / PyTorch |")
-    print("|---|---|---|---|---|")
-    for name, spec in NETS.items():
-        ours = median_ms(distcaffe_pass(name, spec), args.iters)
-        peer = median_ms(torch_pass(name, spec), args.iters) if torch else float("nan")
-        print("| %s | %d | %.1f | %.1f | %.2f |" % (name, spec["batch"], ours, peer, ours / peer))
+    if args.worker:
+        return worker(args.worker, args.nets, args.zoo)
+    if args.quick:
+        args.rounds, args.iters = 3, 2
+    results = {}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        for name in args.nets.split(","):
+            if name not in NETS:
+                raise SystemExit("net_speed: unknown net %s (known: %s)" % (name, ", ".join(NETS)))
+            t0 = time.time()
+            results["%s@%d" % (name, threads)] = measure(name, threads, args.rounds, args.iters, args.zoo)
+            row = summary_rows({"%s@%d" % (name, threads): results["%s@%d" % (name, threads)]})[0]
+            print("%-14s %d thr: distcaffe %.1f ms (cpu %.1f) | pytorch %.1f ms (cpu %.1f) | wall %.2fx cpu %.2fx"
+                  " | rss %.0f / %.0f MB  [%.0f s]" % (
+                      name, threads, row["ours_wall"], row["ours_cpu"], row["peer_wall"], row["peer_cpu"],
+                      row["ours_wall"] / row["peer_wall"], row["ours_cpu"] / row["peer_cpu"], row["ours_rss"],
+                      row["peer_rss"], time.time() - t0), flush=True)
+    rows = summary_rows(results)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": sys.argv[1:],
+                   "rounds": results, "summary": rows}, f, indent=1)
+    md = markdown(rows, sys.argv[1:])
+    with open(args.out + ".md", "w") as f:
+        f.write(md)
+    print(md)
 
 
 if __name__ == "__main__":

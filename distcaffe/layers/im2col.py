@@ -5,11 +5,30 @@ batch-last (C, *spatial, B) layout convolution uses so that copies and slice-add
 `windows` is Caffe's im2col as a zero-copy strided view: spatial -> (*kernel, *out).
 `accumulate_windows` is col2im: it adds every window back onto the (padded) plane, looping over kernel
 offsets only (each step one strided slice add over all images and channels), so overlapping windows
-sum in Caffe's kernel-offset order without any scatter.
+sum in Caffe's kernel-offset order without any scatter; 2-D col2im runs as a compiled loop when numba is
+installed (`fastpath`), with the same additions in the same order.
+`workspace` hands out reusable scratch arrays so that no pass allocates its columns afresh.
 """
 import itertools
+import threading
 
 import numpy as np
+
+from . import fastpath
+
+_scratch = threading.local()
+
+
+def workspace(xp, slot, shape, dtype):
+    """A scratch array of `shape` reused across calls and layers of this thread (Caffe's shared col buffer):
+    one flat buffer per (slot, dtype, array module), grown when needed. Its contents are garbage."""
+    pool = _scratch.__dict__.setdefault("pool", {})
+    key = (slot, np.dtype(dtype).str, xp.__name__)
+    size = prod(shape)
+    buf = pool.get(key)
+    if buf is None or buf.size < size:
+        buf = pool[key] = xp.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 def prod(values):
@@ -76,14 +95,26 @@ def accumulate_windows(xp, col, padded_shape, stride, dilation, axis=2, kernel=N
     return acc
 
 
-def im2col(xp, x, kernel, stride, pad, dilation, out_shape, axis=2):
-    """Caffe's im2col: a (.., *kernel, *out, ..) view of the zero-padded input."""
+def im2col(xp, x, kernel, stride, pad, dilation, out_shape, axis=2, out=None):
+    """Caffe's im2col: a (.., *kernel, *out, ..) view of the zero-padded input, or that copied into `out`."""
     spatial = x.shape[axis:axis + len(kernel)]
     xpad = padded(xp, x, pad, [s + 2 * p for s, p in zip(spatial, pad)], axis=axis)
-    return windows(xp, xpad, kernel, stride, dilation, out_shape, axis)
+    view = windows(xp, xpad, kernel, stride, dilation, out_shape, axis)
+    if out is None:
+        return view
+    out = out.reshape(view.shape)
+    out[...] = view
+    return out
 
 
 def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
     """Caffe's col2im: sum the (.., *kernel, *out, ..) columns back into the (.., *spatial, ..) input."""
+    loops = fastpath.loops(xp, col.dtype)
+    if loops is not None and len(spatial) == 2:
+        lead, trail = prod(col.shape[:axis]), prod(col.shape[axis + 4:])
+        c6 = np.ascontiguousarray(col).reshape((lead,) + col.shape[axis:axis + 4] + (trail,))
+        out = np.zeros((lead,) + tuple(spatial) + (trail,), dtype=col.dtype)
+        loops.col2im_2d(c6, out, stride[0], stride[1], dilation[0], dilation[1], pad[0], pad[1])
+        return out.reshape(col.shape[:axis] + tuple(spatial) + col.shape[axis + 4:])
     acc = accumulate_windows(xp, col, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis)
     return crop(acc, pad, spatial, axis)

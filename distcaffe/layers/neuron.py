@@ -165,7 +165,8 @@ class PowerLayer(_Pointwise):
 
 @register("ReLU")
 class ReLULayer(_Pointwise):
-    """y = max(x, 0) + negative_slope min(x, 0) (leaky when negative_slope != 0)."""
+    """y = max(x, 0) + negative_slope min(x, 0) (leaky when negative_slope != 0); the plain ReLU writes both
+    passes straight into the top / bottom diff (no temporaries)."""
 
     def layer_setup(self, bottom, top):
         self.slope = self.layer_param.relu_param.negative_slope
@@ -179,6 +180,20 @@ class ReLULayer(_Pointwise):
         if self.slope:
             return xp.where(x > 0, dy, dy * self.slope)
         return dy * (x > 0)
+
+    def forward(self, bottom, top):
+        if self.slope:
+            return super().forward(bottom, top)
+        self.xp.maximum(self.m(bottom[0].dev_data), 0, out=top[0].mut_dev_data)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, x = self.m(top[0].dev_diff), self.m(bottom[0].dev_data)
+        if self.slope:
+            bottom[0].mut_dev_diff[...] = self.grad(self.xp, x, None, dy)
+        else:                                            # straight into the bottom diff (in place or not)
+            self.xp.multiply(dy, x > 0, out=bottom[0].mut_dev_diff)
 
 
 @register("Sigmoid")

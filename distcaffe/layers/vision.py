@@ -10,8 +10,9 @@ import numpy as np
 from .. import backend
 from ..blob import Blob
 from ..proto import caffe_pb2
+from . import fastpath
 from .base import Layer, register
-from .im2col import accumulate_windows, col2im, conv_out_size, crop, im2col, padded, prod, windows
+from .im2col import accumulate_windows, col2im, conv_out_size, crop, im2col, padded, prod, windows, workspace
 
 
 def _spatial_values(layer, cp, name, num_spatial, default):
@@ -122,11 +123,14 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self.col_shape = spatial if self.reverse else out
 
     # --- GEMM layout helpers (batch-last: GEMM columns are (position, image), image fastest) ----------
+    # Columns, GEMM products and the reordered top diff live in `workspace` scratch buffers shared by all
+    # layers, so a pass allocates none of them.
     def _im2col_gemm(self, x):
         """(num, conv_in_channels, *conv_input_shape) -> columns (group, kernel_dim, positions*num)."""
         xt = self.xp.moveaxis(x, 0, -1)
-        col = im2col(self.xp, xt, self.kernel, self.stride, self.pad, self.dilation, self.col_shape, axis=1)
-        return col.reshape(self.group, self.kernel_dim, -1)
+        buf = workspace(self.xp, "col", (self.group, self.kernel_dim, prod(self.col_shape) * self.num), x.dtype)
+        im2col(self.xp, xt, self.kernel, self.stride, self.pad, self.dilation, self.col_shape, axis=1, out=buf)
+        return buf
 
     def _col2im_gemm(self, col):
         """Inverse layout of `_im2col_gemm`, summing overlapping windows (col2im)."""
@@ -135,9 +139,11 @@ class _BaseConvolution(_ConvGeometry, Layer):
         return self.xp.moveaxis(xt, -1, 0)
 
     def _to_gemm(self, y):
-        """(num, channels, *col_shape) -> (group, channels/group, positions*num)."""
+        """(num, channels, *col_shape) -> (group, channels/group, positions*num), copied into scratch."""
         c = y.shape[1]
-        return y.reshape(self.num, c, -1).transpose(1, 2, 0).reshape(self.group, c // self.group, -1)
+        buf = workspace(self.xp, "top", (self.group, c // self.group, y[0, 0].size * self.num), y.dtype)
+        buf.reshape(c, -1, self.num)[...] = y.reshape(self.num, c, -1).transpose(1, 2, 0)
+        return buf
 
     def _from_gemm(self, g, channels):
         """(group, channels/group, positions*num) -> (num, channels, positions)."""
@@ -146,12 +152,16 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _weights(self):
         return self.m(self.blobs[0].dev_data).reshape(self.group, self.conv_out_channels // self.group, -1)
 
-    def _gmm(self, a, b):
-        """Per-group GEMM of (G, m, k) and (G, k, n) stacks (2-D GEMMs: numpy's stacked matmul is slower)."""
-        mm = backend.matmul
-        if self.group == 1:
-            return mm(a[0], b[0])[None]
-        return self.xp.stack([mm(a[i], b[i]) for i in range(self.group)])
+    def _gmm(self, a, b, slot="gemm"):
+        """Per-group GEMM of (G, m, k) and (G, k, n) stacks into a scratch (G, m, n) (2-D GEMMs: numpy's
+        stacked matmul is slower); fp16 goes through backend.matmul (fp32 accumulation)."""
+        out = workspace(self.xp, slot, (self.group, a.shape[1], b.shape[2]), a.dtype)
+        for i in range(self.group):
+            if a.dtype == np.float16:
+                out[i] = backend.matmul(a[i], b[i])
+            else:
+                self.xp.matmul(a[i], b[i], out=out[i])
+        return out
 
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
@@ -166,9 +176,11 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 y = y.reshape(self.num, self.num_output, -1)
             else:
                 y = self._from_gemm(self._gmm(w, self._im2col_gemm(x)), self.num_output)
+            out = t.mut_dev_data.reshape(y.shape)
             if self.bias_term:
-                y = y + self.m(self.blobs[1].dev_data)[:, None]
-            t.mut_dev_data[...] = y.reshape(t.shape)
+                self.xp.add(y, self.m(self.blobs[1].dev_data)[:, None], out=out)
+            else:
+                out[...] = y
 
     def backward(self, top, propagate_down, bottom):
         w = self._weights()
@@ -184,7 +196,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 if want_w:
                     x = self._to_gemm(self._as_batch(b.dev_data, self.channels))
-                    self.blobs[0].mut_dev_diff[...] += self._gmm(x, col.transpose(0, 2, 1)).reshape(
+                    self.blobs[0].mut_dev_diff[...] += self._gmm(x, col.transpose(0, 2, 1), "dw").reshape(
                         self.blobs[0].shape)
                 if propagate_down[i]:
                     b.mut_dev_diff[...] = self._from_gemm(self._gmm(w, col), self.channels).reshape(b.shape)
@@ -192,7 +204,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 gg = self._to_gemm(g)
                 if want_w:
                     col = self._im2col_gemm(self._as_batch(b.dev_data, self.channels))
-                    self.blobs[0].mut_dev_diff[...] += self._gmm(gg, col.transpose(0, 2, 1)).reshape(
+                    self.blobs[0].mut_dev_diff[...] += self._gmm(gg, col.transpose(0, 2, 1), "dw").reshape(
                         self.blobs[0].shape)
                 if propagate_down[i]:
                     b.mut_dev_diff[...] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg)).reshape(b.shape)
@@ -343,12 +355,31 @@ class PoolingLayer(Layer):
             self._divisor = self.xp.asarray(np.outer(sizes[0], sizes[1]).astype(self.mdtype))
         return self._divisor
 
+    def _loop_args(self):
+        return (self.kernel[0], self.kernel[1], self.stride[0], self.stride[1], self.pad[0], self.pad[1])
+
+    def _fast_pool(self, loops, x):
+        """MAX/AVE forward by the compiled loops (same numbers as the offset loops below)."""
+        x3 = np.ascontiguousarray(x).reshape((-1,) + tuple(self.in_shape))
+        out = np.empty((x3.shape[0],) + tuple(self.out), dtype=x.dtype)
+        if self.method == _PP.MAX:
+            arg = np.empty(out.shape, dtype=np.int32)
+            loops.max_pool(x3, out, arg, *self._loop_args(), x.dtype.type(np.finfo(x.dtype).min))
+            self.arg = arg.reshape(x.shape[:2] + tuple(self.out))
+        else:
+            loops.ave_pool(x3, out, self._ave_divisor(), *self._loop_args(), x.dtype.type(0))
+        return out.reshape(x.shape[:2] + tuple(self.out))
+
     def pool(self, x, want_mask=False):
         """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for.
         MAX and STOCHASTIC remember the chosen kernel offset per output (`self.arg`, -1 for none)."""
         xp = self.xp
-        if self.method == _PP.MAX:
-            # Caffe's scan: start at -FLT_MAX, take an element only when strictly greater (first wins)
+        loops = fastpath.loops(xp, x.dtype)
+        if loops is not None and self.method in (_PP.MAX, _PP.AVE):
+            best = self._fast_pool(loops, x)
+        elif self.method == _PP.MAX:
+            # Caffe's scan: start at -FLT_MAX, take an element only when strictly greater (first max kept,
+            # a NaN never wins)
             lowest = np.finfo(self.mdtype).min
             win = self._windows(x, lowest)
             best = xp.full(x.shape[:2] + tuple(self.out), lowest, dtype=x.dtype)
@@ -356,20 +387,27 @@ class PoolingLayer(Layer):
             for k, (i, j) in enumerate(self._offsets()):
                 v = win[:, :, i, j]
                 better = v > best
-                best = xp.fmax(v, best)          # branch-free; a NaN never wins, as in Caffe's scan
+                best = xp.where(better, v, best)
                 arg += (k - arg) * better
             self.arg = arg
+        if self.method == _PP.MAX:
             mask = None
             if want_mask:
                 kw = self.kernel[1]
-                h = xp.arange(self.out[0])[:, None] * self.stride[0] - self.pad[0] + arg // kw
-                w = xp.arange(self.out[1])[None, :] * self.stride[1] - self.pad[1] + arg % kw
-                mask = xp.where(arg >= 0, h * self.in_shape[1] + w, -1)
+                h = xp.arange(self.out[0])[:, None] * self.stride[0] - self.pad[0] + self.arg // kw
+                w = xp.arange(self.out[1])[None, :] * self.stride[1] - self.pad[1] + self.arg % kw
+                mask = xp.where(self.arg >= 0, h * self.in_shape[1] + w, -1)
             return best, mask
+        if self.method == _PP.AVE:
+            if loops is not None:
+                return best, None
+            win = self._windows(x, 0)
+            total = xp.zeros(x.shape[:2] + tuple(self.out), dtype=x.dtype)
+            for i, j in self._offsets():                 # Caffe's order: row by row, starting from zero
+                total += win[:, :, i, j]
+            return total / self._ave_divisor(), None
         win = self._windows(x, 0)
         total = win.sum(axis=(2, 3))
-        if self.method == _PP.AVE:
-            return total / self._ave_divisor(), None
         if self.phase == caffe_pb2.TRAIN:
             # pick each window's element with probability proportional to its (non-negative) value
             thres = xp.asarray(backend.rng().random(total.shape).astype(self.mdtype)) * total
@@ -390,16 +428,26 @@ class PoolingLayer(Layer):
     def unpool(self, g):
         """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call."""
         xp = self.xp
+        if self.method == _PP.STOCHASTIC and self.phase != caffe_pb2.TRAIN:
+            raise self.error("STOCHASTIC pooling backpropagates only in the TRAIN phase")
         if self.method == _PP.AVE:
-            gd = g / self._ave_divisor()
-
+            g = g / self._ave_divisor()
+        loops = fastpath.loops(xp, g.dtype)
+        if loops is not None and self.method in (_PP.MAX, _PP.AVE):
+            g3 = np.ascontiguousarray(g).reshape((-1,) + tuple(self.out))
+            dx = np.zeros((g3.shape[0],) + tuple(self.in_shape), dtype=g.dtype)
+            if self.method == _PP.MAX:
+                arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)
+                loops.max_unpool(g3, arg3, dx, *self._loop_args())
+            else:
+                loops.ave_unpool(g3, dx, *self._loop_args())
+            return dx.reshape(g.shape[:2] + tuple(self.in_shape))
+        if self.method == _PP.AVE:
             def piece(offs):
-                return gd
+                return g
         else:
-            if self.method == _PP.STOCHASTIC and self.phase != caffe_pb2.TRAIN:
-                raise self.error("STOCHASTIC pooling backpropagates only in the TRAIN phase")
-            def piece(offs):
-                return g * (self.arg == offs[0] * self.kernel[1] + offs[1])   # branch-free select
+            def piece(offs):                             # branch-free select of the winners
+                return xp.where(self.arg == offs[0] * self.kernel[1] + offs[1], g, 0)
         acc = accumulate_windows(xp, piece, self.padded_shape, self.stride, [1, 1], kernel=self.kernel,
                                  dtype=g.dtype)
         return crop(acc, self.pad, self.in_shape)

@@ -1,0 +1,106 @@
+"""Compiled CPU loops for col2im and MAX/AVE pooling (numba, the optional `fast` extra).
+
+Each loop makes the same floating-point operations in the same order as the numpy code it replaces
+(im2col.accumulate_windows and PoolingLayer's offset loops): sums start at zero and take the kernel offsets
+in row-major order, so the fast path and the numpy fallback give bit-identical results. Only imported through
+`fastpath.loops()`; compiled once per signature and cached on disk (cache=True). error_model="numpy": a
+division by zero gives inf/nan as numpy does (Caffe's degenerate ceil-mode AVE windows), not an exception.
+"""
+from numba import njit
+
+
+@njit(cache=True, error_model="numpy")
+def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
+    """out (C, H, W, B) += columns (C, kh, kw, OH, OW, B), offset by offset; padding positions are dropped."""
+    C, kh, kw, OH, OW, B = col.shape
+    H, W = out.shape[1], out.shape[2]
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                for oh in range(OH):
+                    h = oh * sh + i * dh - ph
+                    if h < 0 or h >= H:
+                        continue
+                    for ow in range(OW):
+                        w = ow * sw + j * dw - pw
+                        if w < 0 or w >= W:
+                            continue
+                        for b in range(B):
+                            out[c, h, w, b] += col[c, i, j, oh, ow, b]
+
+
+@njit(cache=True, error_model="numpy")
+def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
+    """Caffe's MAX scan per window of x (P, H, W), row by row: strictly greater wins (first max kept, NaN
+    never wins); arg is the winning kernel offset i * kw + j, -1 when none."""
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    for p in range(P):
+        for oh in range(OH):
+            h0 = oh * sh - ph
+            hs, he = max(h0, 0), min(h0 + kh, H)
+            for ow in range(OW):
+                w0 = ow * sw - pw
+                ws, we = max(w0, 0), min(w0 + kw, W)
+                best = lowest
+                k = -1
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        v = x[p, h, w]
+                        better = v > best
+                        best = v if better else best
+                        k = (h - h0) * kw + (w - w0) if better else k
+                out[p, oh, ow] = best
+                arg[p, oh, ow] = k
+
+
+# The two backward loops visit outputs last to first: an input element then receives its contributions in
+# increasing kernel offset, the order of the numpy fallback's offset-by-offset slice adds.
+@njit(cache=True, error_model="numpy")
+def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
+    """dx (P, H, W, zeroed) += g routed to each window's winner."""
+    P, OH, OW = g.shape
+    for p in range(P):
+        for oh in range(OH - 1, -1, -1):
+            for ow in range(OW - 1, -1, -1):
+                k = arg[p, oh, ow]
+                if k >= 0:
+                    dx[p, oh * sh - ph + k // kw, ow * sw - pw + k % kw] += g[p, oh, ow]
+
+
+@njit(cache=True, error_model="numpy")
+def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
+    """Window sums of x (P, H, W) from zero, row by row, divided by div (OH, OW). Padding adds nothing: a
+    sum started at +0 is never -0, so the fallback's added padding zeros change no bit."""
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    for p in range(P):
+        for oh in range(OH):
+            h0 = oh * sh - ph
+            hs, he = max(h0, 0), min(h0 + kh, H)
+            for ow in range(OW):
+                w0 = ow * sw - pw
+                ws, we = max(w0, 0), min(w0 + kw, W)
+                s = zero
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        s += x[p, h, w]
+                out[p, oh, ow] = s / div[oh, ow]
+
+
+@njit(cache=True, error_model="numpy")
+def ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
+    """dx (P, H, W, zeroed) += each window's already divided top diff gd (P, OH, OW)."""
+    P, OH, OW = gd.shape
+    H, W = dx.shape[1], dx.shape[2]
+    for p in range(P):
+        for oh in range(OH - 1, -1, -1):
+            h0 = oh * sh - ph
+            hs, he = max(h0, 0), min(h0 + kh, H)
+            for ow in range(OW - 1, -1, -1):
+                w0 = ow * sw - pw
+                ws, we = max(w0, 0), min(w0 + kw, W)
+                v = gd[p, oh, ow]
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        dx[p, h, w] += v

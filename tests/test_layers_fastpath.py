@@ -1,0 +1,103 @@
+"""The compiled CPU loops (numba, the `fast` extra) against the numpy fallback: bit-identical tops and diffs
+for pooling (MAX with mask, AVE), convolution / deconvolution / Im2col (col2im) on random shapes, including odd
+strides, padding and ceil-mode edge windows. `make test` installs the extra, so numba must be there."""
+import numpy as np
+import pytest
+
+from distcaffe.blob import Blob
+from distcaffe.layers import fastpath
+from distcaffe.net import TRAIN
+from layer_harness import make_layer
+
+RNG = np.random.default_rng(7)
+
+
+def test_compiled_loops_are_installed():
+    assert fastpath.enabled(), "numba is missing: install the 'fast' extra (make test does)"
+
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64) if a.dtype.kind == "f" else a
+
+
+def _pass(text, x, dtype, with_fast, num_top=1):
+    """Forward + backward of one layer; returns its tops, the bottom diff and any parameter diffs."""
+    before = fastpath.set_enabled(with_fast)
+    try:
+        layer = make_layer(text, dtype, TRAIN)
+        bottom = Blob(x.shape, dtype)
+        bottom.data[...] = x
+        top = [Blob(dtype=dtype) for _ in range(num_top)]
+        layer.setup([bottom], top)
+        for p in layer.blobs:
+            p.data[...] = np.random.default_rng(1).standard_normal(p.shape)
+        layer.forward([bottom], top)
+        top[0].diff[...] = np.random.default_rng(2).standard_normal(top[0].shape)
+        layer.backward(top, [True], [bottom])
+        return [t.data.copy() for t in top] + [bottom.diff.copy()] + [p.diff.copy() for p in layer.blobs]
+    finally:
+        fastpath.set_enabled(before)
+
+
+def _same(text, shape, dtype=np.float32, num_top=1, ties=False):
+    x = RNG.standard_normal(shape).astype(dtype)
+    if ties:                                   # repeated values and signed zeros: first-max and -0 rules
+        x = np.round(x).astype(dtype)
+        x[x == 0] = np.where(RNG.random((x == 0).sum()) < 0.5, -0.0, 0.0)
+    fast = _pass(text, x, dtype, True, num_top)
+    slow = _pass(text, x, dtype, False, num_top)
+    assert len(fast) == len(slow)
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        assert a.shape == b.shape
+        assert np.array_equal(_bits(a), _bits(b)), "output %d differs (%s)" % (i, text)
+
+
+def _pool_cases():
+    rng = np.random.default_rng(3)
+    cases = []
+    for _ in range(24):
+        k = [int(rng.integers(1, 5)), int(rng.integers(1, 5))]
+        s = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+        p = [int(rng.integers(0, k[0])), int(rng.integers(0, k[1]))]
+        hw = [int(rng.integers(k[0], 13)), int(rng.integers(k[1], 13))]
+        cases.append((k, s, p, (int(rng.integers(1, 3)), int(rng.integers(1, 4))) + tuple(hw)))
+    return cases
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("k,s,p,shape", _pool_cases())
+def test_pooling_fast_path_is_bit_identical(method, k, s, p, shape):
+    text = ('type: "Pooling" pooling_param { pool: %s kernel_h: %d kernel_w: %d stride_h: %d stride_w: %d '
+            'pad_h: %d pad_w: %d }' % ((method,) + tuple(k) + tuple(s) + tuple(p)))
+    _same(text, shape, num_top=2 if method == "MAX" else 1)
+    _same(text, shape, np.float64)
+    _same(text, shape, ties=True)
+
+
+@pytest.mark.parametrize("text,shape", [
+    ('pool: MAX kernel_size: 3 stride: 2', (2, 3, 8, 8)),          # ceil mode: the last window hangs over
+    ('pool: AVE kernel_size: 3 stride: 2', (2, 3, 8, 8)),
+    ('pool: MAX kernel_size: 3 stride: 2 pad: 1', (1, 2, 6, 7)),   # clipped last window (starts in the pad)
+    ('pool: AVE kernel_size: 3 stride: 2 pad: 2', (1, 2, 5, 5)),
+    ('pool: AVE global_pooling: true', (2, 4, 7, 7)),
+    ('pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR', (2, 2, 7, 9)),
+])
+def test_pooling_edge_windows_are_bit_identical(text, shape):
+    _same('type: "Pooling" pooling_param { %s }' % text, shape, ties=True)
+    _same('type: "Pooling" pooling_param { %s }' % text, shape)
+
+
+@pytest.mark.parametrize("layer,params,shape", [
+    ("Convolution", "num_output: 4 kernel_size: 3 pad: 1", (2, 3, 7, 6)),
+    ("Convolution", "num_output: 6 kernel_size: 3 stride: 2 pad: 2 group: 3", (2, 6, 9, 8)),
+    ("Convolution", "num_output: 2 kernel_h: 5 kernel_w: 2 stride_h: 3 stride_w: 1 pad_h: 1 pad_w: 1", (3, 2, 11, 5)),
+    ("Convolution", "num_output: 3 kernel_size: 2 dilation: 2 stride: 1", (2, 2, 7, 7)),
+    ("Convolution", "num_output: 3 kernel_size: 11 stride: 4", (2, 3, 27, 27)),
+    ("Deconvolution", "num_output: 3 kernel_size: 4 stride: 2 pad: 1", (2, 2, 5, 4)),
+    ("Im2col", "kernel_size: 3 stride: 2 pad: 1", (2, 3, 7, 6)),
+])
+def test_col2im_fast_path_is_bit_identical(layer, params, shape):
+    text = 'type: "%s" convolution_param { %s }' % (layer, params)
+    _same(text, shape)
+    _same(text, shape, np.float64)
