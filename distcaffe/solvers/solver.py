@@ -136,12 +136,20 @@ class Solver:
         self.pre_solve()
 
     def _check_snapshot_dir(self):
-        if not self.param.snapshot:
+        """At start-up, whatever `snapshot` says (a SIGTERM or the end of training snapshots too): the prefix's
+        directory must be writable; hidden temporary files a killed snapshot left there are removed."""
+        if not self.is_root:
             return
         d = os.path.dirname(os.path.abspath(self.param.snapshot_prefix + "_"))
-        if not os.path.isdir(d) or not os.access(d, os.W_OK):
+        if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
             raise SolverError("%s: cannot write to snapshot prefix '%s': make sure that the directory %s exists and "
                               "is writable" % (self._where, self.param.snapshot_prefix, d))
+        for name in snap.stale_temporaries(self.param.snapshot_prefix):
+            log.info("Removing %s, left by a snapshot that was interrupted", name)
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
     def _path(self, name):
         """A net file as Caffe opens it (relative to the working directory), else relative to the solver file."""
@@ -521,7 +529,7 @@ class Solver:
         path = os.fspath(path)
         state = snap.read_state(path)
         if state["learned_net"]:
-            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]))
+            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]), strict=True)
         self.iter = state["iter"]
         self.current_step = state["current_step"]
         self.restore_history(state["history"], path)
