@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backend
 from .blob import Blob
-from .errors import CaffeError, NetError
+from .errors import NetError
 from .layers import create_layer
 from .log import get_logger
 from .net_filter import filter_net, insert_splits
@@ -528,10 +528,8 @@ class Net:
         from .io import blobproto_to_array
         found = []
         for src in source.layer:
-            try:
-                arrays = [blobproto_to_array(b) for b in src.blobs]
-            except CaffeError as e:
-                raise NetError("%s: layer '%s': %s" % (where, src.name, e)) from None
+            where_layer = "%s: layer '%s'" % (where, src.name)
+            arrays = [blobproto_to_array(b, where=where_layer) for b in src.blobs]
             found.append((src.name, self._copy_layer(src.name, arrays, [_is_legacy(b) for b in src.blobs], where),
                           bool(arrays)))
         return [n for n, copied, _ in found if copied], [n for n, copied, has in found if has and not copied]

@@ -4,7 +4,8 @@ import time
 
 
 class ProgressBar:
-    """Redraws at most 10 times a second; `finish()` prints the final state and a newline."""
+    """Redraws at most 10 times a second; `finish()` prints the final state and a newline. As a context manager
+    it finishes on exit, and after an error ends the half-drawn line, so the error line starts on its own."""
 
     def __init__(self, total, unit="records", stream=None, width=30):
         self.total, self.unit, self.width = int(total), unit, width
@@ -30,3 +31,13 @@ class ProgressBar:
         self._draw()
         self.stream.write("\n")
         self.stream.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.finish()
+        elif self._last:
+            self.stream.write("\n")
+            self.stream.flush()

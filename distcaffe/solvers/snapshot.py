@@ -76,7 +76,8 @@ def read_state(path):
     else:
         state = read_solverstate(path)
         out = {"iter": state.iter, "learned_net": state.learned_net if state.HasField("learned_net") else "",
-               "current_step": state.current_step, "history": [blobproto_to_array(h) for h in state.history],
+               "current_step": state.current_step,
+               "history": [blobproto_to_array(h, where="%s: history %d" % (path, i)) for i, h in enumerate(state.history)],
                "resume": solverstate_resume(state)}
     if out["iter"] < 0 or out["current_step"] < 0:
         raise SolverError("%s: iteration %d, lr step %d: a solver state never has negative counts (damaged file?)"
