@@ -59,9 +59,8 @@ class Hooks(list):
 
 
 def _machine_memory():
-    """Bytes of memory of this machine (the GPU's when training on one): what a net's blobs must fit in."""
-    if backend.is_gpu():
-        return backend.cupy().cuda.Device().mem_info[1]
+    """Bytes of host memory of this machine: the bound on a net's blobs (their host copies; on a GPU, Large
+    Model Support may page device memory, so the device's size is no bound)."""
     import psutil
     return psutil.virtual_memory().total
 
