@@ -123,7 +123,8 @@ class Solver:
             raise SolverError("%s: unknown regularization_type '%s' (known: L1, L2)" % (self._where,
                                                                                        p.regularization_type))
         lr_policy.check_policies(p, self._where)
-        self._check_snapshot_dir()
+        if p.snapshot:
+            self._check_snapshot_dir()
         if p.random_seed >= 0:
             backend.set_random_seed(p.random_seed)
         self.net = self._init_train_net()
@@ -136,8 +137,9 @@ class Solver:
         self.pre_solve()
 
     def _check_snapshot_dir(self):
-        """At start-up, whatever `snapshot` says (a SIGTERM or the end of training snapshots too): the prefix's
-        directory must be writable; hidden temporary files a killed snapshot left there are removed."""
+        """The prefix's directory must be writable (checked when the solver is built if `snapshot` is set, as in
+        Caffe, and again as solve() starts whatever `snapshot` says: a SIGTERM or the end of training snapshots
+        too); hidden temporary files a killed snapshot left there are removed."""
         if not self.is_root:
             return
         d = os.path.dirname(os.path.abspath(self.param.snapshot_prefix + "_"))
@@ -355,6 +357,7 @@ class Solver:
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
         self.requested_early_exit = False
+        self._check_snapshot_dir()
         started = time.perf_counter()
         if resume_file:
             log.info("Restoring previous solver status from %s", resume_file)
