@@ -18,7 +18,14 @@ _LAZY = {
     "caffe_pb2": (".proto.caffe_pb2", None),
     "io": (".io", None), "net_spec": (".net_spec", None), "solvers": (".solvers", None),
     "layers": (".layers", None), "proto": (".proto", None),
+    # pycaffe's surface (the `caffe` package has all of it; `distcaffe.layers` stays the layer implementations)
+    "NetSpec": (".net_spec", "NetSpec"), "to_proto": (".net_spec", "to_proto"), "params": (".net_spec", "params"),
+    "layer_type_list": (".layers", "layer_types"), "Timer": (".timer", "Timer"), "init_log": (".log", "init_log"),
+    "Classifier": (".classifier", "Classifier"), "Detector": (".detector", "Detector"),
+    "draw": (".draw", None), "coord_map": (".coord_map", None),
 }
+for _name in ("solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess"):
+    _LAZY[_name] = (".backend", _name)
 for _name in ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
               "AdamSolver", "Solver"):
     _LAZY[_name] = (".solvers", _name)

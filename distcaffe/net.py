@@ -15,6 +15,8 @@ from . import backend
 from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
+from .layers.cudnn_conv import inherit_net_defaults
+from .layers.normalization import pair_batchnorm_scale
 from .log import get_logger
 from .net_filter import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -133,6 +135,7 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError("layer '%s': propagate_down must be given once per bottom (%d bottoms, %d values)"
                                % (lp.name, len(lp.bottom), len(lp.propagate_down)))
+            inherit_net_defaults(lp, param)
             fwd, bwd, fmath, bmath = _precision(lp, param)
             layer = create_layer(lp, dtype=fwd, bwd_dtype=bwd)
             layer.set_math(fmath, bmath)
@@ -194,6 +197,7 @@ class Net:
                 for tid in self.top_ids[layer_id]:
                     self.blob_need_backward[tid] = True
         self._backward_analysis(param)
+        pair_batchnorm_scale(self.layers, self.bottom_ids, self.top_ids)
         self._output_ids = [self._blob_index[name] for name in available]
         for i in self._output_ids:
             log.info("This network produces output %s", self._blob_names[i])
@@ -493,7 +497,7 @@ class Net:
         out = {}
         for result in batches:
             for name, arr in result.items():
-                out.setdefault(name, []).append(np.array(arr, copy=True))
+                out.setdefault(name, []).append(arr)
         return {name: np.concatenate(parts)[:total] for name, parts in out.items()}
 
     def forward_all(self, blobs=None, **kwargs):
@@ -501,7 +505,7 @@ class Net:
         if not kwargs:
             return self.forward(blobs)
         total = len(next(iter(kwargs.values())))
-        return self._collect((self.forward(blobs=blobs, **chunk) for chunk in self._batch(kwargs)), total)
+        return self._collect((_copies(self.forward(blobs=blobs, **chunk)) for chunk in self._batch(kwargs)), total)
 
     def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
         """pycaffe forward_backward_all: inputs and output diffs in batches; ({blob: data}, {blob: diff})."""
@@ -509,8 +513,8 @@ class Net:
         bwd = {k: v for k, v in kwargs.items() if k in self.outputs}
         outs, grads = [], []
         for fb, bb in zip_longest(self._batch(fwd) if fwd else (), self._batch(bwd) if bwd else (), fillvalue={}):
-            outs.append(self.forward(blobs=blobs, **fb))
-            grads.append(self.backward(diffs=diffs, **bb))
+            outs.append(_copies(self.forward(blobs=blobs, **fb)))
+            grads.append(_copies(self.backward(diffs=diffs, **bb)))
         total = len(next(iter(kwargs.values()))) if kwargs else None
         return self._collect(outs, total), self._collect(grads, total)
 
@@ -631,6 +635,11 @@ class Net:
                 b = self._blobs[bid]
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %g", self._layer_names[i], b.name,
                          float(np.abs(backend.to_host(b.dev_diff)).mean()) if b.count else 0.0)
+
+
+def _copies(arrays):
+    """{name: copy} of a pass's {name: blob view}, which the next pass would overwrite."""
+    return {name: arr.copy() for name, arr in arrays.items()}
 
 
 def _is_legacy(blobproto):

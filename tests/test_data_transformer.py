@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from distcaffe.data.resize import AREA, CUBIC, LINEAR, NEAREST, resize
+from distcaffe.data.resize import AREA, CUBIC, LANCZOS4, LINEAR, NEAREST, resize
 from distcaffe.data.transformer import DataTransformer
 from distcaffe.errors import DataError
 from distcaffe.io import array_to_blobproto, write_blobproto
@@ -158,3 +158,12 @@ def test_gpu_transform_matches_cpu():
     t = DataTransformer(_tp(crop_size=3, mirror=True, mean_value=[1.0, 2.0], scale=0.5), TRAIN)
     plan = t.plan([_img() + i for i in range(6)], np.random.default_rng(0))
     np.testing.assert_array_equal(cupy.asnumpy(t.apply(plan, cupy)), t.apply(plan))
+
+
+@pytest.mark.parametrize("algo", [NEAREST, CUBIC, AREA, LANCZOS4])
+def test_tap_resize_equals_the_dense_interpolation_matrices(algo):
+    from distcaffe.data.resize import _matrix
+    img = np.random.default_rng(algo).integers(0, 256, (3, 37, 50)).astype(np.uint8)
+    ref = _matrix(23, 37, algo) @ img.astype(np.float64) @ _matrix(30, 50, algo).T
+    np.testing.assert_array_equal(resize(img, 23, 30, algo), np.clip(np.rint(ref), 0, 255).astype(np.uint8))
+    assert (resize(np.full((1, 9, 8), 77, np.uint8), 5, 13, algo) == 77).all()

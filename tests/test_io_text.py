@@ -97,3 +97,11 @@ def test_format_text_write_text_atomic(tmp_path):
     dio.write_text(net, out)
     assert dio.read_net_param(out) == net
     assert [p.name for p in tmp_path.iterdir()] == ["n.prototxt"]
+
+
+def test_missing_required_field_is_a_parse_error_naming_it():
+    """BVLC's ClipParameter.min/max are `required`: Caffe's parser refuses a net without them, and so do we (one
+    line naming the file and the field path) rather than failing later when the net is saved."""
+    with pytest.raises(ParseError, match=r"^n.prototxt: NetParameter .* missing required fields: "
+                                         r"layer\[0\]\.clip_param\.max$"):
+        dio.parse_net_text('layer { name: "c" type: "Clip" clip_param { min: -1 } }', "n.prototxt")

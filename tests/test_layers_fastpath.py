@@ -97,7 +97,10 @@ def test_pooling_edge_windows_are_bit_identical(text, shape):
     ("Deconvolution", "num_output: 3 kernel_size: 4 stride: 2 pad: 1", (2, 2, 5, 4)),
     ("Im2col", "kernel_size: 3 stride: 2 pad: 1", (2, 3, 7, 6)),
 ])
-def test_col2im_fast_path_is_bit_identical(layer, params, shape):
+@pytest.mark.parametrize("per_image", [1, 1 << 60])
+def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, monkeypatch):
+    from distcaffe.layers.vision import ConvolutionLayer
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", per_image)     # both GEMM layouts
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)

@@ -67,11 +67,20 @@ def test_float16_matches_float(tmp_path, variant):
 
 
 # --- NVCaffe's type/math resolution and the fp32 accumulators, on the CPU and on the GPU path (hostcupy) ----
-@pytest.fixture(params=["cpu", "gpu-path"])
+@pytest.fixture(params=["cpu", "gpu-path", pytest.param("gpu", marks=pytest.mark.gpu)])
 def device(request):
-    """CPU mode, or distcaffe's GPU code path driven on the CPU by hostcupy (raising where cupy would)."""
+    """CPU mode; distcaffe's GPU code path driven on the CPU by hostcupy (raising where cupy would); a real GPU."""
     if request.param == "cpu":
         yield "cpu"
+        return
+    if request.param == "gpu":
+        if not backend.gpu_available():
+            pytest.skip("no GPU (cupy with a CUDA device)")
+        backend.set_mode_gpu()
+        try:
+            yield "gpu"
+        finally:
+            backend.set_mode_cpu()
         return
     import hostcupy
     hostcupy.STRICT = True

@@ -164,10 +164,14 @@ class Pipeline:
                 return
             b += self.threads
 
+    def _records(self, idx):
+        """The records at source indices `idx`, read by the parser threads."""
+        chunks = np.array_split(idx, min(len(idx), self.parsers._max_workers))
+        return [r for part in self.parsers.map(self._read_chunk, chunks) for r in part]
+
     def _make_batch(self, b):
         idx = self.batch_indices(b)
-        chunks = np.array_split(idx, min(len(idx), self.parsers._max_workers))
-        records = [r for part in self.parsers.map(self._read_chunk, chunks) for r in part]
+        records = self._records(idx)
         rng = np.random.default_rng([self.seed, b])
         keys = [self.source.key(int(i)) for i in idx]
         plan = self.transformer.plan([r[0] for r in records], rng, keys)

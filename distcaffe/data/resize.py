@@ -1,29 +1,46 @@
-"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA) and its RGB->gray, so converted data match Caffe's.
+"""OpenCV's cv::resize in numpy (NEAREST, LINEAR, CUBIC, AREA, LANCZOS4) and its RGB->gray, as Caffe converts data.
 
-Caffe resizes with OpenCV; Pillow's filters give different pixels. LINEAR on uint8 reproduces OpenCV's
-fixed-point arithmetic (11-bit coefficients, SIMD vertical pass) bit for bit; CUBIC and AREA use OpenCV's
-coefficients in float and round, so they may differ from OpenCV by one grey level.
+Caffe resizes with OpenCV; Pillow's filters give different pixels. LINEAR on uint8 (and AREA when enlarging,
+which OpenCV runs as LINEAR with its own taps) reproduces OpenCV's fixed-point arithmetic (11-bit coefficients,
+SIMD vertical pass); NEAREST picks OpenCV's pixels; CUBIC and shrinking AREA use OpenCV's coefficients in float
+and round, so they may differ from OpenCV by one grey level. Every path is separable: a horizontal pass over
+the rows, then a vertical one, each a few row gathers (O(taps * pixels)).
 RGB->gray is libpng's (what OpenCV's PNG reader does for IMREAD_GRAYSCALE). Images are (C, H, W) arrays.
 """
 import numpy as np
 
 NEAREST, LINEAR, CUBIC, AREA = 0, 1, 2, 3     # TransformationParameter.InterpolationAlgo values
+LANCZOS4 = 4                                  # OpenCV's INTER_LANCZOS4 (SSD's ResizeParameter.interp_mode)
 _COEF_BITS = 11
 _COEF_SCALE = 1 << _COEF_BITS
 
 
-def _linear_taps(dst, src):
-    """Source indices (dst, 2) and float32 weights (dst, 2) of OpenCV's INTER_LINEAR along one axis."""
-    scale = 1.0 / (float(dst) / src)
+def _scale(dst, src):
+    """OpenCV's scale_x = 1 / inv_scale_x (not src / dst: the two differ in the last bit, and floors with them)."""
+    return 1.0 / (float(dst) / src)
+
+
+def _linear_taps(dst, src, area_mode=False, clamp=True):
+    """Source indices (dst, 2) and float32 weights (dst, 2) of OpenCV's INTER_LINEAR along one axis; with
+    `area_mode`, INTER_AREA's taps when enlarging: sx = floor(dx * scale), fraction (dx+1) - (sx+1) / scale
+    (0 when not positive). OpenCV moves taps that fall outside the image onto the border pixel with weight
+    (1, 0) along x (`clamp`), but along y only clips the row indices and keeps both weights."""
+    scale = _scale(dst, src)
     d = np.arange(dst, dtype=np.float64)
-    f = ((d + 0.5) * scale - 0.5).astype(np.float32)
-    s = np.floor(f).astype(np.int64)
-    f = (f - s).astype(np.float32)
-    low = s < 0
-    f[low], s[low] = 0, 0
-    high = s >= src - 1
-    f[high], s[high] = 0, src - 1
-    idx = np.stack([s, np.minimum(s + 1, src - 1)], axis=1)
+    if area_mode:
+        s = np.floor(d * scale).astype(np.int64)
+        f = ((d + 1) - (s + 1) * (float(dst) / src)).astype(np.float32)
+        f = np.where(f <= 0, np.float32(0), f - np.floor(f)).astype(np.float32)
+    else:
+        f = ((d + 0.5) * scale - 0.5).astype(np.float32)
+        s = np.floor(f).astype(np.int64)
+        f = (f - s).astype(np.float32)
+    if clamp:
+        low = s < 0
+        f[low], s[low] = 0, 0
+        high = s >= src - 1
+        f[high], s[high] = 0, src - 1
+    idx = np.clip(np.stack([s, s + 1], axis=1), 0, src - 1)
     w = np.stack([np.float32(1) - f, f], axis=1)
     return idx, w
 
@@ -33,9 +50,9 @@ def _fixed(w):
     return np.rint(w.astype(np.float32) * np.float32(_COEF_SCALE)).astype(np.int64)
 
 
-def _resize_linear_u8(img, h, w):
-    yi, yw = _linear_taps(h, img.shape[1])
-    xi, xw = _linear_taps(w, img.shape[2])
+def _resize_linear_u8(img, h, w, area_mode=False):
+    yi, yw = _linear_taps(h, img.shape[1], area_mode, clamp=False)
+    xi, xw = _linear_taps(w, img.shape[2], area_mode)
     ax, by = _fixed(xw), _fixed(yw)
     src = img.astype(np.int64)
     rows = src[:, :, xi[:, 0]] * ax[:, 0] + src[:, :, xi[:, 1]] * ax[:, 1]          # (C, H, w) horizontal pass
@@ -55,29 +72,56 @@ def _cubic_weights(f):
     return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
 
 
-def _matrix(dst, src, algo):
-    """(dst, src) float64 interpolation matrix of one axis for the non-fixed-point algorithms."""
+def _lanczos4_weights(f):
+    """OpenCV's interpolateLanczos4: 8 taps at offsets -3..4, sin(pi x / 4) sin(pi x) / (pi x)^2 * 4, normalised."""
+    x = f[:, None] - np.arange(-3, 5)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.abs(x) < 1e-12, 1.0, np.sin(np.pi * x / 4) * np.sin(np.pi * x) / (np.pi * np.pi * x * x / 4))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _matrix(dst, src, algo, area_mode=False):
+    """(dst, src) float64 interpolation matrix of one axis for the non-fixed-point algorithms (`area_mode`:
+    INTER_AREA when the image grows along either axis, which OpenCV does as LINEAR with other taps)."""
     m = np.zeros((dst, src))
     rows = np.arange(dst)
-    scale = src / float(dst)
+    scale = _scale(dst, src)
     if algo == NEAREST:
         m[rows, np.minimum(np.floor(rows * scale).astype(int), src - 1)] = 1
-    elif algo == AREA and scale >= 1:
+    elif algo == AREA and not area_mode:
         for d in range(dst):
             lo, hi = d * scale, (d + 1) * scale
             for s in range(int(np.floor(lo)), min(int(np.ceil(hi)), src)):
                 m[d, s] = (min(hi, s + 1) - max(lo, s)) / scale
-    elif algo == CUBIC:
+    elif algo in (CUBIC, LANCZOS4):
         f = (rows + 0.5) * scale - 0.5
         s = np.floor(f).astype(int)
-        wts = _cubic_weights(f - s)
-        for k in range(4):
-            np.add.at(m, (rows, np.clip(s - 1 + k, 0, src - 1)), wts[:, k])
+        wts, first = (_cubic_weights(f - s), -1) if algo == CUBIC else (_lanczos4_weights(f - s), -3)
+        for k in range(wts.shape[1]):
+            np.add.at(m, (rows, np.clip(s + first + k, 0, src - 1)), wts[:, k])
     else:
-        idx, w = _linear_taps(dst, src)
+        idx, w = _linear_taps(dst, src, area_mode)
         np.add.at(m, (rows, idx[:, 0]), w[:, 0])
         np.add.at(m, (rows, idx[:, 1]), w[:, 1])
     return m
+
+
+def _taps(m):
+    """Dense (dst, src) interpolation matrix -> source indices and weights (dst, K) of its nonzeros, in column
+    order (K = the most taps of any row; shorter rows padded with weight 0)."""
+    nz = m != 0
+    k = max(1, int(nz.sum(axis=1).max()))
+    idx = np.argsort(~nz, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(m, idx, axis=1)
+
+
+def _rows(a, m):
+    """Interpolate the rows of 2-D float64 `a` (src, n) with matrix `m` (dst, src): whole-row gathers per tap."""
+    idx, w = _taps(m)
+    out = a[idx[:, 0]] * w[:, :1]
+    for k in range(1, idx.shape[1]):
+        out += a[idx[:, k]] * w[:, k:k + 1]
+    return out
 
 
 def resize(img, height, width, algo=LINEAR):
@@ -85,10 +129,14 @@ def resize(img, height, width, algo=LINEAR):
     c, h, w = img.shape
     if (h, w) == (height, width):
         return img.copy()
-    if algo == LINEAR and img.dtype == np.uint8:
-        return _resize_linear_u8(img, height, width)
-    my, mx = _matrix(height, h, algo), _matrix(width, w, algo)
-    out = np.einsum("yh,chw,xw->cyx", my, img.astype(np.float64), mx)
+    area_mode = algo == AREA and (height > h or width > w)     # OpenCV averages areas only when shrinking both
+    if (algo == LINEAR or area_mode) and img.dtype == np.uint8:
+        return _resize_linear_u8(img, height, width, area_mode)
+    # separable, as OpenCV: the horizontal pass over every row, then the vertical pass, each over its few taps
+    cols = _rows(img.transpose(2, 0, 1).reshape(w, c * h).astype(np.float64), _matrix(width, w, algo, area_mode))
+    rows = np.ascontiguousarray(cols.reshape(width, c, h).transpose(2, 1, 0)).reshape(h, c * width)
+    out = _rows(rows, _matrix(height, h, algo, area_mode))
+    out = np.ascontiguousarray(out.reshape(height, c, width).transpose(1, 0, 2))
     if img.dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.astype(img.dtype)

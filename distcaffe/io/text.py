@@ -30,6 +30,9 @@ def parse_text(text, message_class, filename="<string>", what=None):
         line, col = e.GetLine(), e.GetColumn()
         where = "%s:%s:%s" % (filename, line, col) if line is not None else filename
         raise ParseError("%s: %s" % (where, msg)) from None
+    if not message.IsInitialized():                # `required` fields (ClipParameter.min/max, TRTParameter.*)
+        raise ParseError("%s: %s is missing required fields: %s"
+                         % (filename, what, ", ".join(message.FindInitializationErrors())))
     return message
 
 

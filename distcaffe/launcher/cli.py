@@ -23,6 +23,8 @@ COMMANDS = {
     "upgrade_net_proto_binary": ("distcaffe.launcher.cmd_upgrade", "upgrade_net_proto_binary", "upgrade a V0/V1 binary net"),
     "upgrade_solver_proto_text": ("distcaffe.launcher.cmd_upgrade", "upgrade_solver_proto_text", "upgrade a solver prototxt"),
     "convert_imageset": ("distcaffe.launcher.cmd_data", "convert_imageset", "convert a list of images to an LMDB of Datums"),
+    "convert_annoset": ("distcaffe.launcher.cmd_data", "convert_annoset",
+                        "convert images + VOC/COCO/txt boxes to an LMDB of AnnotatedDatum"),
     "convert_mnist_data": ("distcaffe.launcher.cmd_data", "convert_mnist_data", "convert MNIST IDX files to an LMDB"),
     "compute_image_mean": ("distcaffe.launcher.cmd_data", "compute_image_mean", "mean image of an LMDB as binaryproto"),
     "data": ("distcaffe.launcher.cmd_data", "data", "demo data sets: `distcaffe data mnist-sample OUTDIR`"),

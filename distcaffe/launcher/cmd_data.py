@@ -1,4 +1,5 @@
-"""`distcaffe convert_imageset | convert_mnist_data | compute_image_mean | data`: Caffe's data tools.
+"""`distcaffe convert_imageset | convert_annoset | convert_mnist_data | compute_image_mean | data`: Caffe's
+(and SSD's) data tools.
 
 Flags take Caffe's gflags spellings: `-gray`, `--gray`, `--gray=true`, `-resize_height=16`, `--resize_height 16`.
 """
@@ -37,6 +38,34 @@ def convert_imageset(argv):
     from distcaffe.data.tools import convert_imageset as run
     run(a["root_folder"], a["listfile"], a["db_name"], a["resize_height"], a["resize_width"], a["gray"],
         a["shuffle"], a["encoded"], a["encode_type"], a["check_size"], a["force"], a["seed"], backend)
+    return 0
+
+
+def convert_annoset(argv):
+    a = F.parse("convert_annoset", argv, [
+        F.Flag("anno_type", str, "detection", "annotation type: detection (boxes)"),
+        F.Flag("label_type", str, "xml", "annotation files: xml (VOC), json (SSD's per-image COCO) or txt"),
+        F.Flag("label_map_file", str, "", "LabelMap prototxt mapping names / category ids to labels"),
+        F.Flag("gray", bool, False, "load images in grayscale"),
+        F.Flag("shuffle", bool, False, "shuffle the order of images (seeded by -seed)"),
+        BACKEND,
+        F.Flag("resize_width", int, 0, "width images are resized to"),
+        F.Flag("resize_height", int, 0, "height images are resized to"),
+        F.Flag("encoded", bool, False, "store the encoded image in the datum"),
+        F.Flag("encode_type", str, "", "png, jpg, ... ('': the file's own)"),
+        F.Flag("seed", int, 0, "shuffle seed"),
+        FORCE], positional=("root_folder", "listfile", "db_name"),
+        about="Convert images with box annotations (list lines '<image> <annotation>') to an LMDB (or LevelDB) "
+              "of AnnotatedDatum, as SSD's convert_annoset.")
+    if a is None:
+        return 0
+    if a["anno_type"] != "detection":
+        raise CaffeError("convert_annoset: -anno_type %s is not supported (detection is; for labels only use "
+                         "convert_imageset)" % a["anno_type"])
+    backend = _backend(a)
+    from distcaffe.data.convert_annoset import convert_annoset as run
+    run(a["root_folder"], a["listfile"], a["db_name"], a["label_type"], a["label_map_file"], a["resize_height"],
+        a["resize_width"], a["gray"], a["encoded"], a["encode_type"], a["shuffle"], a["seed"], a["force"], backend)
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend
 from ..blob import Blob
 from ..proto import caffe_pb2
-from . import fastpath
+from . import cudnn_conv, fastpath
 from .base import Layer, register
 from .im2col import accumulate_windows, col2im, conv_out_size, crop, im2col, padded, prod, windows, workspace
 
@@ -106,6 +106,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
                            % (shape, b.shape))
         self.kernel_dim = prod(weight_shape[1:])
         self.param_propagate_down = [True] * len(self.blobs)
+        self.policy = cudnn_conv.conv_policy(self.layer_param)
+        self._cudnn_engine = None
 
     def reshape(self, bottom, top):
         self.check_bottom_shape(bottom)
@@ -166,19 +168,101 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
 
+    # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
+    # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
+    # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
+    # nothing at all. Measured (ResNet-50 shapes, 1 thread): forward 1.2-2x faster for every kernel, backward
+    # 1.4-1.9x for 1x1 but slower for larger kernels (per-image col2im), which keep the batched backward.
+    PER_IMAGE_POSITIONS = 1024
+
+    def _per_image(self, blob, diff=False):
+        """True on numpy for large output planes, when `blob`'s data (or diff) is in the math dtype."""
+        return (not self.reverse and self.xp is np and prod(self.col_shape) >= self.PER_IMAGE_POSITIONS
+                and (blob.diff_dtype if diff else blob.dtype) == self.mdtype)
+
+    def _pointwise(self):
+        return (all(k == 1 for k in self.kernel) and all(s == 1 for s in self.stride) and not any(self.pad))
+
+    def _image_col(self, xn):
+        """Columns (group, kernel_dim, positions) of one image (C, *spatial); a view for 1x1 kernels."""
+        shape = (self.group, self.kernel_dim, prod(self.col_shape))
+        if self._pointwise():
+            return xn.reshape(shape)
+        return im2col(np, xn, self.kernel, self.stride, self.pad, self.dilation, self.col_shape, axis=1,
+                      out=workspace(np, "col", shape, xn.dtype)).reshape(shape)
+
+    def _forward_per_image(self, x, out, w):
+        mg = self.num_output // self.group
+        for n in range(self.num):
+            col = self._image_col(x[n])
+            for gi in range(self.group):
+                np.matmul(w[gi], col[gi], out=out[n, gi * mg:(gi + 1) * mg])
+
+    def _backward_per_image(self, g, x, dx, w, want_w):
+        """1x1/stride 1: weight diff accumulated image by image, bottom diff (when dx is given) one GEMM each."""
+        mg, cg = self.num_output // self.group, self.channels // self.group
+        gw = g.reshape(self.num, self.group, mg, -1)
+        if want_w:
+            acc = np.zeros((self.group, mg, self.kernel_dim), dtype=g.dtype)
+            part = workspace(np, "dw", acc.shape[1:], g.dtype)
+            for n in range(self.num):
+                col = self._image_col(x[n])
+                for gi in range(self.group):
+                    acc[gi] += np.matmul(gw[n, gi], col[gi].T, out=part)
+            self.blobs[0].mut_dev_diff[...] += acc.reshape(self.blobs[0].shape)
+        if dx is None:
+            return
+        for n in range(self.num):
+            dxn = dx[n].reshape(self.group, cg, -1)
+            for gi in range(self.group):
+                np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
+
+    # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
+    def _cudnn_run(self):
+        """(CuDNNConvolution, ConvSpec) when this pass runs on cuDNN, else None (im2col + GEMM)."""
+        if not backend.is_gpu() or not self.policy.use_cudnn:
+            return None
+        if self._cudnn_engine is None:
+            cudnn = cudnn_conv.frontend()
+            self._cudnn_engine = cudnn_conv.CuDNNConvolution(cudnn, self.policy, self.name) if cudnn else False
+        if not self._cudnn_engine:
+            return None
+        spec = cudnn_conv.conv_spec(self, (self.num, self.conv_in_channels) + tuple(self.conv_input_shape),
+                                    self.mdtype)
+        return None if spec is None else (self._cudnn_engine, spec)
+
+    def _cudnn(self, run, direction, out_shape, **arrays):
+        """A fresh array of `out_shape` holding `direction`'s output of the arrays (x, w, y roles of cuDNN)."""
+        engine, spec = run
+        out = self.xp.empty(tuple(out_shape), spec.dtype)
+        engine.run(spec, direction, dict(arrays, **{{"fprop": "y", "dgrad": "x", "wgrad": "w"}[direction]: out}))
+        return out
+
     # --- passes ---------------------------------------------------------------------------------
     def forward(self, bottom, top):
         w = self._weights()
+        run = self._cudnn_run()
         for b, t in zip(bottom, top):
             x = self._as_batch(b.dev_data, self.channels)
-            if self.reverse:
+            bias = self.m(self.blobs[1].dev_data)[:, None] if self.bias_term else None
+            if run:          # Deconvolution is the data gradient of the convolution whose image is its top
+                y = self._cudnn(run, "dgrad" if self.reverse else "fprop", t.shape,
+                                **({"y": x} if self.reverse else {"x": x}), w=self.m(self.blobs[0].dev_data))
+                y = y.reshape(self.num, self.num_output, -1)
+            elif self._per_image(t):
+                out = t.mut_dev_data.reshape(self.num, self.num_output, -1)
+                self._forward_per_image(x, out, w)
+                if bias is not None:
+                    out += bias
+                continue
+            elif self.reverse:
                 y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)))
                 y = y.reshape(self.num, self.num_output, -1)
             else:
                 y = self._from_gemm(self._gmm(w, self._im2col_gemm(x)), self.num_output)
             out = t.mut_dev_data.reshape(y.shape)
-            if self.bias_term:
-                self.xp.add(y, self.m(self.blobs[1].dev_data)[:, None], out=out)
+            if bias is not None:
+                self.xp.add(y, bias, out=out)
             else:
                 out[...] = y
 
@@ -192,7 +276,14 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 self.blobs[1].mut_dev_diff[...] += g.reshape(self.num, self.num_output, -1).sum(axis=(0, 2))
             if not (want_w or propagate_down[i]):
                 continue
-            if self.reverse:
+            run = self._cudnn_run()
+            if run:
+                self._cudnn_backward(run, g, b, want_w, propagate_down[i])
+            elif self._pointwise() and self._per_image(b, diff=True):
+                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape)) \
+                    if propagate_down[i] else None
+                self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
+            elif self.reverse:
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 if want_w:
                     x = self._to_gemm(self._as_batch(b.dev_data, self.channels))
@@ -208,6 +299,18 @@ class _BaseConvolution(_ConvGeometry, Layer):
                         self.blobs[0].shape)
                 if propagate_down[i]:
                     b.mut_dev_diff[...] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg)).reshape(b.shape)
+
+    def _cudnn_backward(self, run, g, b, want_w, want_x):
+        """Weight and bottom diffs through cuDNN (for Deconvolution the top diff is the convolution's image)."""
+        x = self._as_batch(b.dev_data, self.channels)
+        image, loss = (g, x) if self.reverse else (x, g)
+        if want_w:
+            self.blobs[0].mut_dev_diff[...] += self._cudnn(run, "wgrad", self.blobs[0].shape, x=image, y=loss)
+        if want_x:
+            w = self.m(self.blobs[0].dev_data)
+            dx = (self._cudnn(run, "fprop", b.shape, x=g, w=w) if self.reverse
+                  else self._cudnn(run, "dgrad", b.shape, y=g, w=w))
+            b.mut_dev_diff[...] = dx
 
 
 @register("Convolution")
