@@ -141,8 +141,9 @@ def torch_model(net_param):
             affine = nxt is not None and nxt.type == "Scale" and list(nxt.bottom) == list(lp.top)
             if affine:
                 fused_scale.add(nxt.name)
+            affine = affine or lp.batch_norm_param.scale_bias     # NVCaffe's BatchNorm with its own scale/bias
             mods[key] = nn.BatchNorm2d(shp[1], eps=lp.batch_norm_param.eps, affine=affine)
-            top = nxt.top[0] if affine else lp.top[0]
+            top = nxt.top[0] if nxt is not None and nxt.name in fused_scale else lp.top[0]
             shapes[top] = shp
             steps.append(("mod", key, b, top))
         elif lp.type == "Eltwise":
