@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu,fast
+EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu,fast,tensorboard
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -38,7 +38,7 @@ demo:
 	$(MAKE) --no-print-directory venv EXTRAS=$(DEMO_EXTRAS)
 	$(VENV)/bin/distcaffe data mnist-sample $(DEMO)/data --force
 	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/distcaffe train -solver $(DEMO)/lenet_solver.prototxt 2>&1 | tee $(DEMO)/train.log
-	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png
+	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png $(DEMO)/*_metrics.csv $(DEMO)/*_metrics.jsonl $(DEMO)/*_tensorboard
 	$(PY) $(DEMO)/classify.py $(DEMO)/lenet_iter_2000.caffemodel $(DEMO)/data/mnist_test_lmdb 10
 
 # The GPU device check (benchmarks/gpu_check.sh): GPU tests, then distcaffe vs PyTorch + cuDNN on this machine's GPU;
@@ -52,4 +52,4 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Idistcaffe/proto --python_out=distcaffe/proto distcaffe/proto/caffe.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(DEMO)/data $(DEMO)/*.caffemodel $(DEMO)/*.solverstate $(DEMO)/train.log $(DEMO)/lenet_train.png
+	rm -rf $(VENV) build *.egg-info $(DEMO)/data $(DEMO)/*.caffemodel $(DEMO)/*.solverstate $(DEMO)/train.log $(DEMO)/lenet_train.png $(DEMO)/*_metrics.csv $(DEMO)/*_metrics.jsonl $(DEMO)/*_tensorboard

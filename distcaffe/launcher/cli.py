@@ -7,11 +7,8 @@ import difflib
 import importlib
 import sys
 
+from distcaffe.errors import CaffeError
 from distcaffe.launcher.threads import size_thread_pools
-
-size_thread_pools()  # before numpy loads: several ranks per node must not oversubscribe the cores
-
-from distcaffe.errors import CaffeError  # noqa: E402  (after the thread pools are sized)
 
 # command name -> (module, function, one-line help). The function takes argv (list of str), returns an int.
 COMMANDS = {
@@ -39,14 +36,6 @@ def usage():
     return "\n".join(lines)
 
 
-def version():
-    from importlib.metadata import PackageNotFoundError, version as dist_version
-    try:
-        return dist_version("distcaffe")
-    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
-        return "unknown (not installed)"
-
-
 def _launched_world():
     """Under mpirun/mpiexec/srun with several ranks: MPI up before anything that can fail (engine.startup)."""
     from distcaffe.launcher.env import detect
@@ -63,7 +52,8 @@ def main(argv=None):
         print(usage())
         return 0
     if argv[0] in ("-version", "--version"):
-        print("distcaffe %s" % version())
+        import distcaffe
+        print("distcaffe %s" % distcaffe.__version__)
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -73,6 +63,10 @@ def main(argv=None):
         return 2
     module, func, _ = COMMANDS[name]
     world = None
+    threads = size_thread_pools()  # before any BLAS call: ranks sharing a node or a busy node must not oversubscribe
+    if threads and name == "train":
+        from distcaffe.log import get_logger
+        get_logger("launcher").info(threads)
     try:
         world = _launched_world() if name == "train" else None
         code = int(getattr(importlib.import_module(module), func)(rest) or 0)

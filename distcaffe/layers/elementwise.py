@@ -39,6 +39,11 @@ def sum_outer_inner(a3):
     return a3.sum(axis=(0, 2))
 
 
+def dot_outer_inner(xp, a3, b3):
+    """sum_outer_inner(a3 * b3) without the product array (one pass: per-channel dot products)."""
+    return xp.einsum("ijk,ijk->j", a3, b3)
+
+
 @register("Eltwise")
 class EltwiseLayer(Layer):
     """Elementwise PROD, SUM (with per-bottom coeff) or MAX (remembering which bottom won) of same-shape bottoms."""
@@ -70,6 +75,12 @@ class EltwiseLayer(Layer):
             y = xs[0] * xs[1]
             for x in xs[2:]:
                 y *= x
+        elif (self.op == SUM and all(c == 1 for c in self.coeffs) and top[0].dtype == xs[0].dtype
+              and all(top[0] is not b for b in bottom[1:])):
+            y = xp.add(xs[0], xs[1], out=top[0].mut_dev_data)      # straight into the top
+            for x in xs[2:]:
+                y += x
+            return
         elif self.op == SUM:
             y = self.coeffs[0] * xs[0]
             for c, x in zip(self.coeffs[1:], xs[1:]):
@@ -221,7 +232,7 @@ class ScaleLayer(_BroadcastParamLayer):
         s = self.operand(bottom)
         if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
             x = self.saved_x if top[0] is bottom[0] else self.m(bottom[0].dev_data)
-            g = sum_outer_inner((dy * x).reshape(self.dims)).reshape(s.shape)
+            g = dot_outer_inner(self.xp, dy.reshape(self.dims), x.reshape(self.dims)).reshape(s.shape)
             if learned:
                 s.mut_dev_diff[...] += g
             else:

@@ -171,9 +171,10 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
     # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
     # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
-    # nothing at all. Measured (ResNet-50 shapes, 1 thread): forward 1.2-2x faster for every kernel, backward
-    # 1.4-1.9x for 1x1 but slower for larger kernels (per-image col2im), which keep the batched backward.
-    PER_IMAGE_POSITIONS = 1024
+    # nothing at all. Measured (1 thread): forward 1.1-2x faster from 256 positions up (8x8 and 13x13 planes are
+    # faster batched); backward (ResNet-50 shapes) 1.4-1.9x for 1x1 but slower for larger kernels (per-image
+    # col2im), which keep the batched backward.
+    PER_IMAGE_POSITIONS = 256
 
     def _per_image(self, blob, diff=False):
         """True on numpy for large output planes, when `blob`'s data (or diff) is in the math dtype."""
@@ -461,25 +462,27 @@ class PoolingLayer(Layer):
     def _loop_args(self):
         return (self.kernel[0], self.kernel[1], self.stride[0], self.stride[1], self.pad[0], self.pad[1])
 
-    def _fast_pool(self, loops, x):
-        """MAX/AVE forward by the compiled loops (same numbers as the offset loops below)."""
+    def _fast_pool(self, loops, x, out):
+        """MAX/AVE forward by the compiled loops (same numbers as the offset loops below), into `out`."""
         x3 = np.ascontiguousarray(x).reshape((-1,) + tuple(self.in_shape))
-        out = np.empty((x3.shape[0],) + tuple(self.out), dtype=x.dtype)
+        result = np.empty(x.shape[:2] + tuple(self.out), dtype=x.dtype) if out is None else out
+        out3 = result.reshape((x3.shape[0],) + tuple(self.out))
         if self.method == _PP.MAX:
-            arg = np.empty(out.shape, dtype=np.int32)
-            loops.max_pool(x3, out, arg, *self._loop_args(), x.dtype.type(np.finfo(x.dtype).min))
+            arg = np.empty(out3.shape, dtype=np.int32)
+            loops.max_pool(x3, out3, arg, *self._loop_args(), x.dtype.type(np.finfo(x.dtype).min))
             self.arg = arg.reshape(x.shape[:2] + tuple(self.out))
         else:
-            loops.ave_pool(x3, out, self._ave_divisor(), *self._loop_args(), x.dtype.type(0))
-        return out.reshape(x.shape[:2] + tuple(self.out))
+            loops.ave_pool(x3, out3, self._ave_divisor(), *self._loop_args(), x.dtype.type(0))
+        return result
 
-    def pool(self, x, want_mask=False):
-        """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for.
+    def pool(self, x, want_mask=False, out=None):
+        """Pooled output of x (N, C, H, W) in the math dtype, and the MAX mask when asked for. The compiled
+        loops write into `out` (a contiguous array of x's dtype) when given; the numpy code returns new arrays.
         MAX and STOCHASTIC remember the chosen kernel offset per output (`self.arg`, -1 for none)."""
         xp = self.xp
         loops = fastpath.loops(xp, x.dtype)
         if loops is not None and self.method in (_PP.MAX, _PP.AVE):
-            best = self._fast_pool(loops, x)
+            best = self._fast_pool(loops, x, out)
         elif self.method == _PP.MAX:
             # Caffe's scan: start at -FLT_MAX, take an element only when strictly greater (first max kept,
             # a NaN never wins)
@@ -528,8 +531,9 @@ class PoolingLayer(Layer):
         sq = (win * win).sum(axis=(2, 3))
         return xp.where(total > 0, sq / xp.where(total > 0, total, 1), 0), None
 
-    def unpool(self, g):
-        """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call."""
+    def unpool(self, g, out=None):
+        """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call (written into `out`, a
+        contiguous array of g's dtype, by the compiled loops)."""
         xp = self.xp
         if self.method == _PP.STOCHASTIC and self.phase != caffe_pb2.TRAIN:
             raise self.error("STOCHASTIC pooling backpropagates only in the TRAIN phase")
@@ -538,13 +542,15 @@ class PoolingLayer(Layer):
         loops = fastpath.loops(xp, g.dtype)
         if loops is not None and self.method in (_PP.MAX, _PP.AVE):
             g3 = np.ascontiguousarray(g).reshape((-1,) + tuple(self.out))
-            dx = np.zeros((g3.shape[0],) + tuple(self.in_shape), dtype=g.dtype)
+            result = np.empty(g.shape[:2] + tuple(self.in_shape), dtype=g.dtype) if out is None else out
+            dx = result.reshape((g3.shape[0],) + tuple(self.in_shape))
+            dx[...] = 0
             if self.method == _PP.MAX:
                 arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)
                 loops.max_unpool(g3, arg3, dx, *self._loop_args())
             else:
                 loops.ave_unpool(g3, dx, *self._loop_args())
-            return dx.reshape(g.shape[:2] + tuple(self.in_shape))
+            return result
         if self.method == _PP.AVE:
             def piece(offs):
                 return g
@@ -556,14 +562,21 @@ class PoolingLayer(Layer):
         return crop(acc, self.pad, self.in_shape)
 
     def forward(self, bottom, top):
-        out, mask = self.pool(self.m(bottom[0].dev_data), len(top) > 1)
-        top[0].mut_dev_data[...] = out
+        x = self.m(bottom[0].dev_data)
+        dst = top[0].mut_dev_data
+        out, mask = self.pool(x, len(top) > 1, dst if dst.dtype == x.dtype else None)
+        if out is not dst:
+            dst[...] = out
         if mask is not None:
             top[1].mut_dev_data[...] = mask
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].mut_dev_diff[...] = self.unpool(self.m(top[0].dev_diff))
+            g = self.m(top[0].dev_diff)
+            dst = bottom[0].mut_dev_diff
+            dx = self.unpool(g, dst if dst.dtype == g.dtype else None)
+            if dx is not dst:
+                dst[...] = dx
 
 
 @register("SPP")

@@ -6,6 +6,7 @@ in row-major order, so the fast path and the numpy fallback give bit-identical r
 `fastpath.loops()`; compiled once per signature and cached on disk (cache=True). error_model="numpy": a
 division by zero gives inf/nan as numpy does (Caffe's degenerate ceil-mode AVE windows), not an exception.
 """
+import numpy as np
 from numba import njit
 
 
@@ -60,12 +61,17 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
 def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
     """dx (P, H, W, zeroed) += g routed to each window's winner."""
     P, OH, OW = g.shape
+    di = np.empty(kh * kw, np.int64)           # offset -> (row, column): no integer division per element
+    dj = np.empty(kh * kw, np.int64)
+    for k in range(kh * kw):
+        di[k] = k // kw
+        dj[k] = k % kw
     for p in range(P):
         for oh in range(OH - 1, -1, -1):
             for ow in range(OW - 1, -1, -1):
                 k = arg[p, oh, ow]
                 if k >= 0:
-                    dx[p, oh * sh - ph + k // kw, ow * sw - pw + k % kw] += g[p, oh, ow]
+                    dx[p, oh * sh - ph + di[k], ow * sw - pw + dj[k]] += g[p, oh, ow]
 
 
 @njit(cache=True, error_model="numpy")
