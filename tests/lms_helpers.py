@@ -10,7 +10,7 @@ import distcaffe
 from distcaffe import caffe_pb2, lms, solvers
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-from lms_speed import deploy_as_train as train_param  # noqa: E402,F401
+from lms_speed import train_param  # noqa: E402,F401
 
 
 def make_solver(net_param, budget=None, threshold_kb=1, gpu=False, **lms_args):
