@@ -85,7 +85,6 @@ def test_workspace_estimates_bound_the_temporaries(zoo, name):
     tracemalloc.start()
     try:
         net.forward_backward()
-        net.forward_backward()
     finally:
         tracemalloc.stop()
     assert not over, over[:5]
