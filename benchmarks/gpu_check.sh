@@ -5,7 +5,11 @@
 # benchmarks/results/gpu.{json,md} and prints a one-line verdict.
 #   usage: benchmarks/gpu_check.sh [--dry-run] [--out PREFIX]      (or: make gpu-check)
 #   --dry-run: the same steps on the CPU at toy sizes (tests/test_gpu_check.py), so a typo never costs a GPU run.
-# Needs cupy (with a CUDA device), PyTorch, mpi4py and mpiexec; nvidia-cudnn-frontend for the cuDNN path.
+# Needs cupy (with a CUDA device), PyTorch, mpi4py and mpiexec; nvidia-cudnn-frontend for the cuDNN path. On an
+# offline node, put wheels of what it lacks in a folder and set GPU_CHECK_WHEELS to it, e.g. made elsewhere with
+#   pip download --only-binary=:all: --python-version 3.X -d wheels protobuf lmdb psutil pytest hypothesis \
+#       nvidia-cudnn-frontend
+# (the check says what is missing and exits 2 at once when it has no wheels for it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -54,6 +58,15 @@ if [ -n "$NEED" ]; then
   fi
   "$PY" -m pip install -q --no-index --find-links "$GPU_CHECK_WHEELS" --target "$PARTS/site" $NEED || exit 2
   export PYTHONPATH=$PYTHONPATH:$PARTS/site
+fi
+
+if ! "$PY" -c "import cudnn" 2>/dev/null; then       # optional: without it convolution is im2col + cuBLAS
+  if [ -n "${GPU_CHECK_WHEELS:-}" ] && "$PY" -m pip install -q --no-index --find-links "$GPU_CHECK_WHEELS" \
+       --target "$PARTS/site" nvidia-cudnn-frontend 2>/dev/null; then
+    export PYTHONPATH=$PYTHONPATH:$PARTS/site
+  else
+    echo "gpu_check: WARNING: no nvidia-cudnn-frontend: convolution is measured on im2col + cuBLAS, not cuDNN" >&2
+  fi
 fi
 
 GPU_TESTS=(tests/test_precision.py tests/test_gpu_sync.py tests/test_layers_cudnn.py tests/test_layers_neuron.py
