@@ -103,6 +103,11 @@ echo "== allreduce hidden behind backward (2 MPI ranks on one GPU, host-staged)"
 timeout "$(cap 60)" "$MPIEXEC" -n 2 "$PY" benchmarks/gpu_bench.py overlap --seconds "$SECS" "${CPU[@]}" \
   --json "$PARTS/overlap.json" 2>&1 | tail -3
 
+echo "== Large Model Support (issue 15; its own time limits, LMS_TEST_SECS + LMS_SPEED_SECS)"
+source benchmarks/lms_gpu_check.sh
+if [ $DRY = 1 ]; then lms_gpu_check "$OUT" --dry-run; else lms_gpu_check "$OUT"; fi
+LMS_RC=$?
+
 echo "== report ($(( SECONDS - START ))s)"
 "$PY" benchmarks/gpu_bench.py report --dir "$PARTS" --out "$OUT" --tests-rc "$TESTS_RC" "${CPU[@]}" || exit 1
-[ "$TESTS_RC" = 0 ]
+[ "$TESTS_RC" = 0 ] && [ "$LMS_RC" = 0 ]
