@@ -1,34 +1,23 @@
 """Builders for the Large Model Support tests: a zoo deploy net turned into a small-batch training net, a
 solver over it with fixed random inputs, and the values to compare bit for bit."""
+import os
+import sys
+
 import numpy as np
 
 import distcaffe
 from distcaffe import caffe_pb2, lms, solvers
-from distcaffe.io import read_net_param
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from lms_speed import deploy_as_train as train_param  # noqa: E402,F401
 
 
-def train_param(path, batch):
-    """The deploy net at `batch`, with a label Input and its final Softmax made a SoftmaxWithLoss."""
-    p = read_net_param(str(path))
-    for layer in p.layer:
-        if layer.type == "Input":
-            layer.input_param.shape[0].dim[0] = batch
-    last = p.layer[-1]
-    assert last.type == "Softmax", last.type
-    last.type = "SoftmaxWithLoss"
-    last.bottom.append("label")
-    last.top[0] = "loss"
-    layers = list(p.layer)
-    del p.layer[:]
-    label = p.layer.add(name="label", type="Input", top=["label"])
-    label.input_param.shape.add().dim.extend([batch])
-    p.layer.extend(layers)
-    return p
-
-
-def make_solver(net_param, budget=None, threshold_kb=1, **lms_args):
+def make_solver(net_param, budget=None, threshold_kb=1, gpu=False, **lms_args):
     """An SGD solver (momentum, weight decay) over `net_param`, under LMS when `budget` is given."""
-    distcaffe.set_mode_cpu()
+    if gpu:
+        distcaffe.set_mode_gpu()
+    else:
+        distcaffe.set_mode_cpu()
     lms.set_lms(threshold_kb if budget else 0, budget=budget, **lms_args)
     try:
         sp = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=5e-4, lr_policy="fixed",
@@ -61,15 +50,19 @@ def snapshot_values(solver):
     return vals
 
 
+def _both(ref, got, seed, fn):
+    """Run `fn(solver)` on each from the same RNG state (Dropout masks draw from it)."""
+    for s in (ref, got):
+        distcaffe.set_random_seed(seed)
+        fn(s)
+
+
 def run_and_compare(ref, got, steps=3):
     """Forward, backward, then `steps` solver steps on both solvers; every value must be bit-identical."""
-    for s in (ref, got):
-        s.net.forward_prefilled()
+    _both(ref, got, 1, lambda s: s.net.forward_prefilled())
     assert np.array_equal(ref.net.blobs["loss"].data, got.net.blobs["loss"].data)
-    for s in (ref, got):
-        s.net.backward()
+    _both(ref, got, 2, lambda s: s.net.backward())
     assert all(np.array_equal(a, b) for a, b in zip(snapshot_values(ref), snapshot_values(got)))
-    for _ in range(steps):
-        for s in (ref, got):
-            s.step(1)
+    for k in range(steps):
+        _both(ref, got, 3 + k, lambda s: s.step(1))
         assert all(np.array_equal(a, b) for a, b in zip(snapshot_values(ref), snapshot_values(got)))

@@ -57,12 +57,15 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=["batched", "per_image"])
+@pytest.fixture(params=["batched", "chunked", "per_image"])
 def conv_layout(request, monkeypatch):
-    """Run a convolution test with both GEMM layouts: batched columns, and Caffe's per-image GEMMs (which
-    the layer picks on CPU for large output planes)."""
+    """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
+    and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes)."""
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    if request.param == "chunked":
+        monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)
     return request.param
 
 

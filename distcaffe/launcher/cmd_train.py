@@ -18,7 +18,7 @@ TRAIN_FLAGS = [
     F.GPU, F.LEVEL, F.STAGE,
     F.Flag("sigint_effect", str, "stop", "action on SIGINT: snapshot, stop or none"),
     F.Flag("sighup_effect", str, "snapshot", "action on SIGHUP: snapshot, stop or none"),
-] + distributed.DIST_FLAGS
+] + F.LMS_FLAGS + distributed.DIST_FLAGS
 
 
 def _select_device(param, gpus):
@@ -48,6 +48,7 @@ def train(argv):
         raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
     if args["snapshot"] and args["solver"]:
         args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
+    F.use_lms("train", args)
     if distributed.wanted(args):
         return distributed.run(args, argv)
     if not args["solver"]:
@@ -64,4 +65,6 @@ def train(argv):
     log.info("Starting Optimization")
     with handler:
         solver.solve(resume_file=args["snapshot"] or None)
+    from distcaffe.lms import report
+    report(solver.net)
     return 0

@@ -34,6 +34,11 @@ def workspace(xp, slot, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+def release_workspace():
+    """Free this thread's scratch buffers (Large Model Support keeps them inside each pass's workspace)."""
+    _scratch.__dict__.pop("pool", None)
+
+
 def prod(values):
     return int(np.prod(values, dtype=np.int64)) if len(values) else 1
 

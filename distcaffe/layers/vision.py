@@ -126,30 +126,40 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     # --- GEMM layout helpers (batch-last: GEMM columns are (position, image), image fastest) ----------
     # Columns, GEMM products and the reordered top diff live in `workspace` scratch buffers shared by all
-    # layers, so a pass allocates none of them.
+    # layers, so a pass allocates none of them. Each helper works on a run of `n` images (x.shape[0]).
     def _im2col_gemm(self, x):
-        """(num, conv_in_channels, *conv_input_shape) -> columns (group, kernel_dim, positions*num)."""
+        """(n, conv_in_channels, *conv_input_shape) -> columns (group, kernel_dim, positions*n)."""
         xt = self.xp.moveaxis(x, 0, -1)
-        buf = workspace(self.xp, "col", (self.group, self.kernel_dim, prod(self.col_shape) * self.num), x.dtype)
+        buf = workspace(self.xp, "col", (self.group, self.kernel_dim, prod(self.col_shape) * x.shape[0]), x.dtype)
         im2col(self.xp, xt, self.kernel, self.stride, self.pad, self.dilation, self.col_shape, axis=1, out=buf)
         return buf
 
-    def _col2im_gemm(self, col):
-        """Inverse layout of `_im2col_gemm`, summing overlapping windows (col2im)."""
-        col = col.reshape((self.conv_in_channels,) + tuple(self.kernel) + tuple(self.col_shape) + (self.num,))
+    def _col2im_gemm(self, col, n):
+        """Inverse layout of `_im2col_gemm` for n images, summing overlapping windows (col2im)."""
+        col = col.reshape((self.conv_in_channels,) + tuple(self.kernel) + tuple(self.col_shape) + (n,))
         xt = col2im(self.xp, col, self.conv_input_shape, self.stride, self.pad, self.dilation, axis=1)
         return self.xp.moveaxis(xt, -1, 0)
 
     def _to_gemm(self, y):
-        """(num, channels, *col_shape) -> (group, channels/group, positions*num), copied into scratch."""
-        c = y.shape[1]
-        buf = workspace(self.xp, "top", (self.group, c // self.group, y[0, 0].size * self.num), y.dtype)
-        buf.reshape(c, -1, self.num)[...] = y.reshape(self.num, c, -1).transpose(1, 2, 0)
+        """(n, channels, *col_shape) -> (group, channels/group, positions*n), copied into scratch."""
+        n, c = y.shape[:2]
+        buf = workspace(self.xp, "top", (self.group, c // self.group, y[0, 0].size * n), y.dtype)
+        buf.reshape(c, -1, n)[...] = y.reshape(n, c, -1).transpose(1, 2, 0)
         return buf
 
-    def _from_gemm(self, g, channels):
-        """(group, channels/group, positions*num) -> (num, channels, positions)."""
-        return g.reshape(channels, -1, self.num).transpose(2, 0, 1)
+    def _from_gemm(self, g, channels, n):
+        """(group, channels/group, positions*n) -> (n, channels, positions)."""
+        return g.reshape(channels, -1, n).transpose(2, 0, 1)
+
+    # Batched columns for at most this many bytes at a time (runs of images), so that the scratch stays small
+    # (CIFAR-10 quick: 78 MB of columns for the whole batch) while each GEMM still spans thousands of columns.
+    COLUMN_BYTES = 32 << 20
+
+    def _chunks(self):
+        """Runs of images [a, b) whose columns fit COLUMN_BYTES (at least one image each); on a GPU one run."""
+        per_image = self.kernel_dim * self.group * prod(self.col_shape) * self.mdtype.itemsize
+        step = self.num if self.xp is not np else max(1, min(self.num, self.COLUMN_BYTES // max(per_image, 1)))
+        return [(a, min(a + step, self.num)) for a in range(0, self.num, step)]
 
     def _weights(self):
         return self.m(self.blobs[0].dev_data).reshape(self.group, self.conv_out_channels // self.group, -1)
@@ -173,12 +183,16 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
     # nothing at all. Measured (1 thread): forward 1.1-2x faster from 256 positions up (8x8 and 13x13 planes are
     # faster batched); backward (ResNet-50 shapes) 1.4-1.9x for 1x1 but slower for larger kernels (per-image
-    # col2im), which keep the batched backward.
+    # col2im), which keep the batched backward. Small per-image GEMMs lose with 2 BLAS threads (each call
+    # wakes the pool: CIFAR-10 quick went 3.4x -> 5.1x PyTorch's CPU time), hence the work floor.
     PER_IMAGE_POSITIONS = 256
+    PER_IMAGE_MACS = 8 << 20
 
     def _per_image(self, blob, diff=False):
-        """True on numpy for large output planes, when `blob`'s data (or diff) is in the math dtype."""
-        return (not self.reverse and self.xp is np and prod(self.col_shape) >= self.PER_IMAGE_POSITIONS
+        """True on numpy for large output planes and GEMMs, when `blob`'s data (or diff) is the math dtype."""
+        positions = prod(self.col_shape)
+        return (not self.reverse and self.xp is np and positions >= self.PER_IMAGE_POSITIONS
+                and positions * self.kernel_dim * self.num_output >= self.PER_IMAGE_MACS
                 and (blob.diff_dtype if diff else blob.dtype) == self.mdtype)
 
     def _pointwise(self):
@@ -257,10 +271,17 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     out += bias
                 continue
             elif self.reverse:
-                y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)))
+                y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)), self.num)
                 y = y.reshape(self.num, self.num_output, -1)
             else:
-                y = self._from_gemm(self._gmm(w, self._im2col_gemm(x)), self.num_output)
+                out = t.mut_dev_data.reshape(self.num, self.num_output, -1)
+                for a, z in self._chunks():
+                    y = self._from_gemm(self._gmm(w, self._im2col_gemm(x[a:z])), self.num_output, z - a)
+                    if bias is not None:
+                        self.xp.add(y, bias, out=out[a:z])
+                    else:
+                        out[a:z] = y
+                continue
             out = t.mut_dev_data.reshape(y.shape)
             if bias is not None:
                 self.xp.add(y, bias, out=out)
@@ -291,15 +312,19 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     self.blobs[0].mut_dev_diff[...] += self._gmm(x, col.transpose(0, 2, 1), "dw").reshape(
                         self.blobs[0].shape)
                 if propagate_down[i]:
-                    b.mut_dev_diff[...] = self._from_gemm(self._gmm(w, col), self.channels).reshape(b.shape)
+                    b.mut_dev_diff[...] = self._from_gemm(self._gmm(w, col), self.channels, self.num).reshape(
+                        b.shape)
             else:
-                gg = self._to_gemm(g)
-                if want_w:
-                    col = self._im2col_gemm(self._as_batch(b.dev_data, self.channels))
-                    self.blobs[0].mut_dev_diff[...] += self._gmm(gg, col.transpose(0, 2, 1), "dw").reshape(
-                        self.blobs[0].shape)
-                if propagate_down[i]:
-                    b.mut_dev_diff[...] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg)).reshape(b.shape)
+                x = self._as_batch(b.dev_data, self.channels)
+                dx = b.mut_dev_diff.reshape(x.shape) if propagate_down[i] else None
+                for a, z in self._chunks():
+                    gg = self._to_gemm(g[a:z])
+                    if want_w:
+                        col = self._im2col_gemm(x[a:z])
+                        self.blobs[0].mut_dev_diff[...] += self._gmm(gg, col.transpose(0, 2, 1), "dw").reshape(
+                            self.blobs[0].shape)
+                    if dx is not None:
+                        dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
 
     def _cudnn_backward(self, run, g, b, want_w, want_x):
         """Weight and bottom diffs through cuDNN (for Deconvolution the top diff is the convolution's image)."""
