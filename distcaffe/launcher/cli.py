@@ -25,6 +25,8 @@ COMMANDS = {
     "convert_mnist_data": ("distcaffe.launcher.cmd_data", "convert_mnist_data", "convert MNIST IDX files to an LMDB"),
     "compute_image_mean": ("distcaffe.launcher.cmd_data", "compute_image_mean", "mean image of an LMDB as binaryproto"),
     "data": ("distcaffe.launcher.cmd_data", "data", "demo data sets: `distcaffe data mnist-sample OUTDIR`"),
+    "scripts": ("distcaffe.launcher.cmd_scripts", "scripts", "job scripts: `distcaffe scripts slurm|pbs|torque [DIR]`"),
+    "examples": ("distcaffe.launcher.cmd_scripts", "examples", "copy the example nets/solvers: `distcaffe examples DIR`"),
     "plot": ("distcaffe.launcher.cmd_plot", "plot", "plot loss/accuracy/lr from a training log to a PNG"),
 }
 

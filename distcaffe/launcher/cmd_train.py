@@ -6,7 +6,7 @@ from distcaffe.log import get_logger
 
 from distcaffe.launcher import distributed
 from distcaffe.launcher import flags as F
-from distcaffe.launcher.resume import resolve_snapshot
+from distcaffe.launcher import resume
 
 log = get_logger("caffe")
 
@@ -44,10 +44,7 @@ def train(argv):
     args = F.parse("train", argv, TRAIN_FLAGS)
     if args is None:
         return 0
-    if args["snapshot"] and args["weights"]:
-        raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
-    if args["snapshot"] and args["solver"]:
-        args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
+    resume.apply_to_args(args)
     F.use_lms("train", args)
     if distributed.wanted(args):
         return distributed.run(args, argv)
