@@ -201,6 +201,14 @@ class Blob:
     def mut_dev_diff(self):
         return self._view(self._diff.mutable_dev())
 
+    def _device_ptr(self, synced):
+        if not backend.is_gpu():
+            raise NetError("blob %s: device pointers exist in GPU mode only (caffe.set_mode_gpu())" % self.name)
+        return synced.dev().data.ptr
+
+    _gpu_data_ptr = property(lambda self: self._device_ptr(self._data), doc="pycaffe: address of the device data")
+    _gpu_diff_ptr = property(lambda self: self._device_ptr(self._diff), doc="pycaffe: address of the device diff")
+
     # --- sharing (Caffe's ShareData/ShareDiff) --------------------------------------------------
     def share_data(self, other):
         if self.count != other.count:

@@ -373,6 +373,23 @@ class Net:
             for cb in self.after_backward:
                 cb(i)
 
+    # pycaffe's _caffe names that BVLC's pycaffe.py (and net-surgery scripts) build on
+    _forward, _backward = forward_from_to, backward_from_to
+
+    def _top_ids(self, i):
+        return list(self.top_ids[i])
+
+    def _bottom_ids(self, i):
+        return list(self.bottom_ids[i])
+
+    @property
+    def _inputs(self):
+        return list(self._input_ids)
+
+    @property
+    def _outputs(self):
+        return list(self._output_ids)
+
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self.layers) - 1)
 
@@ -498,6 +515,8 @@ class Net:
         if not self.layers or self.layers[0].type != "MemoryData":
             raise NetError("set_input_arrays may only be called if the first layer is a MemoryData layer")
         self.layers[0].set_input_arrays(data, labels)
+
+    _set_input_arrays = set_input_arrays
 
     # --- weights ---------------------------------------------------------------------------------
     def copy_trained_layers_from(self, source, where="the weights file"):

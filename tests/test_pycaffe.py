@@ -146,6 +146,18 @@ def test_blob_legacy_dims_and_callable_hooks(tmp_path):
     assert seen == [("f", 0), ("f", 1), ("b", 1), ("b", 0)]
 
 
+def test_caffe_private_names_of_bvlc_pycaffe(tmp_path):
+    net = small_net(tmp_path)
+    assert (net._inputs, net._outputs, net._top_ids(1), net._bottom_ids(1)) == ([0], [1], [1], [0])
+    assert list(net._blob_loss_weights) == [0.0, 0.0] and net.blob_loss_weights == {"data": 0.0, "ip": 0.0}
+    net.blobs["data"].data[...] = 1
+    net._forward(0, 1)
+    np.testing.assert_allclose(net.blobs["ip"].data[0], net.params["ip"][0].data.sum(1) + net.params["ip"][1].data,
+                               rtol=1e-5)
+    with pytest.raises(NetError, match="GPU mode only"):
+        net.blobs["ip"]._gpu_data_ptr
+
+
 def test_save_hdf5_load_hdf5_roundtrip(tmp_path):
     net = small_net(tmp_path)
     net.save_hdf5(str(tmp_path / "w.caffemodel.h5"))
