@@ -257,6 +257,10 @@ def test_glog_log_dir_writes_the_info_file_unless_logtostderr(tmp_path):
     other = tmp_path / "other"
     _log_run(tmp_path, {"GLOG_log_dir": str(other), "GLOG_logtostderr": "1"})
     assert not other.exists()
+    (tmp_path / "a_file").write_text("")
+    proc = _log_run(tmp_path, {"GLOG_log_dir": str(tmp_path / "a_file" / "logs")})
+    assert proc.returncode == 0 and "a_file/logs: cannot write log file" in proc.stderr
+    assert "hello from pycaffe" in proc.stderr
 
 
 def test_init_log_sets_the_level():
@@ -286,6 +290,17 @@ def test_draw_without_pydot_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydot", None)
     with pytest.raises(CaffeError, match=r"needs pydot: pip install 'distcaffe\[draw\]'"):
         caffe.draw.draw_net(caffe.proto.caffe_pb2.NetParameter(), "LR")
+
+
+def test_draw_without_dot_says_what_to_install(monkeypatch, tmp_path):
+    pytest.importorskip("pydot")
+    import caffe.draw
+    net = caffe.proto.caffe_pb2.NetParameter()
+    net.layer.add(name="relu", type="ReLU", bottom=["x"], top=["x"])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CaffeError, match="needs Graphviz's dot program on PATH"):
+        caffe.draw.draw_net_to_file(net, str(tmp_path / "net.png"))
+    assert not (tmp_path / "net.png").exists()
 
 
 def test_coord_map_errors_are_caffe_errors_of_pycaffe_types():
