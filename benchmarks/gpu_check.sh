@@ -5,7 +5,11 @@
 # benchmarks/results/gpu.{json,md} and prints a one-line verdict.
 #   usage: benchmarks/gpu_check.sh [--dry-run] [--out PREFIX]      (or: make gpu-check)
 #   --dry-run: the same steps on the CPU at toy sizes (tests/test_gpu_check.py), so a typo never costs a GPU run.
-# Needs cupy (with a CUDA device), PyTorch, mpi4py and mpiexec; nvidia-cudnn-frontend for the cuDNN path.
+# Needs cupy (with a CUDA device), PyTorch, mpi4py and mpiexec; nvidia-cudnn-frontend for the cuDNN path. On an
+# offline node, put wheels of what it lacks in a folder and set GPU_CHECK_WHEELS to it, e.g. made elsewhere with
+#   pip download --only-binary=:all: --python-version 3.X -d wheels protobuf lmdb psutil pytest hypothesis \
+#       nvidia-cudnn-frontend
+# (the check says what is missing and exits 2 at once when it has no wheels for it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -56,6 +60,15 @@ if [ -n "$NEED" ]; then
   export PYTHONPATH=$PYTHONPATH:$PARTS/site
 fi
 
+if ! "$PY" -c "import cudnn" 2>/dev/null; then       # optional: without it convolution is im2col + cuBLAS
+  if [ -n "${GPU_CHECK_WHEELS:-}" ] && "$PY" -m pip install -q --no-index --find-links "$GPU_CHECK_WHEELS" \
+       --target "$PARTS/site" nvidia-cudnn-frontend 2>/dev/null; then
+    export PYTHONPATH=$PYTHONPATH:$PARTS/site
+  else
+    echo "gpu_check: WARNING: no nvidia-cudnn-frontend: convolution is measured on im2col + cuBLAS, not cuDNN" >&2
+  fi
+fi
+
 GPU_TESTS=(tests/test_precision.py tests/test_gpu_sync.py tests/test_layers_cudnn.py tests/test_layers_neuron.py
            tests/test_layers_elementwise.py tests/test_layers_shape.py tests/test_solvers_golden.py
            tests/test_engine_comm.py tests/test_data_transformer.py)
@@ -90,6 +103,11 @@ echo "== allreduce hidden behind backward (2 MPI ranks on one GPU, host-staged)"
 timeout "$(cap 60)" "$MPIEXEC" -n 2 "$PY" benchmarks/gpu_bench.py overlap --seconds "$SECS" "${CPU[@]}" \
   --json "$PARTS/overlap.json" 2>&1 | tail -3
 
+echo "== Large Model Support (issue 15; its own time limits, LMS_TEST_SECS + LMS_SPEED_SECS)"
+source benchmarks/lms_gpu_check.sh
+if [ $DRY = 1 ]; then lms_gpu_check "$OUT" --dry-run; else lms_gpu_check "$OUT"; fi
+LMS_RC=$?
+
 echo "== report ($(( SECONDS - START ))s)"
 "$PY" benchmarks/gpu_bench.py report --dir "$PARTS" --out "$OUT" --tests-rc "$TESTS_RC" "${CPU[@]}" || exit 1
-[ "$TESTS_RC" = 0 ]
+[ "$TESTS_RC" = 0 ] && [ "$LMS_RC" = 0 ]

@@ -1,4 +1,4 @@
-"""Large Model Support on a GPU: ResNet-50 (the zoo's deploy net made a training net) at a batch that fits a
+"""Large Model Support on a GPU: ResNet-50 (examples/imagenet's, in training mode) at a batch that fits a
 device budget without LMS, then at a batch whose footprint is FACTOR x that budget with -lms, prefetch on and
 off (off = IBM Caffe's LMS, which waits on every copy). Each run is its own process; one JSON line per run.
 
@@ -6,7 +6,7 @@ off (off = IBM Caffe's LMS, which waits on every copy). Each run is its own proc
     python benchmarks/lms_speed.py --cpu --net <cifar10_quick> --batch 2 --iters 3   # dry run of the script
 
 The budget is the device memory the fitting run held (cupy pool: arrays and temporaries); the LMS runs get it
-as their budget, so "over the budget" is measured, not assumed. `deploy_as_train` is shared with the CPU tests.
+as their budget, so "over the budget" is measured, not assumed. `train_param` is shared with the CPU tests.
 """
 import argparse
 import json
@@ -17,28 +17,17 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESNET50 = "KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt"
 
 
-def deploy_as_train(path, batch):
-    """A zoo deploy net at `batch`, with a label Input and its final Softmax made a SoftmaxWithLoss."""
-    from distcaffe.io import read_net_param
-    p = read_net_param(str(path))
-    for layer in p.layer:
-        if layer.type == "Input":
-            layer.input_param.shape[0].dim[0] = batch
-    last = p.layer[-1]
-    if last.type != "Softmax":
-        raise SystemExit("%s: the last layer is %s, not Softmax" % (path, last.type))
-    last.type = "SoftmaxWithLoss"
-    last.bottom.append("label")
-    last.top[0] = "loss"
-    layers = list(p.layer)
-    del p.layer[:]
-    label = p.layer.add(name="label", type="Input", top=["label"])
-    label.input_param.shape.add().dim.extend([batch])
-    p.layer.extend(layers)
-    return p
+def train_param(net, batch):
+    """The training NetParameter of `net` at `batch`: 'resnet50' (examples/imagenet's, as gpu_bench builds it)
+    or a deploy prototxt path (net_speed's rule: label Input, SoftmaxWithLoss, BatchNorm in training mode)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if net == "resnet50":
+        from gpu_bench import _resnet50_deploy, _with_loss
+        return _with_loss(_resnet50_deploy(), batch, False)[0]
+    from net_speed import train_net_param
+    return train_net_param(str(net), batch)[0]
 
 
 def child(a):
@@ -60,7 +49,7 @@ def child(a):
         lms.set_lms(1, budget=a.budget, prefetch=a.mode == "lms")
     sp = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=1e-4, lr_policy="fixed",
                                    max_iter=10 ** 6, random_seed=1, snapshot_after_train=False)
-    sp.net_param.CopyFrom(deploy_as_train(a.net, a.batch))
+    sp.net_param.CopyFrom(train_param(a.net, a.batch))
     s = solvers.get_solver(sp)
     rng = np.random.RandomState(0)
     s.net.blobs["data"].data[...] = rng.randn(*s.net.blobs["data"].shape)
@@ -112,7 +101,7 @@ def main():
     ap.add_argument("--factor", type=float, default=4.0, help="LMS footprint / budget")
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--gpu", type=int, default=0)
-    ap.add_argument("--net", default=os.path.join(ROOT, "..", "shared", "zoo", RESNET50))
+    ap.add_argument("--net", default="resnet50", help="'resnet50' or a deploy prototxt")
     ap.add_argument("--cpu", action="store_true", help="dry run on the CPU (numpy as the device)")
     ap.add_argument("--json", help="also write the summary here")
     ap.add_argument("--child", action="store_true")
@@ -134,7 +123,8 @@ def main():
     summary = {"budget_bytes": budget, "lms_pool_bytes": pool, "fit_batch": a.batch, "lms_batch": big,
                "lms_footprint_over_budget": (fixed + per_image * big) / budget,
                "fit_img_s": fit["img_s"], "lms_prefetch_img_s": on["img_s"], "lms_noprefetch_img_s": off["img_s"],
-               "time_ratio_prefetch": fit["img_s"] / on["img_s"], "time_ratio_noprefetch": fit["img_s"] / off["img_s"]}
+               "time_ratio_prefetch": fit["img_s"] / on["img_s"], "time_ratio_noprefetch": fit["img_s"] / off["img_s"],
+               "lms_device_bytes": on["device_bytes"], "goal_met": fit["img_s"] / on["img_s"] <= 1.3}
     summary["runs"] = [fit, twice, on, off]
     print("SUMMARY " + json.dumps(summary), flush=True)
     if a.json:

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NET = """name: "small"
@@ -88,6 +90,7 @@ def test_time_with_lms_and_a_budget_too_small(tmp_path):
     assert cpu.returncode == 2 and "needs an explicit budget (-lms_budget MiB)" in cpu.stderr
 
 
+@pytest.mark.slow
 def test_lms_speed_benchmark_dry_run(zoo, tmp_path):
     """benchmarks/lms_speed.py end to end on the CPU at toy size, so the GPU run cannot fail on a typo."""
     out = tmp_path / "lms.json"

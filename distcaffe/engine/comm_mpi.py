@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from distcaffe import backend
 from distcaffe.log import get_logger
 
 from .communicator import CollectiveError, Communicator, Request, heartbeat_timeout
@@ -71,6 +72,7 @@ class MPICommunicator(Communicator):
         self.comm.Set_errhandler(MPI.ERRORS_RETURN)
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), node.Get_rank(), node.Get_size())
+        self._stages = {}
         node.Free()
         self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
         if self.rank == 0:
@@ -104,13 +106,22 @@ class MPICommunicator(Communicator):
     def _on_lost(self, rank, silence):
         self.abort("%s is lost: no heartbeat for %.0f s; aborting the job" % (self.describe(rank), silence))
 
-    def _stage(self, buf):
+    def _stage(self, buf, keep=False):
+        """(host array, device array or None) for a collective on `buf`. A device buffer is copied to a host
+        stage; `keep`: a page-locked stage kept per device buffer (the persistent gradient buckets), so an
+        iteration's staging allocates nothing."""
         if isinstance(buf, np.ndarray):
             return buf, None
-        return buf.get(), buf
+        if not keep:
+            return buf.get(), buf
+        key = (buf.data.ptr, buf.size, buf.dtype.str)
+        host = self._stages.get(key)
+        if host is None:
+            host = self._stages[key] = backend.host_empty(buf.size, buf.dtype).reshape(buf.shape)
+        return buf.get(out=host), buf
 
     def iallreduce(self, buf):
-        host, dev = self._stage(buf)
+        host, dev = self._stage(buf, keep=True)
         return _MPIRequest(self, self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM), host, dev,
                            "allreduce")
 
