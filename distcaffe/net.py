@@ -5,6 +5,7 @@ tops and parameters, decide which layers need backward, force_backward, share na
 net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
 """
 import contextlib
+import os
 from collections import OrderedDict
 from itertools import zip_longest
 
@@ -57,6 +58,13 @@ class Hooks(list):
 
     def __call__(self, fn):
         self.append(fn)
+
+
+def _machine_memory():
+    """Bytes of host memory of this machine: the bound on a net's blobs (their host copies; on a GPU, Large
+    Model Support may page device memory, so the device's size is no bound)."""
+    import psutil
+    return psutil.virtual_memory().total
 
 
 def load_net_param(source):
@@ -119,7 +127,8 @@ class Net:
         self.before_forward, self.after_forward = Hooks(), Hooks()
         self.before_backward, self.after_backward = Hooks(), Hooks()
         available = OrderedDict()
-        memory = 0
+        memory = params_memory = 0
+        machine = _machine_memory()
         for layer_id, lp in enumerate(param.layer):
             if not lp.HasField("phase"):
                 lp.phase = self.phase
@@ -150,9 +159,14 @@ class Net:
                 self._input_ids.extend(self.top_ids[layer_id])
             try:
                 layer.setup(bottom, top)
-            except (ValueError, IndexError, TypeError) as e:
-                raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s"
-                               % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom], e)) from None
+            except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError) as e:
+                raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s: %s"
+                               % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom],
+                                  type(e).__name__, e)) from None
+            except NetError as e:
+                if "layer '%s'" % lp.name in str(e):
+                    raise
+                raise NetError("layer '%s' (%s): %s" % (lp.name, lp.type, e)) from None
             for j, tid in enumerate(self.top_ids[layer_id]):
                 self._blob_loss_weights[tid] = layer.loss(j)
                 t = self._blobs[tid]
@@ -160,6 +174,12 @@ class Net:
                 if layer.loss(j):
                     log.info("    with loss weight %g", layer.loss(j))
                 memory += t.count * t.dtype.itemsize
+            params_memory += sum(b.count * b.dtype.itemsize for b in layer.blobs)
+            if memory + params_memory > machine:
+                raise NetError("layer '%s' (%s): the net needs %.3g GB for its tops and parameters up to this layer "
+                               "(tops %s), more than the %.3g GB of memory of this machine"
+                               % (lp.name, lp.type, (memory + params_memory) / 1e9,
+                                  ", ".join(t.shape_string() for t in top), machine / 1e9))
             if len(lp.param) > len(layer.blobs):
                 raise NetError("layer '%s': too many params specified (%d param specs, the layer has %d blobs)"
                                % (lp.name, len(lp.param), len(layer.blobs)))
@@ -348,8 +368,13 @@ class Net:
                 cb(i)
             layer, bottom, top = self.layers[i], self._bottom(i), self._top(i)
             layer.math = layer.forward_math
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            try:
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
+            except (ValueError, IndexError, ZeroDivisionError, FloatingPointError, MemoryError) as e:
+                raise NetError("layer '%s' (%s): forward failed for bottoms %s: %s: %s"
+                               % (layer.name, layer.type, ", ".join(b.name + " " + b.shape_string() for b in bottom),
+                                  type(e).__name__, e)) from None
             for j, t in enumerate(top):
                 w = layer.loss(j)
                 if w:
@@ -520,17 +545,24 @@ class Net:
 
     # --- weights ---------------------------------------------------------------------------------
     def copy_trained_layers_from(self, source, where="the weights file"):
-        """Copy parameter blobs from a NetParameter by layer name (Caffe's CopyTrainedLayersFrom)."""
+        """Copy parameter blobs from a NetParameter by layer name (Caffe's CopyTrainedLayersFrom); returns the
+        names of the layers copied and of the source layers with blobs that matched none here."""
         from .io import blobproto_to_array
+        found = []
         for src in source.layer:
-            self._copy_layer(src.name, [blobproto_to_array(b) for b in src.blobs], [_is_legacy(b) for b in src.blobs],
-                             where)
+            where_layer = "%s: layer '%s'" % (where, src.name)
+            arrays = [blobproto_to_array(b, where=where_layer) for b in src.blobs]
+            found.append((src.name, self._copy_layer(src.name, arrays, [_is_legacy(b) for b in src.blobs], where),
+                          bool(arrays)))
+        return [n for n, copied, _ in found if copied], [n for n, copied, has in found if has and not copied]
 
     def copy_trained_layers_from_hdf5(self, path):
-        """Copy parameter arrays from a Caffe .caffemodel.h5 (`data/<layer>/<i>`) by layer name."""
+        """Copy parameter arrays from a Caffe .caffemodel.h5 (`data/<layer>/<i>`) by layer name; returns the layers
+        copied and the source layers that matched none here."""
         from .io import read_net_hdf5
-        for name, arrays in read_net_hdf5(path).items():
-            self._copy_layer(name, arrays, [False] * len(arrays), path)
+        found = [(name, self._copy_layer(name, arrays, [False] * len(arrays), path))
+                 for name, arrays in read_net_hdf5(path).items()]
+        return [n for n, copied in found if copied], [n for n, copied in found if not copied]
 
     def _copy_layer(self, name, arrays, legacy, where):
         """Copy one source layer's arrays into this net's layer of that name; counts and shapes must match
@@ -538,7 +570,7 @@ class Net:
         target = self.layer_dict.get(name)
         if target is None:
             log.info("Ignoring source layer %s", name)
-            return
+            return False
         log.info("Copying source layer %s #blobs=%d", name, len(arrays))
         if len(target.blobs) != len(arrays):
             raise NetError("incompatible number of blobs for layer '%s': %s has %d, the net has %d"
@@ -550,19 +582,32 @@ class Net:
                                "scratch rather than copying from a saved net, rename the layer."
                                % (j, name, " ".join(map(str, arr.shape)), tb.shape_string(), where))
             tb.data[...] = arr.reshape(tb.shape)
+        return True
 
     def load_hdf5(self, path):
         """pycaffe's Net.load_hdf5: weights from a .caffemodel.h5 (Caffe's CopyTrainedLayersFromHDF5)."""
         self.copy_trained_layers_from_hdf5(str(path))
 
-    def copy_from(self, path):
-        """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name."""
+    def copy_from(self, path, strict=None):
+        """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name. Source
+        layers with weights that match no layer here, and layers here whose parameters the file leaves as
+        initialised, are listed in one warning, or one error when `strict` (default: DISTCAFFE_STRICT_WEIGHTS=1)
+        -- a damaged layer name must not silently drop trained weights."""
         from .io import read_net_binary
         path = str(path)
         if path.endswith(".h5"):
-            self.copy_trained_layers_from_hdf5(path)
+            copied, unmatched = self.copy_trained_layers_from_hdf5(path)
         else:
-            self.copy_trained_layers_from(read_net_binary(path), path)
+            copied, unmatched = self.copy_trained_layers_from(read_net_binary(path), path)
+        untrained = [layer.name for layer in self.layers if layer.blobs and layer.name not in copied]
+        if not unmatched and not untrained:
+            return
+        parts = (["layers of the file that match no layer of net '%s': %s" % (self.name, ", ".join(unmatched))]
+                 if unmatched else []) + (["layers left untrained: %s" % ", ".join(untrained)] if untrained else [])
+        message = "%s: %s" % (path, "; ".join(parts))
+        if strict if strict is not None else os.environ.get("DISTCAFFE_STRICT_WEIGHTS") == "1":
+            raise NetError(message + " (strict weights loading)")
+        log.warning("%s", message)
 
     def to_proto(self, write_diff=False, old_format=False):
         """NetParameter with every layer and its blobs (Caffe's Net::ToProto)."""

@@ -33,3 +33,13 @@ class ProgressBar:
                                                                  self.done / seconds if seconds > 0 else 0.0,
                                                                  self.unit))
             self.stream.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        """Finish on success; after an error only close the bar, so the error starts on a line of its own."""
+        if exc_type is None:
+            self.finish()
+        else:
+            self._bar.close()

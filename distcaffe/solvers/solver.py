@@ -119,7 +119,8 @@ class Solver:
             raise SolverError("%s: unknown regularization_type '%s' (known: L1, L2)" % (self._where,
                                                                                        p.regularization_type))
         lr_policy.check_policies(p, self._where)
-        self._check_snapshot_dir()
+        if p.snapshot:
+            self._check_snapshot_dir()
         if p.random_seed >= 0:
             backend.set_random_seed(p.random_seed)
         self.net = self._init_train_net()
@@ -132,12 +133,21 @@ class Solver:
         self.pre_solve()
 
     def _check_snapshot_dir(self):
-        if not self.param.snapshot:
+        """The prefix's directory must be writable (checked when the solver is built if `snapshot` is set, as in
+        Caffe, and again as solve() starts whatever `snapshot` says: a SIGTERM or the end of training snapshots
+        too); hidden temporary files a killed snapshot left there are removed."""
+        if not self.is_root:
             return
         d = os.path.dirname(os.path.abspath(self.param.snapshot_prefix + "_"))
-        if not os.path.isdir(d) or not os.access(d, os.W_OK):
+        if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
             raise SolverError("%s: cannot write to snapshot prefix '%s': make sure that the directory %s exists and "
                               "is writable" % (self._where, self.param.snapshot_prefix, d))
+        for name in snap.stale_temporaries(self.param.snapshot_prefix):
+            log.info("Removing %s, left by a snapshot that was interrupted", name)
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
     def _path(self, name):
         """A net file as Caffe opens it (relative to the working directory), else relative to the solver file."""
@@ -349,6 +359,7 @@ class Solver:
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
         self.requested_early_exit = False
+        self._check_snapshot_dir()
         started = time.perf_counter()
         if resume_file:
             log.info("Restoring previous solver status from %s", resume_file)
@@ -544,7 +555,7 @@ class Solver:
         path = os.fspath(path)
         state = snap.read_state(path)
         if state["learned_net"]:
-            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]))
+            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]), strict=True)
         self.iter = state["iter"]
         self.current_step = state["current_step"]
         self.restore_history(state["history"], path)
