@@ -41,7 +41,8 @@ def _kill_while_snapshotting(solver, delay):
 
 
 def _check_disk(d):
-    """Every snapshot file loads; returns the newest solverstate."""
+    """Every snapshot file loads; returns the newest solverstate (None: the kill came before the first one was
+    committed)."""
     from distcaffe.io import read_net_binary
     from distcaffe.solvers import snapshot as snap
     states = []
@@ -53,21 +54,25 @@ def _check_disk(d):
             assert state["resume"] is not None, f
             snap.resolve_learned_net(str(f), state["learned_net"])
             states.append((state["iter"], f))
-    assert states, sorted(p.name for p in d.iterdir())
-    return max(states)[1]
+    return max(states)[1] if states else None
 
 
 def test_kill_9_during_snapshots_leaves_loadable_resumable_files(tmp_path):
     from distcaffe.solvers import get_solver
     rng = np.random.default_rng(2024)
+    resumed = 0
     for trial in range(TRIALS):
         solver = _job(tmp_path, "t%d" % trial)
         assert _kill_while_snapshotting(solver, float(rng.uniform(0.0, 1.5))) == -signal.SIGKILL
         newest = _check_disk(solver.parent)
         s = get_solver(str(solver))    # its start removes the temporary files the kill left
         assert not [p for p in solver.parent.iterdir() if p.name.endswith(".tmp")]
+        if newest is None:
+            continue
         s.restore(str(newest))
         assert s.resumed_exactly
         start = s.iter
         s.step(1)
         assert s.iter == start + 1
+        resumed += 1
+    assert resumed >= TRIALS // 2, "only %d of %d trials had a committed snapshot" % (resumed, TRIALS)

@@ -106,3 +106,14 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)
+
+
+def test_numba_loads_only_when_a_loop_runs():
+    """`import distcaffe` and building a net stay light: numba (and LLVM) load on the first compiled loop."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, distcaffe.net\n"
+            "from distcaffe.layers import fastpath\n"
+            "assert 'numba' not in sys.modules\n"
+            "assert fastpath.enabled() and 'numba' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
