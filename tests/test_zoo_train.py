@@ -6,6 +6,7 @@ The TensorRT example is the exception the issue names: its TRT layer is a clear 
 import csv
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,31 +24,8 @@ from _detection_data import annoset
 
 pytestmark = pytest.mark.slow
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData")
+PYLOSS_DIR = Path(__file__).parent / "bvlc_pycaffe" / "examples" / "pycaffe" / "layers"
 SSD_SIZE = {"SSD_300x300": 300, "SFD.exp": 320}       # SFD trains at 640; it is fully convolutional down to 320
-PYLOSS = '''import caffe
-import numpy as np
-
-
-class EuclideanLossLayer(caffe.Layer):
-    """Our own version of the Python loss layer BVLC's linreg example imports (pyloss.EuclideanLossLayer)."""
-
-    def setup(self, bottom, top):
-        if len(bottom) != 2:
-            raise Exception("Need two inputs to compute distance.")
-
-    def reshape(self, bottom, top):
-        self.diff = np.zeros_like(bottom[0].data, dtype=np.float32)
-        top[0].reshape(1)
-
-    def forward(self, bottom, top):
-        self.diff[...] = bottom[0].data - bottom[1].data
-        top[0].data[...] = np.sum(self.diff ** 2) / bottom[0].num / 2.
-
-    def backward(self, top, propagate_down, bottom):
-        for i in range(2):
-            if propagate_down[i]:
-                bottom[i].diff[...] = (1 if i == 0 else -1) * self.diff / bottom[i].num
-'''
 
 
 def _train_val():
@@ -129,11 +107,10 @@ class Data:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoo_data")
-    (root / "pyloss.py").write_text(PYLOSS)
-    sys.path.insert(0, str(root))
-    yield Data(str(root))
-    sys.path.remove(str(root))
+    layers = str(PYLOSS_DIR)                      # BVLC's pyloss.EuclideanLossLayer for the linreg example
+    sys.path.insert(0, layers)
+    yield Data(str(tmp_path_factory.mktemp("zoo_data")))
+    sys.path.remove(layers)
 
 
 def _data_channels(net, layer):
