@@ -5,6 +5,7 @@ convert_annoset, window files, HDF5). Batches shrink to 1-2 and SSD input sizes 
 The TensorRT example is the exception the issue names: its TRT layer is a clear error."""
 import csv
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -176,6 +177,16 @@ def _test_stage(p):
     return None
 
 
+def _single_phase(p):
+    """TRAIN or TEST when every data layer is included in that phase only (SSD's train/test files), else None."""
+    phases = {rule.phase for layer in p.layer if layer.type in DATA_TYPES for rule in layer.include
+              if rule.HasField("phase")}
+    data = [layer for layer in p.layer if layer.type in DATA_TYPES]
+    if len(phases) == 1 and data and all(layer.include for layer in data):
+        return phases.pop()
+    return None
+
+
 def smallest(rel, data):
     """The net at the smallest crop (1/4, 1/2 or all of its own) whose TRAIN phase builds: InnerProduct
     adapts to any input, a fixed-kernel global pooling does not."""
@@ -199,9 +210,13 @@ def run_net(rel, data):
     solver = caffe_pb2.SolverParameter(base_lr=1e-4, lr_policy="fixed", momentum=0.9, max_iter=2, random_seed=1,
                                        snapshot_after_train=False, display=1, test_initialization=False)
     solver.net_param.CopyFrom(p)
-    if rel in NO_TEST_NET:
-        with pytest.raises(NetError, match=NO_TEST_NET[rel]):
-            caffe.Net(p, caffe.TEST)
+    only = _single_phase(p)
+    if only is not None or rel in NO_TEST_NET:        # a train-only or test-only file: the other phase has no data
+        other = caffe.TEST if only in (None, caffe.TRAIN) else caffe.TRAIN
+        with pytest.raises(NetError, match="unknown bottom blob"):
+            caffe.Net(p, other)
+        if only == caffe.TEST:
+            solver.train_state.phase = caffe.TEST     # SSD's test.prototxt: the solver steps its TEST net
     else:
         solver.test_iter.append(1)
         solver.test_interval = 1000
@@ -227,7 +242,12 @@ def _key(p):
 
 _DONE = {}
 # DIGITS' classification net has no TEST data layer: Caffe cannot build its TEST phase either
-NO_TEST_NET = {"NVIDIA__caffe/classification/model/train_val.prototxt": "unknown bottom blob 'scaled'"}
+NO_TEST_NET = {"NVIDIA__caffe/classification/model/train_val.prototxt"}
+# Nets that repeat another architecture at full cost (FLOAT16 copies, legacy and NVIDIA copies, the big
+# ImageNet/SSD families beyond one member each): DISTCAFFE_ZOO_ALL=1 runs them too (19 min on 2 shared cores
+# for the whole manifest); the default run keeps CI to a few minutes. SSD300 at batch 1 is tests/test_zoo_ssd.py.
+HEAVY = re.compile(r"fp16|FP16|legacy|/solvers/|inception_v|resnet50/train_val_|resnet50_exp|RN50|AN-FP16|"
+                   r"NVIDIA__caffe/models/(bvlc_|vgg16|alexnet)|WIDER_FACE/SFD.exp/train_orig|SSD_300x300/train")
 DETECTNET = ("NVIDIA__caffe/examples/kitti/detectnet_network.prototxt",
              "NVIDIA__caffe/examples/kitti/detectnet_network-2classes.prototxt")
 
@@ -244,7 +264,7 @@ TRT = "NVIDIA__caffe/examples/TensorRT/trt.prototxt"
 
 @pytest.mark.parametrize("rel", [pytest.param(r, marks=pytest.mark.xfail(
     strict=True, raises=NetError, reason="DetectNetTransformation is not implemented yet")) if r in DETECTNET else r
-    for r in _train_val() if r != TRT])
+    for r in _train_val() if r != TRT and (os.environ.get("DISTCAFFE_ZOO_ALL") == "1" or not HEAVY.search(r))])
 def test_zoo_train_val_net_builds_and_trains_two_steps(rel, data, zoo):
     caffe.set_mode_cpu()
     caffe.set_random_seed(1)
