@@ -87,8 +87,9 @@ class Data:
             return path + "/list.txt"
         return self._once(("hdf5",) + tuple(tops), make)
 
-    def annoset(self):
-        return self._once(("annoset",), lambda path: annoset(path, n=3, size=(60, 80))[:2])
+    def annoset(self, classes):
+        names = ("box", "disc") if classes > 2 else ("box", "box")        # SFD: faces only (2 classes)
+        return self._once(("annoset", classes), lambda path: annoset(path, n=3, size=(60, 80), names=names)[:2])
 
     def windows(self, size):
         """A window file over 2 PNG images with foreground and background windows."""
@@ -153,7 +154,8 @@ def prepare(rel, data, shrink=1):
             layer.hdf5_data_param.source = data.hdf5(list(layer.top))
             layer.hdf5_data_param.batch_size = batch
         elif layer.type == "AnnotatedData":
-            layer.data_param.source, layer.annotated_data_param.label_map_file = data.annoset()
+            classes = min([m.multibox_loss_param.num_classes for m in p.layer if m.type == "MultiBoxLoss"] or [3])
+            layer.data_param.source, layer.annotated_data_param.label_map_file = data.annoset(classes)
             layer.data_param.batch_size = 1
             if ssd and tp.HasField("resize_param"):
                 tp.resize_param.height = tp.resize_param.width = ssd
