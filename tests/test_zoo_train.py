@@ -1,8 +1,11 @@
 """Every train_val net of ../shared/zoo/MANIFEST.tsv builds in TRAIN and TEST phase and takes 2 solver steps with a
 finite loss, on small data of the kind its data layers read, generated in the test's temp dir by our own tools
 (LMDB/LevelDB via convert_imageset-style writers, mean files via compute_image_mean, annotated LMDBs via
-convert_annoset, window files, HDF5). Batches shrink to 1-2 and SSD input sizes to the smallest the net allows.
-The TensorRT example is the exception the issue names: its TRT layer is a clear error."""
+convert_annoset, window files, HDF5). Batches shrink to 1-2, crops to the smallest the net allows, SFD to 320.
+Train-only / test-only files (SSD's) build their own phase and fail the other with a clear error, as in Caffe.
+The default run covers every architecture once (about 2 minutes); DISTCAFFE_ZOO_ALL=1 adds the FLOAT16, legacy
+and NVIDIA copies (the whole manifest: about 20 minutes on 2 shared cores). DetectNet's KITTI nets are strict
+xfails until DetectNetTransformation exists; the TensorRT example's TRT layer is the clear error the issue asks."""
 import csv
 import os
 import re
@@ -249,7 +252,7 @@ NO_TEST_NET = {"NVIDIA__caffe/classification/model/train_val.prototxt"}
 # ImageNet/SSD families beyond one member each): DISTCAFFE_ZOO_ALL=1 runs them too (19 min on 2 shared cores
 # for the whole manifest); the default run keeps CI to a few minutes. SSD300 at batch 1 is tests/test_zoo_ssd.py.
 HEAVY = re.compile(r"fp16|FP16|legacy|/solvers/|inception_v|resnet50/train_val_|resnet50_exp|RN50|AN-FP16|"
-                   r"NVIDIA__caffe/models/(bvlc_|vgg16|alexnet)|WIDER_FACE/SFD.exp/train_orig|SSD_300x300/train")
+                   r"NVIDIA__caffe/models/(bvlc_|vgg16|alexnet)|WIDER_FACE/SFD.exp/|SSD_300x300/train")
 DETECTNET = ("NVIDIA__caffe/examples/kitti/detectnet_network.prototxt",
              "NVIDIA__caffe/examples/kitti/detectnet_network-2classes.prototxt")
 
