@@ -2,7 +2,8 @@
 # The GPU device check (issue 14): one script, <= 8 minutes on an H200 with no network. Runs the GPU tests, then
 # forward+backward img/s of distcaffe vs PyTorch + cuDNN on the same GPU (LeNet b64, AlexNet b256, ResNet-50 b64
 # FLOAT and FLOAT16) and the share of allreduce hidden behind backward (2 MPI ranks on one GPU); writes
-# benchmarks/results/gpu.{json,md} and prints a one-line verdict.
+# benchmarks/results/gpu.{json,md} and prints a one-line verdict. Then Large Model Support (issue 15,
+# benchmarks/lms_gpu_check.sh: up to 6.5 more minutes; PREFIX.lms.json).
 #   usage: benchmarks/gpu_check.sh [--dry-run] [--out PREFIX]      (or: make gpu-check)
 #   --dry-run: the same steps on the CPU at toy sizes (tests/test_gpu_check.py), so a typo never costs a GPU run.
 # Needs cupy (with a CUDA device), PyTorch, mpi4py and mpiexec; nvidia-cudnn-frontend for the cuDNN path. On an
