@@ -3,14 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu,fast
+EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu,fast,tensorboard
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 DEMO := examples/mnist
 DEMO_EXTRAS := mpi,image,examples,plot,fast
 
-.PHONY: venv graphviz test demo proto clean
+.PHONY: venv graphviz test demo proto clean gpu-check
 
 # Ray's CPU collectives (gloo) run on torch: with the ray-cpu extra, the CPU build of torch goes in first so that
 # no CUDA wheels are pulled in.
@@ -38,12 +38,18 @@ demo:
 	$(MAKE) --no-print-directory venv EXTRAS=$(DEMO_EXTRAS)
 	$(VENV)/bin/distcaffe data mnist-sample $(DEMO)/data --force
 	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/distcaffe train -solver $(DEMO)/lenet_solver.prototxt 2>&1 | tee $(DEMO)/train.log
-	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png
+	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png $(DEMO)/*_metrics.csv $(DEMO)/*_metrics.jsonl $(DEMO)/*_tensorboard
 	$(PY) $(DEMO)/classify.py $(DEMO)/lenet_iter_2000.caffemodel $(DEMO)/data/mnist_test_lmdb 10
+
+# The GPU device check (benchmarks/gpu_check.sh): GPU tests, then distcaffe vs PyTorch + cuDNN on this machine's GPU;
+# GPU_PYTHON is the interpreter that has cupy, PyTorch (CUDA) and mpi4py (a GPU node's own, not the CPU venv).
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_check.sh
 
 # Regenerate distcaffe/proto/caffe_pb2.py from caffe.proto (tests fail if it is stale).
 proto: venv
 	$(PY) -m grpc_tools.protoc -Idistcaffe/proto --python_out=distcaffe/proto distcaffe/proto/caffe.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(DEMO)/data $(DEMO)/*.caffemodel $(DEMO)/*.solverstate $(DEMO)/train.log $(DEMO)/lenet_train.png
+	rm -rf $(VENV) build *.egg-info $(DEMO)/data $(DEMO)/*.caffemodel $(DEMO)/*.solverstate $(DEMO)/train.log $(DEMO)/lenet_train.png $(DEMO)/*_metrics.csv $(DEMO)/*_metrics.jsonl $(DEMO)/*_tensorboard

@@ -2,6 +2,7 @@
 
 usage: python benchmarks/net_speed.py [--nets lenet,cifar10_quick,...] [--threads 1,2] [--rounds 5]
                                       [--iters 5] [--quick] [--out benchmarks/results/net_speed]
+       python benchmarks/net_speed.py --train [--nets lenet,cifar10_quick] [--threads 1] ...
 
 Each net is a zoo deploy prototxt (/work/shared/zoo, or --zoo DIR) with its input set to the benchmark's batch,
 a label Input and SoftmaxWithLoss in place of the final Softmax, run in the TRAIN phase (BatchNorm on batch
@@ -12,6 +13,11 @@ rounds between them (the idle one waits on a pipe, not spinning) so that a noisy
 A round is `--iters` passes; its median wall and CPU (process_time, all threads) milliseconds are kept, and the
 reported figure is the median over rounds. Peak RSS is the worker's ru_maxrss at the end.
 Writes <out>.json (every round) and <out>.md (the table).
+
+--train: distcaffe only, one process per net: a full training iteration (`solver.step(1)`: a Data layer
+reading an LMDB of random records through the prefetch queue, forward+backward, SGD momentum update,
+display every iteration) against forward+backward alone on the same net, alternating rounds; writes
+<out>_train.{json,md}.
 """
 import argparse
 import json
@@ -141,8 +147,9 @@ def torch_model(net_param):
             affine = nxt is not None and nxt.type == "Scale" and list(nxt.bottom) == list(lp.top)
             if affine:
                 fused_scale.add(nxt.name)
+            affine = affine or lp.batch_norm_param.scale_bias     # NVCaffe's BatchNorm with its own scale/bias
             mods[key] = nn.BatchNorm2d(shp[1], eps=lp.batch_norm_param.eps, affine=affine)
-            top = nxt.top[0] if affine else lp.top[0]
+            top = nxt.top[0] if nxt is not None and nxt.name in fused_scale else lp.top[0]
             shapes[top] = shp
             steps.append(("mod", key, b, top))
         elif lp.type == "Eltwise":
@@ -234,6 +241,113 @@ def worker(framework, name, zoo):
             return
 
 
+# --- a full training iteration vs forward+backward (distcaffe) --------------------------------------
+def _lmdb_of_random_records(path, shape, count, classes):
+    import numpy as np
+    from distcaffe.data.lmdb_writer import LMDBWriter
+    from distcaffe.io import array_to_datum
+    rng = np.random.default_rng(0)
+    with LMDBWriter(path) as w:
+        for i in range(count):
+            img = rng.integers(0, 256, shape).astype(np.uint8)
+            w.put("%08d" % i, array_to_datum(img, int(rng.integers(0, classes))).SerializeToString())
+
+
+def train_worker(name, zoo, rounds, iters):
+    """Per-iteration wall/CPU ms of solver.step(1) and of forward+backward alone, alternating rounds."""
+    import tempfile
+    from distcaffe import solvers
+    from distcaffe.log import set_quiet
+    from distcaffe.proto import caffe_pb2
+    set_quiet()
+    path, batch = NETS[name]
+    net_param, classes = train_net_param(os.path.join(zoo, path), batch)
+    data = net_param.layer[0]
+    shape = list(data.input_param.shape[0].dim)[1:]
+    tmp = tempfile.mkdtemp(prefix="net_speed_")
+    _lmdb_of_random_records(os.path.join(tmp, "db"), shape, 4 * batch, classes)
+    lp = caffe_pb2.LayerParameter(name="data", type="Data", top=["data", "label"])
+    lp.data_param.source, lp.data_param.batch_size = os.path.join(tmp, "db"), batch
+    lp.data_param.backend = caffe_pb2.DataParameter.LMDB
+    lp.transform_param.scale = 1.0 / 256
+    label = [i for i, layer in enumerate(net_param.layer) if layer.name == "label"][0]
+    del net_param.layer[label]
+    net_param.layer[0].CopyFrom(lp)
+    sp = caffe_pb2.SolverParameter(base_lr=0.001, momentum=0.9, weight_decay=0.0005, lr_policy="fixed",
+                                   display=1, max_iter=1 << 30, snapshot_after_train=False,
+                                   solver_mode=caffe_pb2.SolverParameter.CPU)
+    sp.net_param.CopyFrom(net_param)
+    solver = solvers.get_solver(sp)
+    net = solver.net
+
+    def fwd_bwd():
+        net.clear_param_diffs()
+        net.forward_backward()
+
+    passes = {"train_iteration": lambda: solver.step(1), "forward_backward": fwd_bwd}
+    for fn in passes.values():
+        fn()
+        fn()
+    res = {k: {"wall": [], "cpu": []} for k in passes}
+    for r in range(rounds):
+        for key in (list(passes) if r % 2 == 0 else list(passes)[::-1]):
+            wall, cpu = [], []
+            for _ in range(iters):
+                w, c = time.perf_counter(), time.process_time()
+                passes[key]()
+                wall.append((time.perf_counter() - w) * 1e3)
+                cpu.append((time.process_time() - c) * 1e3)
+            res[key]["wall"].append(statistics.median(wall))
+            res[key]["cpu"].append(statistics.median(cpu))
+    print(json.dumps(res), flush=True)
+
+
+def measure_train(name, threads, rounds, iters, zoo):
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--train-worker", "--nets", name, "--zoo", zoo,
+                          "--rounds", str(rounds), "--iters", str(iters)], env=env, stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def train_markdown(rows, args):
+    out = ["Command: `python benchmarks/net_speed.py %s`" % " ".join(args), "",
+           "| net | batch | threads | training iteration ms (wall / CPU) | forward+backward ms (wall / CPU) | "
+           "iteration / fwd+bwd (wall / CPU) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %d | %d | %.1f / %.1f | %.1f / %.1f | %.2f / %.2f |" % (
+            r["net"], r["batch"], r["threads"], r["iter_wall"], r["iter_cpu"], r["fb_wall"], r["fb_cpu"],
+            r["iter_wall"] / r["fb_wall"], r["iter_cpu"] / r["fb_cpu"]))
+    return "\n".join(out) + "\n"
+
+
+def main_train(args):
+    rows, results = [], {}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        for name in args.nets.split(","):
+            res = results["%s@%d" % (name, threads)] = measure_train(name, threads, args.rounds, args.iters,
+                                                                     args.zoo)
+            med = {k: {m: statistics.median(v[m]) for m in ("wall", "cpu")} for k, v in res.items()}
+            rows.append(dict(net=name, batch=NETS[name][1], threads=threads,
+                             iter_wall=med["train_iteration"]["wall"], iter_cpu=med["train_iteration"]["cpu"],
+                             fb_wall=med["forward_backward"]["wall"], fb_cpu=med["forward_backward"]["cpu"]))
+            print("%-14s %d thr: iteration %.1f ms (cpu %.1f) | fwd+bwd %.1f ms (cpu %.1f)" % (
+                name, threads, rows[-1]["iter_wall"], rows[-1]["iter_cpu"], rows[-1]["fb_wall"],
+                rows[-1]["fb_cpu"]), flush=True)
+    _write(args.out + "_train", {"rounds": results, "summary": rows}, train_markdown(rows, sys.argv[1:]))
+
+
+def _write(out, record, md):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(dict({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": sys.argv[1:]},
+                       **record), f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write(md)
+    print(md)
+
+
 # --- the driver -----------------------------------------------------------------------------------
 class Worker:
     def __init__(self, framework, name, threads, zoo):
@@ -309,12 +423,18 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 rounds of 2 passes (while iterating)")
     ap.add_argument("--zoo", default=os.environ.get("DISTCAFFE_ZOO", "/work/shared/zoo"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "net_speed"))
+    ap.add_argument("--train", action="store_true", help="a full training iteration vs forward+backward")
     ap.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    ap.add_argument("--train-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.nets, args.zoo)
     if args.quick:
         args.rounds, args.iters = 3, 2
+    if args.train_worker:
+        return train_worker(args.nets, args.zoo, args.rounds, args.iters)
+    if args.train:
+        return main_train(args)
     results = {}
     for threads in [int(t) for t in args.threads.split(",")]:
         for name in args.nets.split(","):
@@ -329,14 +449,7 @@ def main():
                       row["ours_wall"] / row["peer_wall"], row["ours_cpu"] / row["peer_cpu"], row["ours_rss"],
                       row["peer_rss"], time.time() - t0), flush=True)
     rows = summary_rows(results)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": sys.argv[1:],
-                   "rounds": results, "summary": rows}, f, indent=1)
-    md = markdown(rows, sys.argv[1:])
-    with open(args.out + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    _write(args.out, {"rounds": results, "summary": rows}, markdown(rows, sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Image resize speed: distcaffe.data.resize (separable) vs the dense einsum it replaced vs OpenCV's cv2.resize.
 
-    python benchmarks/resize_speed.py [--repeat 5] [--skip-einsum]
+    python benchmarks/resize_speed.py [--repeat 5] [--skip-einsum] [--algo CUBIC ...]
 
 A random 375x500 3-channel uint8 image (BGR, (C, H, W) for distcaffe, (H, W, C) for OpenCV) resized to 256x256
 with each interpolation. Each implementation runs in its own process; the table gives median milliseconds and
@@ -53,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-einsum", action="store_true", help="leave out the old dense einsum (slow)")
+    ap.add_argument("--algo", nargs="+", choices=ALGOS, default=ALGOS, help="interpolations to time")
     ap.add_argument("--child", nargs=2, metavar=("IMPL", "ALGO"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -61,7 +62,7 @@ def main():
     impls = ["distcaffe", "opencv"] + ([] if args.skip_einsum else ["einsum"])
     print("| interpolation | %s | distcaffe / OpenCV |" % " | ".join("%s ms" % i for i in impls))
     print("|---|%s---|" % ("---|" * len(impls)))
-    for algo in ALGOS:
+    for algo in args.algo:
         ms = {}
         for impl in impls:
             if impl == "einsum" and algo == "LINEAR":

@@ -9,6 +9,7 @@ from distcaffe.backend import (set_device, set_mode_cpu, set_mode_gpu, set_multi
                                set_solver_count, set_solver_rank, solver_count, solver_rank)
 from distcaffe.layers import Layer
 from distcaffe.layers import layer_types as layer_type_list
+from distcaffe.lms import set_lms
 from distcaffe.log import init_log, log
 from distcaffe.proto.caffe_pb2 import TEST, TRAIN
 
@@ -22,5 +23,5 @@ from .pycaffe import (NCCL, AdaDeltaSolver, AdaGradSolver, AdamSolver, Blob, Net
 __all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "Classifier", "Detector", "Layer", "NCCL", "Net",
            "NesterovSolver", "NetSpec", "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "Timer",
            "__version__", "get_solver", "has_nccl", "init_log", "io", "layer_type_list", "layers", "log", "params",
-           "proto", "set_device", "set_mode_cpu", "set_mode_gpu", "set_multiprocess", "set_random_seed",
+           "proto", "set_device", "set_lms", "set_mode_cpu", "set_mode_gpu", "set_multiprocess", "set_random_seed",
            "set_solver_count", "set_solver_rank", "solver_count", "solver_rank", "to_proto"]

@@ -17,8 +17,15 @@ _LAZY = {
     "TEST": (".net", "TEST"), "TRAIN": (".net", "TRAIN"), "Net": (".net", "Net"),
     "caffe_pb2": (".proto.caffe_pb2", None),
     "io": (".io", None), "net_spec": (".net_spec", None), "solvers": (".solvers", None),
-    "layers": (".layers", None), "proto": (".proto", None),
+    "layers": (".layers", None), "proto": (".proto", None), "set_lms": (".lms", "set_lms"),
+    # pycaffe's surface (the `caffe` package has all of it; `distcaffe.layers` stays the layer implementations)
+    "NetSpec": (".net_spec", "NetSpec"), "to_proto": (".net_spec", "to_proto"), "params": (".net_spec", "params"),
+    "layer_type_list": (".layers", "layer_types"), "Timer": (".timer", "Timer"), "init_log": (".log", "init_log"),
+    "Classifier": (".classifier", "Classifier"), "Detector": (".detector", "Detector"),
+    "draw": (".draw", None), "coord_map": (".coord_map", None),
 }
+for _name in ("solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess"):
+    _LAZY[_name] = (".backend", _name)
 for _name in ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
               "AdamSolver", "Solver"):
     _LAZY[_name] = (".solvers", _name)

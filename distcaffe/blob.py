@@ -10,6 +10,7 @@ from . import backend
 from .errors import NetError
 
 UNINIT, HOST, DEVICE, SYNCED = "uninit", "host", "device", "synced"
+INT_MAX = 2 ** 31 - 1   # Caffe's bound on every dimension and on the element count of a blob
 
 
 class SyncedArray:
@@ -154,8 +155,14 @@ class Blob:
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise NetError("blob %s: negative dimension in shape %s" % (self.name, shape))
+        count = 1
+        for d in shape:  # Python ints: no silent int64 wrap-around on absurd shapes
+            count *= d
+        if count > INT_MAX or any(d > INT_MAX for d in shape):
+            raise NetError("blob %s: shape %s has %d elements; a blob holds at most 2^31-1 (INT_MAX) elements and "
+                           "dimensions, as in Caffe" % (self.name, "x".join(map(str, shape)), count))
         self._shape = shape
-        count = self._count = int(np.prod(shape, dtype=np.int64))
+        self._count = count
         if count > self.capacity:
             self.capacity = count
             self._data = SyncedArray(count, self.dtype)
@@ -200,6 +207,14 @@ class Blob:
     @property
     def mut_dev_diff(self):
         return self._view(self._diff.mutable_dev())
+
+    def _device_ptr(self, synced):
+        if not backend.is_gpu():
+            raise NetError("blob %s: device pointers exist in GPU mode only (caffe.set_mode_gpu())" % self.name)
+        return synced.dev().data.ptr
+
+    _gpu_data_ptr = property(lambda self: self._device_ptr(self._data), doc="pycaffe: address of the device data")
+    _gpu_diff_ptr = property(lambda self: self._device_ptr(self._diff), doc="pycaffe: address of the device diff")
 
     # --- sharing (Caffe's ShareData/ShareDiff) --------------------------------------------------
     def share_data(self, other):

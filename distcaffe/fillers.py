@@ -23,12 +23,26 @@ def _variance_n(filler, shape, count):
     return float(fan_out if norm == 1 else fan_in)
 
 
+def _check_finite(filler, kind, what):
+    """Non-finite or negative-spread filler values would fail deep in numpy: one line naming the blob instead."""
+    for field in ("value", "min", "max", "mean", "std"):
+        if not np.isfinite(getattr(filler, field)):
+            raise NetError("%s: %s filler: %s must be finite (got %s)" % (what, kind, field, getattr(filler, field)))
+    if filler.std < 0:
+        raise NetError("%s: %s filler: std must be >= 0 (got %g)" % (what, kind, filler.std))
+    if kind == "uniform" and filler.min > filler.max:
+        raise NetError("%s: uniform filler: min %g is above max %g" % (what, filler.min, filler.max))
+
+
 def filled(filler, shape, what="blob"):
     """A float64 host array of `shape` filled as Caffe's filler `filler` (a FillerParameter) does."""
     shape = tuple(shape)
     count = int(np.prod(shape, dtype=np.int64))
     rng = backend.rng()
     kind = filler.type or "constant"
+    _check_finite(filler, kind, what)
+    if count == 0:  # nothing to fill; fan-in/fan-out of an empty blob would divide by zero
+        return np.zeros(shape, np.float64)
     if kind == "constant":
         out = np.full(shape, filler.value, np.float64)
     elif kind == "uniform":

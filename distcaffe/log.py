@@ -57,14 +57,16 @@ def _file_handler(log_dir):
     try:
         os.makedirs(log_dir, exist_ok=True)
         handler = logging.FileHandler(os.path.join(log_dir, name))
-        link = os.path.join(log_dir, program + ".INFO")
-        if os.path.islink(link):
-            os.remove(link)
-        if not os.path.exists(link):
-            os.symlink(name, link)
     except OSError as e:
         sys.stderr.write("distcaffe: warning: GLOG_log_dir=%s: cannot write log file (%s)\n" % (log_dir, e))
         return None
+    link = os.path.join(log_dir, program + ".INFO")
+    try:  # the newest process' file, as glog does; ranks sharing the folder race for it harmlessly
+        if os.path.islink(link):
+            os.remove(link)
+        os.symlink(name, link)
+    except OSError:
+        pass
     return handler
 
 

@@ -5,6 +5,7 @@ tops and parameters, decide which layers need backward, force_backward, share na
 net that builds in Caffe builds here with the same blobs, shapes and gradient flow.
 """
 import contextlib
+import os
 from collections import OrderedDict
 from itertools import zip_longest
 
@@ -15,6 +16,7 @@ from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
 from .layers.cudnn_conv import inherit_net_defaults
+from .layers.normalization import pair_batchnorm_scale
 from .log import get_logger
 from .net_filter import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -56,6 +58,13 @@ class Hooks(list):
 
     def __call__(self, fn):
         self.append(fn)
+
+
+def _machine_memory():
+    """Bytes of host memory of this machine: the bound on a net's blobs (their host copies; on a GPU, Large
+    Model Support may page device memory, so the device's size is no bound)."""
+    import psutil
+    return psutil.virtual_memory().total
 
 
 def load_net_param(source):
@@ -118,7 +127,8 @@ class Net:
         self.before_forward, self.after_forward = Hooks(), Hooks()
         self.before_backward, self.after_backward = Hooks(), Hooks()
         available = OrderedDict()
-        memory = 0
+        memory = params_memory = 0
+        machine = _machine_memory()
         for layer_id, lp in enumerate(param.layer):
             if not lp.HasField("phase"):
                 lp.phase = self.phase
@@ -149,9 +159,14 @@ class Net:
                 self._input_ids.extend(self.top_ids[layer_id])
             try:
                 layer.setup(bottom, top)
-            except (ValueError, IndexError, TypeError) as e:
-                raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s"
-                               % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom], e)) from None
+            except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError) as e:
+                raise NetError("layer '%s' (%s): setup failed for bottoms %s: %s: %s"
+                               % (lp.name, lp.type, [b.name + " " + str(b.shape) for b in bottom],
+                                  type(e).__name__, e)) from None
+            except NetError as e:
+                if "layer '%s'" % lp.name in str(e):
+                    raise
+                raise NetError("layer '%s' (%s): %s" % (lp.name, lp.type, e)) from None
             for j, tid in enumerate(self.top_ids[layer_id]):
                 self._blob_loss_weights[tid] = layer.loss(j)
                 t = self._blobs[tid]
@@ -159,6 +174,12 @@ class Net:
                 if layer.loss(j):
                     log.info("    with loss weight %g", layer.loss(j))
                 memory += t.count * t.dtype.itemsize
+            params_memory += sum(b.count * b.dtype.itemsize for b in layer.blobs)
+            if memory + params_memory > machine:
+                raise NetError("layer '%s' (%s): the net needs %.3g GB for its tops and parameters up to this layer "
+                               "(tops %s), more than the %.3g GB of memory of this machine"
+                               % (lp.name, lp.type, (memory + params_memory) / 1e9,
+                                  ", ".join(t.shape_string() for t in top), machine / 1e9))
             if len(lp.param) > len(layer.blobs):
                 raise NetError("layer '%s': too many params specified (%d param specs, the layer has %d blobs)"
                                % (lp.name, len(lp.param), len(layer.blobs)))
@@ -176,6 +197,7 @@ class Net:
                 for tid in self.top_ids[layer_id]:
                     self.blob_need_backward[tid] = True
         self._backward_analysis(param)
+        pair_batchnorm_scale(self.layers, self.bottom_ids, self.top_ids)
         self._output_ids = [self._blob_index[name] for name in available]
         for i in self._output_ids:
             log.info("This network produces output %s", self._blob_names[i])
@@ -346,8 +368,13 @@ class Net:
                 cb(i)
             layer, bottom, top = self.layers[i], self._bottom(i), self._top(i)
             layer.math = layer.forward_math
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            try:
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
+            except (ValueError, IndexError, ZeroDivisionError, FloatingPointError, MemoryError) as e:
+                raise NetError("layer '%s' (%s): forward failed for bottoms %s: %s: %s"
+                               % (layer.name, layer.type, ", ".join(b.name + " " + b.shape_string() for b in bottom),
+                                  type(e).__name__, e)) from None
             for j, t in enumerate(top):
                 w = layer.loss(j)
                 if w:
@@ -370,6 +397,23 @@ class Net:
                     self._backward_debug(i)
             for cb in self.after_backward:
                 cb(i)
+
+    # pycaffe's _caffe names that BVLC's pycaffe.py (and net-surgery scripts) build on
+    _forward, _backward = forward_from_to, backward_from_to
+
+    def _top_ids(self, i):
+        return list(self.top_ids[i])
+
+    def _bottom_ids(self, i):
+        return list(self.bottom_ids[i])
+
+    @property
+    def _inputs(self):
+        return list(self._input_ids)
+
+    @property
+    def _outputs(self):
+        return list(self._output_ids)
 
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self.layers) - 1)
@@ -470,7 +514,7 @@ class Net:
         out = {}
         for result in batches:
             for name, arr in result.items():
-                out.setdefault(name, []).append(np.array(arr, copy=True))
+                out.setdefault(name, []).append(arr)
         return {name: np.concatenate(parts)[:total] for name, parts in out.items()}
 
     def forward_all(self, blobs=None, **kwargs):
@@ -478,7 +522,7 @@ class Net:
         if not kwargs:
             return self.forward(blobs)
         total = len(next(iter(kwargs.values())))
-        return self._collect((self.forward(blobs=blobs, **chunk) for chunk in self._batch(kwargs)), total)
+        return self._collect((_copies(self.forward(blobs=blobs, **chunk)) for chunk in self._batch(kwargs)), total)
 
     def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
         """pycaffe forward_backward_all: inputs and output diffs in batches; ({blob: data}, {blob: diff})."""
@@ -486,8 +530,8 @@ class Net:
         bwd = {k: v for k, v in kwargs.items() if k in self.outputs}
         outs, grads = [], []
         for fb, bb in zip_longest(self._batch(fwd) if fwd else (), self._batch(bwd) if bwd else (), fillvalue={}):
-            outs.append(self.forward(blobs=blobs, **fb))
-            grads.append(self.backward(diffs=diffs, **bb))
+            outs.append(_copies(self.forward(blobs=blobs, **fb)))
+            grads.append(_copies(self.backward(diffs=diffs, **bb)))
         total = len(next(iter(kwargs.values()))) if kwargs else None
         return self._collect(outs, total), self._collect(grads, total)
 
@@ -497,19 +541,28 @@ class Net:
             raise NetError("set_input_arrays may only be called if the first layer is a MemoryData layer")
         self.layers[0].set_input_arrays(data, labels)
 
+    _set_input_arrays = set_input_arrays
+
     # --- weights ---------------------------------------------------------------------------------
     def copy_trained_layers_from(self, source, where="the weights file"):
-        """Copy parameter blobs from a NetParameter by layer name (Caffe's CopyTrainedLayersFrom)."""
+        """Copy parameter blobs from a NetParameter by layer name (Caffe's CopyTrainedLayersFrom); returns the
+        names of the layers copied and of the source layers with blobs that matched none here."""
         from .io import blobproto_to_array
+        found = []
         for src in source.layer:
-            self._copy_layer(src.name, [blobproto_to_array(b) for b in src.blobs], [_is_legacy(b) for b in src.blobs],
-                             where)
+            where_layer = "%s: layer '%s'" % (where, src.name)
+            arrays = [blobproto_to_array(b, where=where_layer) for b in src.blobs]
+            found.append((src.name, self._copy_layer(src.name, arrays, [_is_legacy(b) for b in src.blobs], where),
+                          bool(arrays)))
+        return [n for n, copied, _ in found if copied], [n for n, copied, has in found if has and not copied]
 
     def copy_trained_layers_from_hdf5(self, path):
-        """Copy parameter arrays from a Caffe .caffemodel.h5 (`data/<layer>/<i>`) by layer name."""
+        """Copy parameter arrays from a Caffe .caffemodel.h5 (`data/<layer>/<i>`) by layer name; returns the layers
+        copied and the source layers that matched none here."""
         from .io import read_net_hdf5
-        for name, arrays in read_net_hdf5(path).items():
-            self._copy_layer(name, arrays, [False] * len(arrays), path)
+        found = [(name, self._copy_layer(name, arrays, [False] * len(arrays), path))
+                 for name, arrays in read_net_hdf5(path).items()]
+        return [n for n, copied in found if copied], [n for n, copied in found if not copied]
 
     def _copy_layer(self, name, arrays, legacy, where):
         """Copy one source layer's arrays into this net's layer of that name; counts and shapes must match
@@ -517,7 +570,7 @@ class Net:
         target = self.layer_dict.get(name)
         if target is None:
             log.info("Ignoring source layer %s", name)
-            return
+            return False
         log.info("Copying source layer %s #blobs=%d", name, len(arrays))
         if len(target.blobs) != len(arrays):
             raise NetError("incompatible number of blobs for layer '%s': %s has %d, the net has %d"
@@ -529,19 +582,32 @@ class Net:
                                "scratch rather than copying from a saved net, rename the layer."
                                % (j, name, " ".join(map(str, arr.shape)), tb.shape_string(), where))
             tb.data[...] = arr.reshape(tb.shape)
+        return True
 
     def load_hdf5(self, path):
         """pycaffe's Net.load_hdf5: weights from a .caffemodel.h5 (Caffe's CopyTrainedLayersFromHDF5)."""
         self.copy_trained_layers_from_hdf5(str(path))
 
-    def copy_from(self, path):
-        """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name."""
+    def copy_from(self, path, strict=None):
+        """Load weights from a .caffemodel (binary NetParameter) or a .caffemodel.h5, by layer name. Source
+        layers with weights that match no layer here, and layers here whose parameters the file leaves as
+        initialised, are listed in one warning, or one error when `strict` (default: DISTCAFFE_STRICT_WEIGHTS=1)
+        -- a damaged layer name must not silently drop trained weights."""
         from .io import read_net_binary
         path = str(path)
         if path.endswith(".h5"):
-            self.copy_trained_layers_from_hdf5(path)
+            copied, unmatched = self.copy_trained_layers_from_hdf5(path)
         else:
-            self.copy_trained_layers_from(read_net_binary(path), path)
+            copied, unmatched = self.copy_trained_layers_from(read_net_binary(path), path)
+        untrained = [layer.name for layer in self.layers if layer.blobs and layer.name not in copied]
+        if not unmatched and not untrained:
+            return
+        parts = (["layers of the file that match no layer of net '%s': %s" % (self.name, ", ".join(unmatched))]
+                 if unmatched else []) + (["layers left untrained: %s" % ", ".join(untrained)] if untrained else [])
+        message = "%s: %s" % (path, "; ".join(parts))
+        if strict if strict is not None else os.environ.get("DISTCAFFE_STRICT_WEIGHTS") == "1":
+            raise NetError(message + " (strict weights loading)")
+        log.warning("%s", message)
 
     def to_proto(self, write_diff=False, old_format=False):
         """NetParameter with every layer and its blobs (Caffe's Net::ToProto)."""
@@ -588,6 +654,11 @@ class Net:
                 b = self._blobs[bid]
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %g", self._layer_names[i], b.name,
                          float(np.abs(backend.to_host(b.dev_diff)).mean()) if b.count else 0.0)
+
+
+def _copies(arrays):
+    """{name: copy} of a pass's {name: blob view}, which the next pass would overwrite."""
+    return {name: arr.copy() for name, arr in arrays.items()}
 
 
 def _is_legacy(blobproto):

@@ -1,9 +1,17 @@
-# Shared by the job scripts in scripts/slurm and scripts/pbs (sourced, not run): environment setup, finding
-# the newest snapshot to resume from, and deciding whether to resubmit after a walltime stop.
+# Shared by the job scripts in scripts/slurm, scripts/pbs and scripts/torque (sourced, not run; the scripts find
+# it with `distcaffe scripts lib`, in a checkout or a pip install alike): deciding whether to resubmit after a
+# walltime stop, the PBS/Torque walltime and resubmission, and the `distcaffe train` arguments.
 #
-# Knobs (environment variables, all optional):
+# Knobs (environment variables, all optional; every DISTCAFFE_* setting survives a resubmission):
 #   DISTCAFFE_GPU           the -gpu value (default: all; set it empty for CPU ranks)
+#   DISTCAFFE_VENV          virtualenv to activate (default: $HOME/distcaffe-venv)
+#   DISTCAFFE_MODULES       environment modules to load first, e.g. "cuda/12.4 openmpi/4.1"
+#   DISTCAFFE_CMD           the command that runs distcaffe (default: distcaffe)
+#   DISTCAFFE_SRUN_MPI      srun's --mpi= plugin for multi-node SLURM jobs (default: pmix)
+#   DISTCAFFE_WALLTIME      PBS/Torque walltime HH:MM:SS when qstat cannot tell it
+#   DISTCAFFE_STOP_MARGIN   PBS/Torque: seconds before the walltime to snapshot and stop (default: 180)
 #   DISTCAFFE_MAX_RESUBMIT  how many times a job may resubmit itself (default: 20)
+#   DISTCAFFE_JOB_SCRIPT    the script to resubmit (default: $0; PBS copies the script, so set it there)
 #   DISTCAFFE_RESUBMIT_COUNT  set by the scripts on each resubmission
 
 # dc_solver_field SOLVER FIELD: the first value of a top-level field in a solver prototxt (quotes removed).
@@ -42,21 +50,33 @@ dc_latest_state() {
     echo "$best"
 }
 
-# dc_train_args SOLVER [EXTRA...]: `train -solver S [-gpu G] [-snapshot NEWEST] EXTRA...`, one per line.
+# dc_train_args SOLVER [EXTRA...]: `train -solver S [-gpu G] -snapshot auto EXTRA...`, one per line; the CLI
+# resumes from the newest .solverstate of the solver's snapshot_prefix, or starts from scratch.
 dc_train_args() {
-    local solver="$1" state
+    local solver="$1"
     shift
     printf '%s\n' train -solver "$solver"
     if [ -n "${DISTCAFFE_GPU-all}" ]; then
         printf '%s\n' -gpu "${DISTCAFFE_GPU-all}"
     fi
-    state="$(dc_latest_state "$solver")"
-    if [ -n "$state" ]; then
-        echo "distcaffe-job: resuming from $state" >&2
-        printf '%s\n' -snapshot "$state"
-    fi
+    printf '%s\n' -snapshot auto
     [ "$#" -gt 0 ] && printf '%s\n' "$@"
     return 0
+}
+
+# dc_qsub_vars: the `qsub -v` list for a resubmission: SOLVER, TRAIN_FLAGS and every DISTCAFFE_* variable of
+# this job (empty ones too: DISTCAFFE_GPU= means CPU), the resubmission count advanced by one; values holding a
+# comma are quoted, as qsub wants.
+dc_qsub_vars() {
+    local name value list="" count=$(( ${DISTCAFFE_RESUBMIT_COUNT:-0} + 1 ))
+    for name in SOLVER TRAIN_FLAGS $(compgen -e | grep '^DISTCAFFE_' | sort); do
+        [ "$name" = DISTCAFFE_RESUBMIT_COUNT ] && continue
+        [ -n "${!name+set}" ] || continue
+        value="${!name}"
+        case "$value" in *,*) value="'$value'" ;; esac
+        list="$list$name=$value,"
+    done
+    echo "${list}DISTCAFFE_RESUBMIT_COUNT=$count"
 }
 
 # dc_should_resubmit SOLVER: true when training stopped before max_iter (a walltime snapshot) and the

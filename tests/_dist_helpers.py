@@ -124,9 +124,9 @@ if __name__ == "__main__":
     sys.exit(train_distributed(sys.argv[1], opts))
 
 
-def kill_rank1_when_training(proc, pid_pattern, progress, start_timeout, exit_timeout):
-    """Read a 2-rank job's output until `pid_pattern` (two pid groups) and the `progress` line appear, SIGKILL
-    rank 1, and wait for the job to end; returns (returncode, output, seconds to exit, (pid0, pid1))."""
+def kill_rank1_when_training(proc, pid_pattern, progress, start_timeout, exit_timeout, sig=signal.SIGKILL):
+    """Read a 2-rank job's output until `pid_pattern` (two pid groups) and the `progress` line appear, send `sig`
+    (SIGKILL) to rank 1, and wait for the job to end; returns (returncode, output, seconds to exit, (pid0, pid1))."""
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -138,7 +138,7 @@ def kill_rank1_when_training(proc, pid_pattern, progress, start_timeout, exit_ti
                 pids = int(m.group(1)), int(m.group(2))
         time.sleep(0.1)
     assert pids, "".join(lines)[-3000:]
-    os.kill(pids[1], signal.SIGKILL)
+    os.kill(pids[1], sig)
     t0 = time.time()
     try:
         rc = proc.wait(timeout=exit_timeout)

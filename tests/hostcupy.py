@@ -301,7 +301,7 @@ def _fn(name, view_only=False):
     return call
 
 
-for _n in ("where", "stack", "concatenate", "pad", "take_along_axis", "tile", "nonzero", "lexsort", "argmax", "clip"):
+for _n in ("where", "stack", "concatenate", "pad", "take_along_axis", "tile", "nonzero", "lexsort", "argmax", "clip", "einsum"):
     globals()[_n] = _fn(_n)
 for _n in ("moveaxis", "transpose", "broadcast_to", "broadcast_arrays"):
     globals()[_n] = _fn(_n, view_only=True)

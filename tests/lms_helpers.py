@@ -1,34 +1,24 @@
 """Builders for the Large Model Support tests: a zoo deploy net turned into a small-batch training net, a
 solver over it with fixed random inputs, and the values to compare bit for bit."""
+import hashlib
+import os
+import sys
+
 import numpy as np
 
 import distcaffe
 from distcaffe import caffe_pb2, lms, solvers
-from distcaffe.io import read_net_param
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from lms_speed import train_param  # noqa: E402,F401
 
 
-def train_param(path, batch):
-    """The deploy net at `batch`, with a label Input and its final Softmax made a SoftmaxWithLoss."""
-    p = read_net_param(str(path))
-    for layer in p.layer:
-        if layer.type == "Input":
-            layer.input_param.shape[0].dim[0] = batch
-    last = p.layer[-1]
-    assert last.type == "Softmax", last.type
-    last.type = "SoftmaxWithLoss"
-    last.bottom.append("label")
-    last.top[0] = "loss"
-    layers = list(p.layer)
-    del p.layer[:]
-    label = p.layer.add(name="label", type="Input", top=["label"])
-    label.input_param.shape.add().dim.extend([batch])
-    p.layer.extend(layers)
-    return p
-
-
-def make_solver(net_param, budget=None, threshold_kb=1, **lms_args):
+def make_solver(net_param, budget=None, threshold_kb=1, gpu=False, **lms_args):
     """An SGD solver (momentum, weight decay) over `net_param`, under LMS when `budget` is given."""
-    distcaffe.set_mode_cpu()
+    if gpu:
+        distcaffe.set_mode_gpu()
+    else:
+        distcaffe.set_mode_cpu()
     lms.set_lms(threshold_kb if budget else 0, budget=budget, **lms_args)
     try:
         sp = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=5e-4, lr_policy="fixed",
@@ -53,23 +43,29 @@ def largest_working_set(solver):
     return max(need for _, need in solver.net.lms.working_sets) + solver.net.lms.mgr.resident_bytes()
 
 
-def snapshot_values(solver):
-    """Every param's data and diff and every blob's data, as host copies."""
-    net = solver.net
-    vals = [np.array(b.data) for layer in net.layers for b in layer.blobs]
-    vals += [np.array(b.diff) for layer in net.layers for b in layer.blobs]
-    return vals
+def fingerprint(solver):
+    """sha256 of every param's data and diff and of the loss (equal fingerprints: bit-identical values)."""
+    h = hashlib.sha256()
+    for layer in solver.net.layers:
+        for b in layer.blobs:
+            h.update(np.ascontiguousarray(b.data).tobytes())
+            h.update(np.ascontiguousarray(b.diff).tobytes())
+    h.update(np.ascontiguousarray(solver.net.blobs["loss"].data).tobytes())
+    return h.hexdigest()
+
+
+def trajectory(solver, steps=3):
+    """Fingerprints after forward, after backward, and after each of `steps` solver steps, each phase from a
+    fixed RNG state (Dropout masks draw from it)."""
+    phases = [lambda s: s.net.forward_prefilled(), lambda s: s.net.backward()] + [lambda s: s.step(1)] * steps
+    out = []
+    for k, phase in enumerate(phases):
+        distcaffe.set_random_seed(k + 1)
+        phase(solver)
+        out.append(fingerprint(solver))
+    return out
 
 
 def run_and_compare(ref, got, steps=3):
     """Forward, backward, then `steps` solver steps on both solvers; every value must be bit-identical."""
-    for s in (ref, got):
-        s.net.forward_prefilled()
-    assert np.array_equal(ref.net.blobs["loss"].data, got.net.blobs["loss"].data)
-    for s in (ref, got):
-        s.net.backward()
-    assert all(np.array_equal(a, b) for a, b in zip(snapshot_values(ref), snapshot_values(got)))
-    for _ in range(steps):
-        for s in (ref, got):
-            s.step(1)
-        assert all(np.array_equal(a, b) for a, b in zip(snapshot_values(ref), snapshot_values(got)))
+    assert trajectory(got, steps) == trajectory(ref, steps)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses running BVLC's files (~30 s)
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 SUITE = HERE / "bvlc_pycaffe" / "python" / "caffe" / "test"

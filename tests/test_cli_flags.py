@@ -10,7 +10,7 @@ import pytest
 from distcaffe.errors import CaffeError
 from distcaffe.launcher import flags as F
 from distcaffe.launcher.cli import main
-from distcaffe.launcher.resume import latest_state, resolve_snapshot
+from distcaffe.launcher.resume import apply_to_args, latest_state, resolve_snapshot
 
 FLAGS = [F.Flag("shuffle", bool, False, "shuffle"), F.Flag("seed", int, 0, "seed"),
          F.Flag("cpu_workers", int, 0, "ranks", aliases=("cpu-workers",))]
@@ -42,7 +42,7 @@ def test_missing_positional_names_it():
 
 
 @pytest.mark.parametrize("command", ["train", "test", "time", "convert_imageset", "compute_image_mean", "plot",
-                                     "data", "upgrade_net_proto_text"])
+                                     "data", "upgrade_net_proto_text", "scripts", "examples"])
 def test_every_command_shares_the_parser(command, capsys):
     assert main([command, "-help"]) == 0
     out = capsys.readouterr().out
@@ -76,6 +76,15 @@ def test_snapshot_auto_picks_the_newest_state(tmp_path):
         (tmp_path / "snaps" / ("lenet_iter_%d%s" % (it, ext))).write_bytes(b"")
     assert latest_state(str(tmp_path / "snaps" / "lenet")).endswith("lenet_iter_100.solverstate.h5")
     assert resolve_snapshot("x.solverstate", str(solver)) == "x.solverstate"
+    # with -weights (a fine-tuning job script): a found state resumes, none fine-tunes; explicit both is an error
+    args = apply_to_args({"solver": str(solver), "snapshot": "auto", "weights": "w.caffemodel"})
+    assert args["snapshot"].endswith("lenet_iter_100.solverstate.h5") and args["weights"] == ""
+    with pytest.raises(CaffeError, match="but not both"):
+        apply_to_args({"solver": str(solver), "snapshot": "s.solverstate", "weights": "w.caffemodel"})
+    empty = tmp_path / "empty.prototxt"
+    empty.write_text('net: "n.prototxt"\nsnapshot_prefix: "%s/none/x"\n' % tmp_path)
+    assert apply_to_args({"solver": str(empty), "snapshot": "auto", "weights": "w"}) == {
+        "solver": str(empty), "snapshot": "", "weights": "w"}
 
 
 def test_relative_path_errors_show_the_resolved_path(tmp_path, monkeypatch, capsys):

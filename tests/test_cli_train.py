@@ -19,7 +19,7 @@ regex_train_output = re.compile(r'Train net output #(\d+): (\S+) = ([\.\deE+-]+)
 regex_test_output = re.compile(r'Test net output #(\d+): (\S+) = ([\.\deE+-]+)')
 regex_learning_rate = re.compile(r'lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)')
 # Older parse_log.py / parse_log.sh forms.
-re_train_loss = re.compile(r'Iteration \d+, loss = ([\.\d]+)')
+re_train_loss = re.compile(r'Iteration \d+(?: \([\d.e+-]+ iter/s, [\d.e+-]+s/\d+ iters\))?, loss = ([\.\d]+)')  # Caffe 1.0's display line
 # tools/extra/extract_seconds.py reads the glog time stamp.
 re_glog_time = re.compile(r'^[IWEF](\d{4}) (\d{2}):(\d{2}):(\d{2})\.(\d{6})')
 

@@ -24,10 +24,10 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" top: "loss"
 """
 
 
-def build_net():
+def build_net(header=""):
     backend.set_mode_cpu()
     backend.set_random_seed(3)
-    param = text_format.Parse(NET, caffe_pb2.NetParameter())
+    param = text_format.Parse(header + NET, caffe_pb2.NetParameter())
     param.state.phase = caffe_pb2.TRAIN
     net = Net(param, phase=caffe_pb2.TRAIN)
     rng = np.random.default_rng(0)
@@ -125,3 +125,25 @@ def test_first_iteration_waits_out_cold_starts(monkeypatch):
         net.forward_backward()
         reducer.finish(1.0)
     assert waits == [900.0, 900.0, None, None]
+
+
+@pytest.mark.parametrize("header, fp16_comm, want", [
+    ("", True, np.float32),
+    ("default_forward_type: FLOAT16 default_backward_type: FLOAT16 ", False, np.float32),   # MPI: sums fp32
+    ("default_forward_type: FLOAT16 default_backward_type: FLOAT16 ", True, np.float16),    # NCCL: stays fp16
+    ("default_forward_type: FLOAT16 ", True, np.float32),                                   # fp32 diffs
+])
+def test_bucket_type_follows_the_stored_gradients(header, fp16_comm, want):
+    class Comm(SingleCommunicator):
+        reduces_fp16 = fp16_comm
+
+    net = build_net(header)
+    reducer = GradientReducer(net, Comm(), 2)
+    assert {b.buffer.dtype for b in reducer.buckets} == {np.dtype(want)}
+    net.clear_param_diffs()
+    reducer.begin_iteration()
+    net.forward_backward()
+    expected = [p.diff.astype(np.float64) * 0.5 for p in net.learnable_params]
+    reducer.finish(0.5)
+    for p, e in zip(net.learnable_params, expected):
+        np.testing.assert_allclose(p.diff, e, rtol=2e-3)

@@ -90,6 +90,32 @@ def test_nccl_one_rank_on_gpu():
     c.close()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu(), reason="needs a CUDA device visible to cupy")
+def test_mpi_two_ranks_share_one_gpu(tmp_path):
+    """Two MPI ranks on GPU 0 (one GPU cannot host two NCCL ranks): device buffers staged through the host."""
+    mpiexec = h.tool("mpiexec")
+    script = tmp_path / "gpu2.py"
+    script.write_text(textwrap.dedent("""
+        import cupy
+        from distcaffe.engine.comm_mpi import MPICommunicator
+        c = MPICommunicator()
+        cupy.cuda.Device(0).use()
+        a = cupy.full(1 << 20, c.rank + 1, cupy.float32)
+        h = cupy.full(7, c.rank + 1, cupy.float64)
+        for r in [c.iallreduce(a), c.iallreduce(h)]:
+            r.wait()
+        w = cupy.full(3, 10.0 * c.rank)
+        c.broadcast(w, root=1)
+        print("R%d %g %g %g %g" % (c.rank, float(a[0]), float(a[-1]), float(h[3]), float(w[0])), flush=True)
+        c.close()
+    """))
+    r = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(re.findall(r"R\d [^R\n]*\d", r.stdout)) == ["R0 3 3 3 10", "R1 3 3 3 10"]
+
+
 def _cupy_standing_in(monkeypatch, nccl_available):
     """cupy >= 14 as a CPU-only node sees it: `cupy.cuda.nccl` always imports, a stub with `available`."""
     import types

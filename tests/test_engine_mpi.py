@@ -49,7 +49,7 @@ def test_snapshots_written_once_by_rank0_and_resume_continues(tmp_path):
     r = h.mpiexec(2, [HELPER, solver], env={"DISTCAFFE_LOG_ALL_RANKS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("Snapshotting to binary proto file") == 2   # iter 5 and 10, rank 0 only
-    snaps = sorted(p.name for p in solver.parent.iterdir() if p.name.startswith("snap"))
+    snaps = sorted(p.name for p in solver.parent.iterdir() if p.name.startswith("snap_iter_"))
     assert snaps == ["snap_iter_10.caffemodel", "snap_iter_10.solverstate",
                      "snap_iter_5.caffemodel", "snap_iter_5.solverstate"]
     full = tmp_path / "full_iter_10.caffemodel"

@@ -96,3 +96,18 @@ def test_bad_label_is_reported_at_the_next_display(gpu_path):
     with pytest.raises(CaffeError, match=r"layer 'loss' \(SoftmaxWithLoss\): label 7 in bottom \S+ is outside \[0, 5\)"):
         solver.step(5)
     assert solver.iter == 5                          # found at iteration 5's display, not earlier
+
+
+def test_synced_array_reuses_its_buffers(gpu_path):
+    """Host <-> device transfers copy into the arrays allocated the first time (no allocation per transfer)."""
+    from distcaffe.blob import Blob
+    b = Blob((3, 4), np.float16)
+    b.data[...] = 1
+    dev, host = b._data.dev(), b._data.host()
+    for k in range(3):
+        b.mut_dev_data[...] += 1                     # device fresh
+        assert b.data[0, 0] == 2 + k                 # copied back into the same host buffer
+        b.data[...] += 0                             # host fresh: the next device read uploads again
+        assert b._data.dev() is dev and b._data.host() is host
+    counts = _counts(gpu_path)
+    assert counts["h2d"] >= 4 and counts["d2h"] >= 3

@@ -1,36 +1,63 @@
-"""BLAS/OpenMP pools are sized to the rank's share of the node's cores, never over what the user set."""
+"""BLAS/OpenMP pools are sized (threadpoolctl) to the CPUs a process may really use — affinity, cgroup quota,
+SLURM cpus-per-task, its share of the node, the idle CPUs — for every launch, never over what the user set."""
+import json
 import os
 import subprocess
 import sys
 
-from distcaffe.launcher.threads import size_thread_pools
+from distcaffe.launcher import threads as T
 
 MPICH_2 = {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}
+CORES = len(os.sched_getaffinity(0))
 
 
-def cores():
-    return len(os.sched_getaffinity(0))
+def sized(env, quota=None, load=0.0):
+    return T.usable_cpus(env, cgroup_quota=lambda: quota, loadavg=lambda: (load, 0.0, 0.0))
 
 
-def test_two_local_ranks_split_the_cores():
-    env = dict(MPICH_2)
-    size_thread_pools(env)
-    assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == str(max(1, cores() // 2))
+def test_single_process_gets_the_idle_cpus():
+    assert sized({})[0] == CORES
+    assert sized({}, load=CORES + 5.0) == (1, "affinity %d, load average %.1f leaves 1 idle" % (CORES, CORES + 5.0))
 
 
-def test_user_setting_and_single_process_are_left_alone():
-    env = dict(MPICH_2, OPENBLAS_NUM_THREADS="7")
-    size_thread_pools(env)
-    assert env["OPENBLAS_NUM_THREADS"] == "7"
-    alone = {}
-    size_thread_pools(alone)
-    assert alone == {}
+def test_ranks_split_the_node_and_quota_and_slurm_bound_it():
+    assert sized(MPICH_2)[0] == max(1, CORES // 2)
+    assert sized({}, quota=0.5) == (1, "affinity %d, cgroup quota 0.5" % CORES)
+    n, why = sized(dict(MPICH_2, SLURM_CPUS_PER_TASK="1"))
+    assert n == 1 and "SLURM cpus-per-task 1" in why
 
 
-def test_cli_sizes_pools_before_numpy_loads():
-    code = ("import os, sys; import distcaffe.launcher.cli; "
-            "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+def test_cgroup_quota_files(tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "cpu.max").write_text("150000 100000\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/job\n")
+    assert T._cgroup_quota(str(tmp_path), str(proc)) == 1.5
+    (tmp_path / "job" / "cpu.max").write_text("max 100000\n")
+    assert T._cgroup_quota(str(tmp_path), str(proc)) is None
+    v1 = tmp_path / "cpu,cpuacct" / "slurm"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    proc.write_text("4:cpu,cpuacct:/slurm\n")
+    assert T._cgroup_quota(str(tmp_path), str(proc)) == 4.0
+
+
+def pools_after_cli(extra_env, code="from distcaffe.launcher import cli; print(cli.size_thread_pools())"):
+    code = ("import json, threadpoolctl; %s; import numpy; print(json.dumps([p['num_threads'] for p in "
+            "threadpoolctl.threadpool_info()]))" % code)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    env.update(MPICH_2)
+    env.update(extra_env)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(max(1, cores() // 2))
+    return out.stdout.splitlines()
+
+
+def test_user_setting_wins():
+    line, counts = pools_after_cli({"OPENBLAS_NUM_THREADS": "1", **MPICH_2})
+    assert line == "None" and set(json.loads(counts)) == {1}
+
+
+def test_a_rank_limits_its_loaded_blas_pool():
+    line, counts = pools_after_cli(MPICH_2)
+    n = int(line.split()[2])
+    assert n <= max(1, CORES // 2) and set(json.loads(counts)) == {n}, (line, counts)

@@ -97,7 +97,23 @@ def test_pooling_edge_windows_are_bit_identical(text, shape):
     ("Deconvolution", "num_output: 3 kernel_size: 4 stride: 2 pad: 1", (2, 2, 5, 4)),
     ("Im2col", "kernel_size: 3 stride: 2 pad: 1", (2, 3, 7, 6)),
 ])
-def test_col2im_fast_path_is_bit_identical(layer, params, shape):
+@pytest.mark.parametrize("per_image,column_bytes", [(1, 1 << 30), (1 << 60, 1 << 30), (1 << 60, 1)])
+def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, column_bytes, monkeypatch):
+    from distcaffe.layers.vision import ConvolutionLayer
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", per_image)     # every GEMM layout
+    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", column_bytes)
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)
+
+
+def test_numba_loads_only_when_a_loop_runs():
+    """`import distcaffe` and building a net stay light: numba (and LLVM) load on the first compiled loop."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, distcaffe.net\n"
+            "from distcaffe.layers import fastpath\n"
+            "assert 'numba' not in sys.modules\n"
+            "assert fastpath.enabled() and 'numba' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

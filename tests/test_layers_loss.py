@@ -244,3 +244,26 @@ def test_softmax_loss_label_smoothing_range():
     with pytest.raises(NetError, match=r"label_smoothing must lie in \[0, 1\) \(got 1\)"):
         run('name: "l" type: "SoftmaxWithLoss" loss_param { label_smoothing: 1 }',
             [rng.standard_normal((2, 3)), np.array([0.0, 1.0])])
+
+
+def test_softmax_loss_label_smoothing_same_on_the_gpu_path():
+    """The GPU code path (cupy's API, driven on the CPU by hostcupy) gives the CPU's smoothed gradient."""
+    import hostcupy
+    x, lab = rng.standard_normal((3, 4, 2)), np.array([[0.0, 3.0], [1.0, 2.0], [2.0, 2.0]])
+    text = 'type: "SoftmaxWithLoss" loss_param { label_smoothing: 0.2 ignore_label: 1 }'
+
+    def grad():
+        layer, bottom, top = run(text, [x, lab])
+        top[0].diff[...] = 1.0
+        layer.backward(top, [True, False], bottom)
+        return float(top[0].data), bottom[0].diff.copy()
+    cpu = grad()
+    hostcupy.STRICT = True
+    hostcupy.install()
+    try:
+        gpu = grad()
+    finally:
+        hostcupy.uninstall()
+        hostcupy.STRICT = False
+    assert gpu[0] == pytest.approx(cpu[0], rel=1e-12)
+    np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-12, atol=1e-15)

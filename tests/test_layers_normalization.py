@@ -172,3 +172,54 @@ def test_mvn_values():
     np.testing.assert_allclose(t.data, x - x.mean(axis=(1, 2), keepdims=True))
     with pytest.raises(NetError, match="> 4 axes"):
         _run('type: "MVN"', np.zeros((1, 1, 1, 1, 2)))
+
+
+BN_SCALE_NET = """
+layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 4 dim: 6 dim: 3 dim: 3 } } }
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 dim: 5 dim: 5 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "loss" type: "EuclideanLoss" bottom: "conv" bottom: "target" top: "loss" }
+"""
+
+
+def _bn_scale_pass(paired, start=None):
+    from distcaffe import backend
+    from distcaffe.io import parse_net_text
+    from distcaffe.net import Net, TRAIN
+    backend.set_random_seed(5)
+    net = Net(parse_net_text(BN_SCALE_NET), TRAIN)
+    scale = net.layers[net.layer_index("scale")]
+    assert scale.normalized_by is net.layers[net.layer_index("bn")]
+    if not paired:
+        scale.normalized_by = None
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    net.blobs["target"].data[...] = rng.standard_normal(net.blobs["target"].shape)
+    net.forward_backward()
+    if start is not None:                  # a partial pass from the Scale: the BatchNorm did not just run
+        net.forward(start=start)
+        net.backward(start="loss")
+    return [net.blobs["conv"].data.copy(), net.blobs["data"].diff.copy()] + \
+        [p.diff.copy() for layer in net.layers for p in layer.blobs]
+
+
+@pytest.mark.parametrize("start", [None, "scale"])
+def test_scale_paired_with_batchnorm_gives_the_same_numbers(start):
+    """The in-place Scale after a BatchNorm reads the BatchNorm's normalized output instead of copying the
+    blob: bit-identical tops and diffs, also when a partial forward starts at the Scale (then it copies)."""
+    for a, b in zip(_bn_scale_pass(True, start), _bn_scale_pass(False, start)):
+        assert np.array_equal(a, b)
+
+
+def test_scale_pairs_only_with_the_batchnorm_right_before_it():
+    from distcaffe.io import parse_net_text
+    from distcaffe.net import Net, TRAIN
+    text = BN_SCALE_NET.replace('layer { name: "scale"', 'layer { name: "relu0" type: "ReLU" bottom: "conv" '
+                                'top: "conv" }\nlayer { name: "scale"')
+    net = Net(parse_net_text(text), TRAIN)
+    assert net.layers[net.layer_index("scale")].normalized_by is None

@@ -57,15 +57,27 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["batched", "chunked", "per_image"])
+def conv_layout(request, monkeypatch):
+    """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
+    and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes)."""
+    from distcaffe.layers.vision import ConvolutionLayer
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    if request.param == "chunked":
+        monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("params,shape", CONV_CASES)
-def test_convolution_gradient(params, shape):
+def test_convolution_gradient(params, shape, conv_layout):
     text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
            'bias_filler { type: "gaussian" std: 0.5 } }' % params
     check_gradient(text, [RNG.standard_normal(shape)])
 
 
 @pytest.mark.parametrize("params,shape", CONV_CASES)
-def test_convolution_matches_direct_loops(params, shape):
+def test_convolution_matches_direct_loops(params, shape, conv_layout):
     text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
            'bias_filler { type: "gaussian" std: 0.5 } }' % params
     x = RNG.standard_normal(shape)
@@ -76,7 +88,7 @@ def test_convolution_matches_direct_loops(params, shape):
     np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_convolution_axis_and_two_bottoms():
+def test_convolution_axis_and_two_bottoms(conv_layout):
     """`axis: 2` treats axis 0-1 as batch; two bottoms share the weights and sum their gradients."""
     text = 'type: "Convolution" convolution_param { num_output: 2 kernel_size: 2 axis: 2 ' \
            'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } }'

@@ -19,6 +19,9 @@ import json, os, sys
 name = os.path.basename(sys.argv[0])
 with open(os.environ["SHIM_LOG"], "a") as f:
     f.write(json.dumps([name] + sys.argv[1:]) + "\n")
+if name == "srun":
+    with open(os.environ["SHIM_LOG"] + ".env", "a") as f:
+        f.write(json.dumps({{"SRUN_CPUS_PER_TASK": os.environ.get("SRUN_CPUS_PER_TASK")}}) + "\n")
 if os.environ.get("SHIM_EXEC") and name in ("srun", "mpirun"):
     args, i = sys.argv[1:], 0
     while i < len(args) and args[i].startswith("-"):
@@ -38,9 +41,12 @@ def sched(tmp_path):
         p = shims / name
         p.write_text(SHIM.format(python=sys.executable))
         p.chmod(0o755)
+    distcaffe = shims / "distcaffe"           # this checkout's CLI (the scripts find their library through it)
+    distcaffe.write_text('#!/bin/sh\nexec %s -m distcaffe.launcher.cli "$@"\n' % sys.executable)
+    distcaffe.chmod(0o755)
     log = tmp_path / "calls.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PBS_", "DISTCAFFE_"))}
-    env.update(PATH="%s:%s" % (shims, os.environ["PATH"]), SHIM_LOG=str(log), DISTCAFFE_ROOT=str(h.ROOT),
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PBS_", "DISTCAFFE_", "SRUN_"))}
+    env.update(PATH="%s:%s" % (shims, os.environ["PATH"]), SHIM_LOG=str(log),
                DISTCAFFE_VENV=str(tmp_path / "no-venv"), PYTHONPATH=str(h.ROOT))
 
     def calls():
@@ -70,13 +76,28 @@ def test_slurm_single_node_resumes_newest_and_resubmits(tmp_path, sched):
     env.update(SLURM_JOB_ID="42", SLURM_SUBMIT_DIR=str(tmp_path))
     r = run("slurm/train_single_node.sbatch", [solver, "-batch_semantics", "nvcaffe"], env, tmp_path)
     assert r.returncode == 0, r.stderr
-    newest = str(solver.parent / "snaps" / "lenet_iter_20.solverstate")
     assert calls() == [
         ["srun", "--kill-on-bad-exit=1", "distcaffe", "train", "-solver", str(solver), "-gpu", "all",
-         "-snapshot", newest, "-batch_semantics", "nvcaffe"],
+         "-snapshot", "auto", "-batch_semantics", "nvcaffe"],
         ["sbatch", "--export=ALL,DISTCAFFE_RESUBMIT_COUNT=1", str(SCRIPTS / "slurm/train_single_node.sbatch"),
          str(solver), "-batch_semantics", "nvcaffe"]]
     assert "stopped at iteration 20 of 100; resubmitting" in r.stderr
+    assert srun_env(tmp_path) == [None]           # no --cpus-per-task asked: nothing to pass on
+
+
+def srun_env(tmp_path):
+    path = tmp_path / "calls.jsonl.env"
+    return [json.loads(ln)["SRUN_CPUS_PER_TASK"] for ln in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_slurm_passes_cpus_per_task_to_srun(tmp_path, sched):
+    """Since Slurm 22.05 srun does not inherit sbatch's --cpus-per-task: the script exports SRUN_CPUS_PER_TASK."""
+    env, calls = sched
+    solver = solver_with_states(tmp_path, [])
+    env.update(SLURM_JOB_ID="5", SLURM_SUBMIT_DIR=str(tmp_path), SLURM_CPUS_PER_TASK="8")
+    r = run("slurm/train_single_node.sbatch", [solver], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert srun_env(tmp_path) == ["8"]
 
 
 def test_slurm_multi_node_fresh_start_no_resubmit_and_limit(tmp_path, sched):
@@ -87,7 +108,7 @@ def test_slurm_multi_node_fresh_start_no_resubmit_and_limit(tmp_path, sched):
     r = run("slurm/train_multi_node.sbatch", [solver], env, tmp_path)
     assert r.returncode == 0, r.stderr
     assert calls() == [["srun", "--kill-on-bad-exit=1", "--mpi=pmi2", "distcaffe", "train", "-solver", str(solver),
-                        "-gpu", "all"]]
+                        "-gpu", "all", "-snapshot", "auto"]]
     assert "2 nodes (n[1-2]), 8 ranks" in r.stdout
     # a stopped job at its resubmission limit is not resubmitted
     (solver.parent / "snaps" / "lenet_iter_50.solverstate").write_bytes(b"")
@@ -112,13 +133,73 @@ def test_pbs_multi_node_hostfile_flags_and_resubmit(tmp_path, sched):
                TRAIN_FLAGS="-batch_semantics bvlc", DISTCAFFE_JOB_SCRIPT="/jobs/train.pbs")
     r = run("pbs/train_multi_node.pbs", [], env, tmp_path)
     assert r.returncode == 0, r.stderr
-    newest = str(solver.parent / "snaps" / "lenet_iter_30.solverstate")
     assert calls() == [
         ["mpirun", "-np", "4", "-hostfile", str(nodefile), "distcaffe", "train", "-solver", str(solver), "-gpu", "all",
-         "-snapshot", newest, "-batch_semantics", "bvlc"],
-        ["qsub", "-v", "SOLVER=%s,TRAIN_FLAGS=-batch_semantics bvlc,DISTCAFFE_RESUBMIT_COUNT=1,"
-                       "DISTCAFFE_JOB_SCRIPT=/jobs/train.pbs" % solver, "/jobs/train.pbs"]]
+         "-snapshot", "auto", "-batch_semantics", "bvlc"],
+        ["qsub", "-v", "SOLVER=%s,TRAIN_FLAGS=-batch_semantics bvlc,DISTCAFFE_JOB_SCRIPT=/jobs/train.pbs,"
+                       "DISTCAFFE_VENV=%s,DISTCAFFE_RESUBMIT_COUNT=1" % (solver, env["DISTCAFFE_VENV"]),
+         "/jobs/train.pbs"]]
     assert "2 nodes, 4 ranks (job 9.pbs)" in r.stdout
+
+
+def qsub_v(value):
+    """The environment `qsub -v LIST` gives the next job (comma-separated, a quoted value may hold commas)."""
+    out, item, quoted = {}, "", False
+    for ch in value + ",":
+        if ch == "'":
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            k, _, v = item.partition("=")
+            out[k] = v
+            item = ""
+        else:
+            item += ch
+    return out
+
+
+@pytest.mark.parametrize("script, nodes", [("pbs/train_single_node.pbs", "n1\n" * 2),
+                                           ("torque/train.pbs", "n1\n" * 4 + "n2\n" * 4)])
+def test_pbs_and_torque_resubmit_round_trip_keeps_every_setting(tmp_path, sched, script, nodes):
+    """A CPU job (DISTCAFFE_GPU empty) with non-default knobs comes back as the same job, twice."""
+    env, calls = sched
+    solver = solver_with_states(tmp_path, [30], max_iter=40)
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text(nodes)
+    settings = dict(SOLVER=str(solver), TRAIN_FLAGS="-batch_semantics nvcaffe -reduce_buckets 2", DISTCAFFE_GPU="",
+                    DISTCAFFE_MAX_RESUBMIT="5", DISTCAFFE_STOP_MARGIN="60", DISTCAFFE_SRUN_MPI="pmi2,x",
+                    DISTCAFFE_JOB_SCRIPT="/jobs/j.pbs")
+    env.update(settings, PBS_JOBID="1.srv", PBS_NODEFILE=str(nodefile), PBS_O_WORKDIR=str(tmp_path),
+               PBS_WALLTIME="3600")
+    for round_trip in (1, 2):
+        r = run(script, [], env, tmp_path)
+        assert r.returncode == 0, r.stderr
+        train, qsub = calls()[-2:]
+        hostfile = ["-hostfile", str(nodefile)] if script.startswith("torque") else []
+        assert train == ["mpirun", "-np", str(nodes.count("\n")), *hostfile, "distcaffe", "train", "-solver",
+                         str(solver), "-snapshot", "auto", "-batch_semantics", "nvcaffe", "-reduce_buckets", "2"]
+        # ^ still a CPU job: no -gpu
+        assert qsub[0] == "qsub" and qsub[1] == "-v" and qsub[3] == "/jobs/j.pbs"
+        passed = qsub_v(qsub[2])
+        assert passed == dict(settings, DISTCAFFE_VENV=env["DISTCAFFE_VENV"],
+                              DISTCAFFE_RESUBMIT_COUNT=str(round_trip)), passed
+        env = {k: v for k, v in env.items() if k not in passed}
+        env.update(passed)                                            # what PBS gives the resubmitted job
+
+
+def test_torque_script_uses_the_nodefile_slots(tmp_path, sched):
+    env, calls = sched
+    solver = solver_with_states(tmp_path, [])
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("a\na\nb\nb\n")
+    env.update(PBS_JOBID="4.torque", PBS_NODEFILE=str(nodefile), PBS_O_WORKDIR=str(tmp_path), SOLVER=str(solver),
+               PBS_GPUFILE=str(tmp_path / "gpus"))
+    r = run("torque/train.pbs", [], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert calls() == [["mpirun", "-np", "4", "-hostfile", str(nodefile), "distcaffe", "train", "-solver",
+                        str(solver), "-gpu", "all", "-snapshot", "auto"]]
+    assert "2 nodes, 4 ranks (Torque job 4.torque" in r.stdout
+    text = (SCRIPTS / "torque/train.pbs").read_text()
+    assert "#PBS -l nodes=2:ppn=4:gpus=4" in text and "select=" not in text
 
 
 @pytest.mark.slow

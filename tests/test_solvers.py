@@ -128,7 +128,8 @@ def test_real_sigterm_snapshots_and_stops(tmp_path):
     with handler:
         s.solve()
     assert s.iter == 5 and s.requested_early_exit
-    assert sorted(os.listdir(tmp_path)) == ["t_iter_5.caffemodel", "t_iter_5.solverstate"]
+    assert sorted(f for f in os.listdir(tmp_path) if "_iter_" in f) == ["t_iter_5.caffemodel", "t_iter_5.solverstate"]
+    assert os.path.exists(tmp_path / "t_metrics.csv")                  # training metrics beside the snapshots
 
 
 def test_pycaffe_constructors_and_types(tmp_path):

@@ -48,8 +48,23 @@ class LMDBReader:
             self.env = _open_env(self.path)
         except lmdb.Error as e:
             raise DataError("%s %s cannot be opened: %s" % (what, self.path, e)) from None
+        self._check_size()
         self._local = threading.local()
         self._keys = None
+
+    def _check_size(self):
+        """A data.mdb shorter than the pages its meta page says are in use would be read through the memory map
+        past its end (SIGBUS, no message): refuse it first, naming the file."""
+        data = os.path.join(self.path, "data.mdb")
+        need = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        have = os.path.getsize(data)
+        if have < need:
+            self.close()
+            raise DataError("%s %s is truncated: %s holds %d bytes, but its database uses %d (copy it again)"
+                            % (self.what, self.path, data, have, need))
+
+    def _error(self, e):
+        return DataError("%s %s is damaged: %s" % (self.what, self.path, e))
 
     def __len__(self):
         return self.env.stat()["entries"]
@@ -57,21 +72,30 @@ class LMDBReader:
     def keys(self):
         """All keys as bytes, in cursor order (read once, then cached)."""
         if self._keys is None:
-            with self.env.begin(buffers=False) as txn:
-                self._keys = list(txn.cursor().iternext(keys=True, values=False))
+            try:
+                with self.env.begin(buffers=False) as txn:
+                    self._keys = list(txn.cursor().iternext(keys=True, values=False))
+            except lmdb.Error as e:
+                raise self._error(e) from None
         return self._keys
 
     def items(self):
         """(key, value) pairs in cursor order, streamed (for tools that pass over the whole DB once)."""
-        with self.env.begin(buffers=False) as txn:
-            yield from txn.cursor()
+        try:
+            with self.env.begin(buffers=False) as txn:
+                yield from txn.cursor()
+        except lmdb.Error as e:
+            raise self._error(e) from None
 
     def get(self, key):
         """The value stored under `key` (bytes), read in this thread's own transaction."""
         txn = getattr(self._local, "txn", None)
         if txn is None:
             txn = self._local.txn = self.env.begin(buffers=False)
-        value = txn.get(key)
+        try:
+            value = txn.get(key)
+        except lmdb.Error as e:
+            raise self._error(e) from None
         if value is None:
             raise DataError("%s %s: key %r is missing" % (self.what, self.path, key.decode(errors="replace")))
         return value

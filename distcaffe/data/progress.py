@@ -1,32 +1,45 @@
-"""A plain text progress bar on stderr for the data tools (no dependency): `[#####.....] 512/1000 files`."""
+"""Progress of the data tools, mean computation and long test passes: a tqdm bar (count, rate, ETA) on a
+terminal; into a file or pipe no `\\r` frames, only one summary line at the end."""
 import sys
 import time
 
+from tqdm import tqdm
+
 
 class ProgressBar:
-    """Redraws at most 10 times a second; `finish()` prints the final state and a newline."""
+    """`update(n)` as work is done, `finish()` at the end; `total` may be None when unknown. `summary=False`:
+    nothing at all off a terminal (a test pass inside a training log); the bar then also vanishes when done."""
 
-    def __init__(self, total, unit="records", stream=None, width=30):
-        self.total, self.unit, self.width = int(total), unit, width
+    def __init__(self, total, unit="records", stream=None, desc=None, summary=True):
         self.stream = stream or sys.stderr
-        self.done = 0
-        self._last = 0.0
+        self.unit, self.desc, self.done, self.summary = unit, desc, 0, summary
+        self._start = time.monotonic()
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._bar = tqdm(total=total, unit=" " + unit, desc=desc, file=self.stream, disable=not tty,
+                         mininterval=0.2, dynamic_ncols=True, leave=summary)
 
     def update(self, n=1):
         self.done += n
-        now = time.monotonic()
-        if now - self._last >= 0.1:
-            self._last = now
-            self._draw()
-
-    def _draw(self):
-        frac = self.done / self.total if self.total else 1.0
-        fill = int(round(frac * self.width))
-        bar = "#" * fill + "." * (self.width - fill)
-        self.stream.write("\r[%s] %d/%d %s" % (bar, self.done, self.total, self.unit))
-        self.stream.flush()
+        self._bar.update(n)
 
     def finish(self):
-        self._draw()
-        self.stream.write("\n")
-        self.stream.flush()
+        """Close the bar; off a terminal, print `desc: N unit in Ts (R unit/s)` once."""
+        disabled = self._bar.disable
+        self._bar.close()
+        if disabled and self.summary:
+            seconds = time.monotonic() - self._start
+            self.stream.write("%s%d %s in %.1fs (%.1f %s/s)\n" % ("%s: " % self.desc if self.desc else "", self.done,
+                                                                 self.unit, seconds,
+                                                                 self.done / seconds if seconds > 0 else 0.0,
+                                                                 self.unit))
+            self.stream.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        """Finish on success; after an error only close the bar, so the error starts on a line of its own."""
+        if exc_type is None:
+            self.finish()
+        else:
+            self._bar.close()

@@ -64,6 +64,11 @@ def _resize_linear_u8(img, h, w, area_mode=False):
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _nearest(dst, src):
+    """OpenCV's INTER_NEAREST source index of each destination pixel along one axis: floor(dx * scale_x)."""
+    return np.minimum(np.floor(np.arange(dst) * _scale(dst, src)).astype(np.int64), src - 1)
+
+
 def _cubic_weights(f):
     a = -0.75
     w0 = ((a * (f + 1) - 5 * a) * (f + 1) + 8 * a) * (f + 1) - 4 * a
@@ -87,7 +92,7 @@ def _matrix(dst, src, algo, area_mode=False):
     rows = np.arange(dst)
     scale = _scale(dst, src)
     if algo == NEAREST:
-        m[rows, np.minimum(np.floor(rows * scale).astype(int), src - 1)] = 1
+        m[rows, _nearest(dst, src)] = 1
     elif algo == AREA and not area_mode:
         for d in range(dst):
             lo, hi = d * scale, (d + 1) * scale
@@ -129,6 +134,8 @@ def resize(img, height, width, algo=LINEAR):
     c, h, w = img.shape
     if (h, w) == (height, width):
         return img.copy()
+    if algo == NEAREST:
+        return img[:, _nearest(height, h)][:, :, _nearest(width, w)]
     area_mode = algo == AREA and (height > h or width > w)     # OpenCV averages areas only when shrinking both
     if (algo == LINEAR or area_mode) and img.dtype == np.uint8:
         return _resize_linear_u8(img, height, width, area_mode)

@@ -49,8 +49,7 @@ def convert_imageset(root, list_file, db, resize_height=0, resize_width=0, gray=
         log.info("encode_type specified, assuming encoded=true.")
         encoded = True
     data_size = None
-    bar = ProgressBar(len(lines), "files")
-    with open_writer(db, backend, force) as out:
+    with ProgressBar(len(lines), "files") as bar, open_writer(db, backend, force) as out:
         for line_id, (name, label) in enumerate(lines):
             enc = encode_type
             if encoded and not enc:
@@ -73,7 +72,6 @@ def convert_imageset(root, list_file, db, resize_height=0, resize_width=0, gray=
                                     % (where, size, data_size))
             out.put("%08d_%s" % (line_id, name), datum.SerializeToString())
             bar.update()
-        bar.finish()
         written = out.count
     log.info("Processed %d files.", written)
     return written
@@ -91,14 +89,12 @@ def write_digits(images, labels, db, force=False, backend="lmdb"):
     """Database of 1-channel uint8 Datums (keys `%08d`, fields as convert_mnist_data sets them)."""
     datum = caffe_pb2.Datum()
     datum.channels, datum.height, datum.width = 1, images.shape[1], images.shape[2]
-    bar = ProgressBar(len(labels), "items")
-    with open_writer(db, backend, force) as out:
+    with ProgressBar(len(labels), "items") as bar, open_writer(db, backend, force) as out:
         for i, (img, label) in enumerate(zip(images, labels)):
             datum.data = np.ascontiguousarray(img, dtype=np.uint8).tobytes()
             datum.label = int(label)
             out.put("%08d" % i, datum.SerializeToString())
             bar.update()
-        bar.finish()
     log.info("Processed %d files.", len(labels))
     return len(labels)
 
@@ -109,20 +105,19 @@ def compute_image_mean(db, out=None, backend="lmdb"):
     reader = open_reader(db, "compute_image_mean", backend)
     total = None
     count = 0
-    bar = ProgressBar(len(reader), "records")
-    for key, value in reader.items():
-        where = "%s %s record '%s'" % (reader.label, db, key.decode(errors="replace"))
-        arr = datum_to_array(parse_datum(value, where), where)
-        if total is None:
-            shape = arr.shape
-            total = np.zeros(arr.size, np.float32)
-        elif arr.shape != shape:
-            raise DataError("%s: incorrect data field size (%s, the first record is %s)"
-                            % (where, "x".join(map(str, arr.shape)), "x".join(map(str, shape))))
-        total += arr.ravel().astype(np.float32)       # Caffe accumulates in the float BlobProto
-        count += 1
-        bar.update()
-    bar.finish()
+    with ProgressBar(len(reader), "records") as bar:
+        for key, value in reader.items():
+            where = "%s %s record '%s'" % (reader.label, db, key.decode(errors="replace"))
+            arr = datum_to_array(parse_datum(value, where), where)
+            if total is None:
+                shape = arr.shape
+                total = np.zeros(arr.size, np.float32)
+            elif arr.shape != shape:
+                raise DataError("%s: incorrect data field size (%s, the first record is %s)"
+                                % (where, "x".join(map(str, arr.shape)), "x".join(map(str, shape))))
+            total += arr.ravel().astype(np.float32)       # Caffe accumulates in the float BlobProto
+            count += 1
+            bar.update()
     reader.close()
     mean = total / np.float32(count)
     blob = caffe_pb2.BlobProto()

@@ -49,7 +49,7 @@ class DataTransformer:
                 raise DataError("%s: cannot specify mean_file and mean_value at the same time" % what)
             from .. import io as cio
             try:
-                arr = cio.blobproto_to_array(cio.read_blobproto(param.mean_file))
+                arr = cio.blobproto_to_array(cio.read_blobproto(param.mean_file), where=param.mean_file)
             except Exception as e:
                 raise DataError("%s: cannot read mean_file %s: %s" % (what, param.mean_file, e)) from None
             self.mean = np.asarray(arr, dtype=np.float32).reshape(arr.shape[-3:])

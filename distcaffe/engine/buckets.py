@@ -76,7 +76,13 @@ class GradientReducer:
         self.flags_fn = flags_fn
         params = net.learnable_params
         ready = ready_layer_of_params(net)
-        dtype = np.float64 if any(p.dtype == np.float64 for p in params) else np.float32
+        diff_types = {p.diff_dtype for p in params}
+        if np.dtype(np.float64) in diff_types:
+            dtype = np.float64
+        elif diff_types == {np.dtype(np.float16)} and comm.reduces_fp16:
+            dtype = np.float16            # fp16 gradients travel in fp16 where the communicator sums them so (NCCL)
+        else:
+            dtype = np.float32
         self.plan = plan_buckets([p.count for p in params], ready, n_buckets)
         self.buckets = [Bucket([params[i] for i in ids], dtype, n_flags if b == len(self.plan) - 1 else 0)
                         for b, ids in enumerate(self.plan)]
@@ -86,10 +92,14 @@ class GradientReducer:
         self.top_layer = len(net.layers) - 1
         self.passes = 0
         self.stats = {"iterations": 0, "overlapped": 0, "late": 0, "wait_s": 0.0, "bytes": 0}
-        net.after_backward.append(self._after_backward)
+        self.attach()
 
     def detach(self):
+        """Stop starting buckets during backward (finish() then starts them all, after it)."""
         self.net.after_backward.remove(self._after_backward)
+
+    def attach(self):
+        self.net.after_backward.append(self._after_backward)
 
     def begin_iteration(self):
         self.passes = 0

@@ -3,6 +3,7 @@
 Device (cupy) arrays are staged through a host copy. A ring heartbeat (engine/watchdog.py) notices a
 dead rank even while this rank waits at a barrier or computes, and aborts the whole job naming it.
 """
+import logging
 import os
 import signal
 import socket
@@ -12,12 +13,14 @@ import time
 
 import numpy as np
 
+from distcaffe import backend
 from distcaffe.log import get_logger
 
 from .communicator import CollectiveError, Communicator, Request, heartbeat_timeout
 from .watchdog import RingHeartbeat
 
 log = get_logger("engine")
+ABORT_GRACE = 0.3  # seconds between printing the error and MPI_Abort
 
 
 def _mpi():
@@ -71,10 +74,15 @@ class MPICommunicator(Communicator):
         self.comm.Set_errhandler(MPI.ERRORS_RETURN)
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), node.Get_rank(), node.Get_size())
+        self._stages = {}
         node.Free()
         self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
-        if self.rank == 0:
-            log.info("MPI world of %d ranks: %s", self.size, ", ".join(self.describe(r) for r in range(self.size)))
+        if self.rank == 0:  # always shown: it maps the PID of a launcher's "BAD TERMINATION" banner to a rank
+            world = "MPI world of %d ranks: %s" % (self.size, ", ".join(self.describe(r) for r in range(self.size)))
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", world)
+            else:
+                print("distcaffe: %s" % world, file=sys.stderr, flush=True)
         self.heartbeat = None
         self._aborting = threading.Lock()
         if heartbeat and self.size > 1:
@@ -104,13 +112,22 @@ class MPICommunicator(Communicator):
     def _on_lost(self, rank, silence):
         self.abort("%s is lost: no heartbeat for %.0f s; aborting the job" % (self.describe(rank), silence))
 
-    def _stage(self, buf):
+    def _stage(self, buf, keep=False):
+        """(host array, device array or None) for a collective on `buf`. A device buffer is copied to a host
+        stage; `keep`: a page-locked stage kept per device buffer (the persistent gradient buckets), so an
+        iteration's staging allocates nothing."""
         if isinstance(buf, np.ndarray):
             return buf, None
-        return buf.get(), buf
+        if not keep:
+            return buf.get(), buf
+        key = (buf.data.ptr, buf.size, buf.dtype.str)
+        host = self._stages.get(key)
+        if host is None:
+            host = self._stages[key] = backend.host_empty(buf.size, buf.dtype).reshape(buf.shape)
+        return buf.get(out=host), buf
 
     def iallreduce(self, buf):
-        host, dev = self._stage(buf)
+        host, dev = self._stage(buf, keep=True)
         return _MPIRequest(self, self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM), host, dev,
                            "allreduce")
 
@@ -136,6 +153,7 @@ class MPICommunicator(Communicator):
             os._exit(code)
         print("distcaffe: error: rank %d: %s" % (self.rank, message), file=sys.stderr, flush=True)
         log.error("rank %d: %s", self.rank, message)
+        time.sleep(ABORT_GRACE)  # let the launcher's proxy forward the line before MPI_Abort tears the job down
         threading.Timer(1.0, os._exit, args=(code,)).start()  # MPI_Abort may wait for a launcher that never kills
         self.MPI.COMM_WORLD.Abort(code)
 

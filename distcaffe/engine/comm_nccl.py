@@ -44,6 +44,7 @@ class NCCLCommunicator(Communicator):
     """Collectives over NCCL for one device per process; `bootstrap` has share(), barrier(), abort()."""
 
     name = "nccl"
+    reduces_fp16 = True
 
     def __init__(self, bootstrap, device):
         super().__init__(bootstrap.rank, bootstrap.size, bootstrap.local_rank, bootstrap.local_size)

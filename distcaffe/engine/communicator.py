@@ -68,6 +68,7 @@ class Communicator:
     """rank/size/local_rank plus in-place collectives on contiguous arrays; see module docstring."""
 
     name = "base"
+    reduces_fp16 = False          # True: fp16 buffers are summed natively (NCCL), so fp16 gradients stay fp16
 
     def __init__(self, rank, size, local_rank=0, local_size=1):
         self.rank, self.size = int(rank), int(size)

@@ -6,6 +6,7 @@ iteration. Gradients are averaged by engine.buckets (overlapping backward); ever
 update. Rank 0 alone tests, displays and snapshots; the others wait at `solver.root_barrier`. Signals
 (SIGINT/SIGHUP/SIGTERM) are agreed on by all ranks inside the gradient allreduce, so all stop together.
 """
+import hashlib
 import os
 import time
 from dataclasses import dataclass, fields
@@ -139,6 +140,28 @@ def split_batch(param, solver_dir, parts):
     return out, changed
 
 
+def _job_texts(param, solver_dir):
+    """{"solver": text, "train net": text} of what every rank must share (net file paths and device ids may
+    differ between nodes; what the files hold may not)."""
+    from google.protobuf import text_format
+    _, net = _net_source(param, solver_dir)
+    solver = caffe_pb2.SolverParameter()
+    solver.CopyFrom(param)
+    for f in ("net", "net_param", "train_net", "train_net_param", "device_id", "snapshot_prefix"):
+        solver.ClearField(f)
+    return {"solver": text_format.MessageToString(solver), "train net": text_format.MessageToString(net)}
+
+
+def _first_difference(root, mine):
+    """`rank 0 has 'X', this rank has 'Y'` for the first line that differs."""
+    a, b = root.splitlines(), mine.splitlines()
+    for i in range(max(len(a), len(b))):
+        x, y = (a[i].strip() if i < len(a) else "(nothing)"), (b[i].strip() if i < len(b) else "(nothing)")
+        if x != y:
+            return "line %d: rank 0 has '%s', this rank has '%s'" % (i + 1, x[:120], y[:120])
+    return "same text"
+
+
 # --- the worker -----------------------------------------------------------------------------------
 class Worker:
     """Runs the solver of one rank; see the module docstring."""
@@ -177,6 +200,7 @@ class Worker:
         param, solver_dir = load_solver_param(source)
         param.train_state.level = int(self.options.level or 0)
         param.train_state.stage.extend(s for s in (self.options.stage or "").split(",") if s)
+        self.check_same_job(param, solver_dir)
         if self.options.batch_semantics == "nvcaffe" and self.comm.local_size > 1:
             param, changed = split_batch(param, solver_dir, self.comm.local_size)
             log.info("NVCaffe batch semantics: batch_size of %s divided by %d ranks on this node",
@@ -188,6 +212,22 @@ class Worker:
         if seed >= 0:
             backend.set_random_seed(seed + self.rank)  # fillers ran with `seed`; dropout/shuffles now differ
         return solver
+
+    def check_same_job(self, param, solver_dir):
+        """Ranks started from different solvers or nets would silently train different models: compare a digest
+        of each rank's solver and train net with rank 0's, and stop with one line saying what differs."""
+        if self.comm.size == 1:
+            return
+        texts = _job_texts(param, solver_dir)
+        digests = {what: hashlib.sha256(text.encode()).hexdigest() for what, text in texts.items()}
+        theirs = self.comm.allgather(digests)
+        differ = [r for r, d in enumerate(theirs) if d != theirs[0]]
+        root_texts = self.comm.share(texts if differ and self.rank == 0 else None) if differ else None
+        if self.rank in differ:
+            what = next(w for w in texts if digests[w] != theirs[0][w])
+            raise CaffeError("rank %d's %s differs from rank 0's (ranks %s differ): %s"
+                             % (self.rank, what, ",".join(map(str, differ)), _first_difference(root_texts[what],
+                                                                                                texts[what])))
 
     def attach(self, solver):
         """Install the gradient reducer, the barrier after rank-0 duties and the agreed signal action."""

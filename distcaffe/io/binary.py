@@ -133,9 +133,11 @@ def blob_shape(bp):
     return None
 
 
-def blobproto_to_array(bp, return_diff=False):
-    """Numpy array of a BlobProto's data (or diff): float32 `data`, float64 `double_data`, or NVCaffe raw storage."""
-    kind = "diff" if return_diff else "data"
+def blobproto_to_array(bp, return_diff=False, where=None):
+    """Numpy array of a BlobProto's data (or diff): float32 `data`, float64 `double_data`, or NVCaffe raw storage.
+    `where` (a file, a layer) starts the message of a damaged blob."""
+    kind = ("%s: blob %s" % (where, "diff" if return_diff else "data")) if where else \
+        ("blob diff" if return_diff else "blob data")
     values, raw, raw_type = ((bp.diff, bp.double_diff), bp.raw_diff, bp.raw_diff_type) if return_diff \
         else ((bp.data, bp.double_data), bp.raw_data, bp.raw_data_type)
     if len(values[0]):
@@ -144,16 +146,19 @@ def blobproto_to_array(bp, return_diff=False):
         arr = np.asarray(values[1], dtype=np.float64)
     elif raw:
         if raw_type not in _RAW_DTYPES:
-            raise ParseError("blob %s: unsupported raw storage type %s" % (kind, pb.Type.Name(raw_type)))
+            raise ParseError("%s: unsupported raw storage type %s" % (kind, pb.Type.Name(raw_type)))
         arr = np.frombuffer(raw, dtype=np.dtype(_RAW_DTYPES[raw_type]).newbyteorder("<")).copy()
     else:
         arr = np.zeros(0, dtype=np.float32)
     shape = blob_shape(bp)
     if shape is None:
         return arr
-    if int(np.prod(shape, dtype=np.int64)) != arr.size:
-        raise ParseError("blob %s has %d values but its shape %s needs %d"
-                         % (kind, arr.size, "x".join(map(str, shape)), int(np.prod(shape, dtype=np.int64))))
+    need = 1
+    for d in shape:  # Python ints: absurd shapes must not wrap around to a matching count
+        need *= d
+    if need != arr.size or any(d < 0 for d in shape):
+        raise ParseError("%s has %d values but its shape %s needs %d"
+                         % (kind, arr.size, "x".join(map(str, shape)), need))
     return arr.reshape(shape)
 
 

@@ -1,11 +1,11 @@
 """Caffe's HDF5 snapshot layout (`snapshot_format: HDF5`): nets as data/<layer>/<i>, solver state as
 iter / learned_net / current_step / history/<i>. h5py is optional; without it, a clear error."""
 import os
-import tempfile
 
 import numpy as np
 
 from distcaffe.errors import CaffeError, ParseError, resolved
+from distcaffe.io.files import temporary_beside
 
 RESUME_DATASET = "distcaffe_resume"  # distcaffe's resume state (RNG, data positions), JSON as uint8
 
@@ -31,8 +31,7 @@ def _open_read(path):
 def _write_atomic_h5(path, fill):
     """Create an HDF5 file at a temporary name beside `path`, let `fill(f)` write it, then rename."""
     h5py = _h5py()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = temporary_beside(path)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

@@ -9,6 +9,7 @@ from distcaffe.io.upgrade import upgrade_net_param, upgrade_solver_param
 from distcaffe.proto import caffe_pb2 as pb
 
 _LOCATION = re.compile(r"^\s*(\d+):(\d+)\s*:\s*")
+_MAX_MESSAGE = 300
 
 
 def parse_text(text, message_class, filename="<string>", what=None):
@@ -27,6 +28,8 @@ def parse_text(text, message_class, filename="<string>", what=None):
         text_format.Parse(text, message)
     except text_format.ParseError as e:
         msg = " ".join(_LOCATION.sub("", str(e)).split())
+        if len(msg) > _MAX_MESSAGE:  # a token of a damaged file can be megabytes long
+            msg = msg[:_MAX_MESSAGE] + "... (%d more characters)" % (len(msg) - _MAX_MESSAGE)
         line, col = e.GetLine(), e.GetColumn()
         where = "%s:%s:%s" % (filename, line, col) if line is not None else filename
         raise ParseError("%s: %s" % (where, msg)) from None

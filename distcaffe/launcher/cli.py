@@ -7,11 +7,8 @@ import difflib
 import importlib
 import sys
 
+from distcaffe.errors import CaffeError
 from distcaffe.launcher.threads import size_thread_pools
-
-size_thread_pools()  # before numpy loads: several ranks per node must not oversubscribe the cores
-
-from distcaffe.errors import CaffeError  # noqa: E402  (after the thread pools are sized)
 
 # command name -> (module, function, one-line help). The function takes argv (list of str), returns an int.
 COMMANDS = {
@@ -28,6 +25,8 @@ COMMANDS = {
     "convert_mnist_data": ("distcaffe.launcher.cmd_data", "convert_mnist_data", "convert MNIST IDX files to an LMDB"),
     "compute_image_mean": ("distcaffe.launcher.cmd_data", "compute_image_mean", "mean image of an LMDB as binaryproto"),
     "data": ("distcaffe.launcher.cmd_data", "data", "demo data sets: `distcaffe data mnist-sample OUTDIR`"),
+    "scripts": ("distcaffe.launcher.cmd_scripts", "scripts", "job scripts: `distcaffe scripts slurm|pbs|torque [DIR]`"),
+    "examples": ("distcaffe.launcher.cmd_scripts", "examples", "copy the example nets/solvers: `distcaffe examples DIR`"),
     "plot": ("distcaffe.launcher.cmd_plot", "plot", "plot loss/accuracy/lr from a training log to a PNG"),
 }
 
@@ -37,14 +36,6 @@ def usage():
              "commands:"]
     lines += ["  %-26s %s" % (name, spec[2]) for name, spec in COMMANDS.items()]
     return "\n".join(lines)
-
-
-def version():
-    from importlib.metadata import PackageNotFoundError, version as dist_version
-    try:
-        return dist_version("distcaffe")
-    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
-        return "unknown (not installed)"
 
 
 def _launched_world():
@@ -63,7 +54,8 @@ def main(argv=None):
         print(usage())
         return 0
     if argv[0] in ("-version", "--version"):
-        print("distcaffe %s" % version())
+        import distcaffe
+        print("distcaffe %s" % distcaffe.__version__)
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -73,6 +65,10 @@ def main(argv=None):
         return 2
     module, func, _ = COMMANDS[name]
     world = None
+    threads = size_thread_pools()  # before any BLAS call: ranks sharing a node or a busy node must not oversubscribe
+    if threads and name == "train":
+        from distcaffe.log import get_logger
+        get_logger("launcher").info(threads)
     try:
         world = _launched_world() if name == "train" else None
         code = int(getattr(importlib.import_module(module), func)(rest) or 0)

@@ -10,8 +10,8 @@ from distcaffe.launcher import flags as F
 
 log = get_logger("caffe")
 
-TEST_FLAGS = [F.MODEL, F.WEIGHTS, F.ITERATIONS, F.GPU, F.PHASE, F.LEVEL, F.STAGE]
-TIME_FLAGS = [F.MODEL, F.ITERATIONS, F.GPU, F.PHASE, F.LEVEL, F.STAGE]
+TEST_FLAGS = [F.MODEL, F.WEIGHTS, F.ITERATIONS, F.GPU, F.PHASE, F.LEVEL, F.STAGE] + F.LMS_FLAGS
+TIME_FLAGS = [F.MODEL, F.ITERATIONS, F.GPU, F.PHASE, F.LEVEL, F.STAGE] + F.LMS_FLAGS
 DEVICE_FLAGS = [F.GPU]
 
 
@@ -20,6 +20,7 @@ def _net(command, args, default_phase):
     if not args["model"]:
         raise CaffeError("%s: need a model definition (-model net.prototxt)" % command)
     F.use_device(command, F.parse_gpus(command, args["gpu"])[:1])
+    F.use_lms(command, args)
     return Net(args["model"], phase=F.phase(command, args["phase"], default_phase), level=args["level"],
                stages=F.stages(args["stage"]))
 
@@ -56,6 +57,8 @@ def test(argv):
         mean = total / iterations
         weight = net.blob_loss_weights_by_name.get(name, 0.0)
         log.info("%s = %g%s", name, mean, " (* %g = %g loss)" % (weight, weight * mean) if weight else "")
+    from distcaffe.lms import report
+    report(net)
     return 0
 
 
@@ -114,6 +117,8 @@ def time(argv):
     log.info("Average Forward-Backward: %g ms.", total_ms / iterations)
     log.info("Total Time: %g ms.", total_ms)
     log.info("*** Benchmark ends ***")
+    from distcaffe.lms import report
+    report(net)
     return 0
 
 

@@ -1,10 +1,28 @@
-"""`distcaffe plot LOG OUT.png`: training loss, test outputs (accuracy) and learning rate against iteration."""
+"""`distcaffe plot LOG|METRICS OUT.png`: losses, accuracy-like outputs and the learning rate against iteration,
+each on its own axis, from a Caffe-format training log or a distcaffe metrics file (.csv / .jsonl)."""
 import os
 
 from distcaffe.errors import CaffeError
 from distcaffe.launcher import flags as F
 
 from .parse_log import parse_log
+
+
+def _series(rows, skip=("NumIters", "LearningRate")):
+    """{output name: [(iteration, value)]} of rows."""
+    keys = sorted({k for r in rows for k in r} - set(skip))
+    return {k: [(r["NumIters"], r[k]) for r in rows if k in r] for k in keys}
+
+
+def layout(train, test):
+    """([(y label, [(phase, output, points)])], lr points): losses on one axis, every other output (accuracy)
+    on a second, the learning rate at the iteration it was logged for on a third."""
+    curves = [("train", k, pts) for k, pts in _series(train).items()] + \
+             [("test", k, pts) for k, pts in _series(test).items()]
+    losses = [c for c in curves if "loss" in c[1]]
+    others = [c for c in curves if "loss" not in c[1]]
+    lrs = [(r["NumIters"], r["LearningRate"]) for r in train if r["LearningRate"] == r["LearningRate"]]
+    return [("loss", losses)] + ([("accuracy / other outputs", others)] if others else []), lrs
 
 
 def plot(argv):
@@ -20,29 +38,29 @@ def plot(argv):
         import matplotlib.pyplot as plt
     except ImportError:
         raise CaffeError("plot needs matplotlib: pip install 'distcaffe[plot]'") from None
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for key in sorted({k for r in train for k in r} - {"NumIters", "LearningRate"}):
-        pts = [(r["NumIters"], r[key]) for r in train if key in r]
-        ax_loss.plot(*zip(*pts), label="train " + key, color="tab:blue")
-    ax_loss.set_ylabel("train loss")
-    ax_acc = ax_loss.twinx()
-    for key in sorted({k for r in test for k in r} - {"NumIters", "LearningRate"}):
-        pts = [(r["NumIters"], r[key]) for r in test if key in r]
-        style = "o-" if "acc" in key else "s--"
-        ax_acc.plot(*zip(*pts), style, label="test " + key, color="tab:green" if "acc" in key else "tab:red")
-    ax_acc.set_ylabel("test outputs")
-    handles = ax_loss.get_legend_handles_labels()
-    more = ax_acc.get_legend_handles_labels()
-    ax_loss.legend(handles[0] + more[0], handles[1] + more[1], loc="center right")
-    lrs = [(r["NumIters"], r["LearningRate"]) for r in train if r["LearningRate"] == r["LearningRate"]]
+    panels, lrs = layout(train, test)
+    heights = [3] * len(panels) + ([1] if lrs else [])
+    fig, axes = plt.subplots(len(heights), 1, figsize=(8, 2.4 * sum(heights) / 2 + 1), sharex=True,
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    axes = [a[0] for a in axes]
+    for ax, (label, group) in zip(axes, panels):
+        for phase, key, pts in group:
+            ax.plot(*zip(*pts), "-" if phase == "train" else "o-", label="%s %s" % (phase, key),
+                    markersize=3 if phase == "test" else 0)
+        ax.set_ylabel(label)
+        if group:
+            ax.legend(loc="best")
+        ax.grid(alpha=0.3)
     if lrs:
-        ax_lr.plot(*zip(*lrs), color="tab:purple")
-    ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("iteration")
-    ax_loss.set_title(args["log"])
+        axes[-1].step(*zip(*lrs), where="post", color="tab:purple")
+        axes[-1].set_ylabel("learning rate")
+        axes[-1].grid(alpha=0.3)
+    axes[-1].set_xlabel("iteration")
+    axes[0].set_title(os.path.basename(args["log"]))
     fig.tight_layout()
-    fig.savefig(args["out"] + ".tmp.png", dpi=100)
+    tmp = args["out"] + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(args["out"] + ".tmp.png", args["out"])
+    os.replace(tmp, args["out"])
     print("wrote %s (%d train points, %d test points)" % (args["out"], len(train), len(test)))
     return 0

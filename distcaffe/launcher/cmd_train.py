@@ -6,7 +6,7 @@ from distcaffe.log import get_logger
 
 from distcaffe.launcher import distributed
 from distcaffe.launcher import flags as F
-from distcaffe.launcher.resume import resolve_snapshot
+from distcaffe.launcher import resume
 
 log = get_logger("caffe")
 
@@ -18,7 +18,7 @@ TRAIN_FLAGS = [
     F.GPU, F.LEVEL, F.STAGE,
     F.Flag("sigint_effect", str, "stop", "action on SIGINT: snapshot, stop or none"),
     F.Flag("sighup_effect", str, "snapshot", "action on SIGHUP: snapshot, stop or none"),
-] + distributed.DIST_FLAGS
+] + F.LMS_FLAGS + distributed.DIST_FLAGS
 
 
 def _select_device(param, gpus):
@@ -44,10 +44,8 @@ def train(argv):
     args = F.parse("train", argv, TRAIN_FLAGS)
     if args is None:
         return 0
-    if args["snapshot"] and args["weights"]:
-        raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
-    if args["snapshot"] and args["solver"]:
-        args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
+    resume.apply_to_args(args)
+    F.use_lms("train", args)
     if distributed.wanted(args):
         return distributed.run(args, argv)
     if not args["solver"]:
@@ -64,4 +62,6 @@ def train(argv):
     log.info("Starting Optimization")
     with handler:
         solver.solve(resume_file=args["snapshot"] or None)
+    from distcaffe.lms import report
+    report(solver.net)
     return 0

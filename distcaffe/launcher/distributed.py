@@ -81,9 +81,8 @@ def main(argv=None):
     args = F.parse("train", argv, TRAIN_FLAGS + DIST_FLAGS)
     if args is None:
         return 0
-    if args["snapshot"] and args["solver"]:
-        from distcaffe.launcher.resume import resolve_snapshot
-        args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
+    from distcaffe.launcher.resume import apply_to_args
+    apply_to_args(args)
     return run(args, argv, entry=("-m", "distcaffe.launcher.distributed"))
 
 

@@ -35,6 +35,15 @@ ITERATIONS = Flag("iterations", int, 50, "the number of iterations to run")
 PHASE = Flag("phase", str, "", "network phase (TRAIN or TEST); used by `time` and `test`")
 LEVEL = Flag("level", int, 0, "network level")
 STAGE = Flag("stage", str, "", "network stages, comma-separated")
+# IBM Caffe's Large Model Support, plus distcaffe's budget and prefetch switches
+LMS_FLAGS = [
+    Flag("lms", int, 0, "Large Model Support: arrays over this many KB live on the host and are copied to the "
+                        "device when a layer needs them (<= 0: off)"),
+    Flag("lms_frac", float, 0.0, "LMS engages only when the net is expected to take more than this fraction of "
+                                 "the device budget (0-1)"),
+    Flag("lms_budget", int, 0, "LMS device budget in MiB (0: the device's free memory; required on CPU)"),
+    Flag("lms_prefetch", bool, True, "LMS: copy in what the next layers need while this one computes"),
+]
 
 
 def usage(command, flags, positional=(), optional=(), about=""):
@@ -154,3 +163,15 @@ def phase(command, value, default):
     if value.upper() not in ("TRAIN", "TEST"):
         raise CaffeError("%s: -phase must be TRAIN or TEST, got '%s'" % (command, value))
     return TRAIN if value.upper() == "TRAIN" else TEST
+
+
+def use_lms(command, args):
+    """Apply the -lms flags process-wide, before any net is built."""
+    from distcaffe import lms
+    if args["lms_budget"] < 0:
+        raise CaffeError("%s: -lms_budget must be >= 0 MiB, got %d" % (command, args["lms_budget"]))
+    try:
+        lms.set_lms(args["lms"], frac=args["lms_frac"], budget=args["lms_budget"] * 2 ** 20 or None,
+                    prefetch=args["lms_prefetch"])
+    except CaffeError as e:
+        raise CaffeError("%s: %s" % (command, e)) from None

@@ -31,3 +31,17 @@ def resolve_snapshot(value, solver):
         log.info("-snapshot auto: no %s_iter_*.solverstate yet (resolved: %s); starting from scratch", prefix,
                  os.path.abspath(prefix))
     return state
+
+
+def apply_to_args(args):
+    """Resolve `-snapshot auto` in parsed train flags, in place; with -weights too, a found state wins (a
+    resubmitted fine-tuning job resumes) and none means fine-tuning from the weights."""
+    if args.get("snapshot") and args.get("weights") and args["snapshot"] != "auto":
+        from distcaffe.errors import CaffeError
+        raise CaffeError("train: give a snapshot to resume training or weights to finetune, but not both")
+    if args.get("snapshot") and args.get("solver"):
+        args["snapshot"] = resolve_snapshot(args["snapshot"], args["solver"]) or ""
+        if args["snapshot"] and args.get("weights"):
+            log.info("-snapshot auto: resuming, so -weights %s is not loaded", args["weights"])
+            args["weights"] = ""
+    return args

@@ -39,6 +39,11 @@ def sum_outer_inner(a3):
     return a3.sum(axis=(0, 2))
 
 
+def dot_outer_inner(xp, a3, b3):
+    """sum_outer_inner(a3 * b3) without the product array (one pass: per-channel dot products)."""
+    return xp.einsum("ijk,ijk->j", a3, b3)
+
+
 @register("Eltwise")
 class EltwiseLayer(Layer):
     """Elementwise PROD, SUM (with per-bottom coeff) or MAX (remembering which bottom won) of same-shape bottoms."""
@@ -70,6 +75,12 @@ class EltwiseLayer(Layer):
             y = xs[0] * xs[1]
             for x in xs[2:]:
                 y *= x
+        elif (self.op == SUM and all(c == 1 for c in self.coeffs) and top[0].dtype == xs[0].dtype
+              and all(top[0] is not b for b in bottom[1:])):
+            y = xp.add(xs[0], xs[1], out=top[0].mut_dev_data)      # straight into the top
+            for x in xs[2:]:
+                y += x
+            return
         elif self.op == SUM:
             y = self.coeffs[0] * xs[0]
             for c, x in zip(self.coeffs[1:], xs[1:]):
@@ -175,6 +186,7 @@ class ScaleLayer(_BroadcastParamLayer):
                 self.bias_id = len(self.blobs) - 1
         self.param_propagate_down = [True] * len(self.blobs)
         self.saved_x = None
+        self.normalized_by = None         # a BatchNorm whose output this in-place Scale rescales
 
     def reshape(self, bottom, top):
         axis = self.layer_param.scale_param.axis
@@ -184,14 +196,32 @@ class ScaleLayer(_BroadcastParamLayer):
         if top[0] is not bottom[0]:
             top[0].reshape_like(bottom[0])
 
+    def _saved_input(self, bottom, x):
+        """The input kept for backward when computing in place: the paired BatchNorm's normalized output
+        when it is exactly this blob's data (see normalization.pair_batchnorm_scale), else a copy."""
+        bn = self.normalized_by
+        if bn is not None and bn.x_norm_fresh:
+            bn.x_norm_fresh = False
+            if not bn.scale_bias and bn.x_norm.dtype == x.dtype == bottom[0].dtype and bn.x_norm.size == x.size:
+                return bn.x_norm.reshape(x.shape)
+        return x.copy()
+
     def forward(self, bottom, top):
         x = self.m(bottom[0].dev_data)
         if top[0] is bottom[0]:
-            self.saved_x = x.copy()
-        y = x.reshape(self.dims) * self.m(self.operand(bottom).dev_data).reshape(1, -1, 1)
+            self.saved_x = self._saved_input(bottom, x)
+        s3 = self.m(self.operand(bottom).dev_data).reshape(1, -1, 1)
+        out = top[0].mut_dev_data
+        if out.dtype == x.dtype:                      # straight into the top, no temporaries
+            self.xp.multiply(x.reshape(self.dims), s3, out=out.reshape(self.dims))
+            if self.bias_id is not None:
+                o3 = out.reshape(self.bias_dims)
+                self.xp.add(o3, self.m(self.blobs[self.bias_id].dev_data).reshape(1, -1, 1), out=o3)
+            return
+        y = x.reshape(self.dims) * s3
         if self.bias_id is not None:
             y = y.reshape(self.bias_dims) + self.m(self.blobs[self.bias_id].dev_data).reshape(1, -1, 1)
-        top[0].mut_dev_data[...] = y.reshape(top[0].shape)
+        out[...] = y.reshape(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
         dy = self.m(top[0].dev_diff)
@@ -202,11 +232,15 @@ class ScaleLayer(_BroadcastParamLayer):
         s = self.operand(bottom)
         if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
             x = self.saved_x if top[0] is bottom[0] else self.m(bottom[0].dev_data)
-            g = sum_outer_inner((dy * x).reshape(self.dims)).reshape(s.shape)
+            g = dot_outer_inner(self.xp, dy.reshape(self.dims), x.reshape(self.dims)).reshape(s.shape)
             if learned:
                 s.mut_dev_diff[...] += g
             else:
                 s.mut_dev_diff[...] = g
         if propagate_down[0]:
-            g = dy.reshape(self.dims) * self.m(s.dev_data).reshape(1, -1, 1)
-            bottom[0].mut_dev_diff[...] = g.reshape(bottom[0].shape)
+            s3 = self.m(s.dev_data).reshape(1, -1, 1)
+            out = bottom[0].mut_dev_diff
+            if out.dtype == dy.dtype:
+                self.xp.multiply(dy.reshape(self.dims), s3, out=out.reshape(self.dims))
+            else:
+                out[...] = (dy.reshape(self.dims) * s3).reshape(bottom[0].shape)

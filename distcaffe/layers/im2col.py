@@ -21,14 +21,22 @@ _scratch = threading.local()
 
 def workspace(xp, slot, shape, dtype):
     """A scratch array of `shape` reused across calls and layers of this thread (Caffe's shared col buffer):
-    one flat buffer per (slot, dtype, array module), grown when needed. Its contents are garbage."""
+    one flat numpy buffer per (slot, dtype), grown when needed, so no pass page-faults fresh memory in. Its
+    contents are garbage. On a GPU a fresh array from cupy's memory pool, as before (device memory stays LMS's)."""
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
     pool = _scratch.__dict__.setdefault("pool", {})
-    key = (slot, np.dtype(dtype).str, xp.__name__)
+    key = (slot, np.dtype(dtype).str)
     size = prod(shape)
     buf = pool.get(key)
     if buf is None or buf.size < size:
-        buf = pool[key] = xp.empty(size, dtype=dtype)
+        buf = pool[key] = np.empty(size, dtype=dtype)
     return buf[:size].reshape(shape)
+
+
+def release_workspace():
+    """Free this thread's scratch buffers (Large Model Support keeps them inside each pass's workspace)."""
+    _scratch.__dict__.pop("pool", None)
 
 
 def prod(values):

@@ -69,6 +69,9 @@ class SplitLayer(Layer):
         if not propagate_down[0]:
             return
         d = bottom[0].mut_dev_diff
-        d[...] = top[0].dev_diff
-        for t in top[1:]:
+        if len(top) == 1:
+            d[...] = top[0].dev_diff
+            return
+        self.xp.add(top[0].dev_diff, top[1].dev_diff, out=d)       # summed without a copy first
+        for t in top[2:]:
             d += t.dev_diff

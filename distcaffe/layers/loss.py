@@ -182,7 +182,7 @@ class InfogainLossLayer(_SoftmaxLoss):
                                  "third bottom)")
             from ..io import blobproto_to_array, read_blobproto
             try:
-                self.h_host = np.asarray(blobproto_to_array(read_blobproto(p.source)), self.dtype)
+                self.h_host = np.asarray(blobproto_to_array(read_blobproto(p.source), where=p.source), self.dtype)
             except (CaffeError, OSError) as e:
                 raise self.error("cannot read the infogain matrix: %s" % e) from None
 

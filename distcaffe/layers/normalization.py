@@ -1,5 +1,6 @@
 """Normalization layers: BatchNorm (BVLC statistics + NVCaffe `scale_bias`), LRN, MVN, as Caffe computes them."""
 from .. import backend
+from .im2col import workspace
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register
 
@@ -38,6 +39,7 @@ class BatchNormLayer(NeuronLayer):
                 params[i].lr_mult = params[i].decay_mult = 0.0 if i < 3 else 1.0
             elif params[i].lr_mult != 0:
                 raise self.error("Cannot configure batch normalization statistics as layer parameters.")
+        self.x_norm_fresh = False
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes > 1:
@@ -61,7 +63,8 @@ class BatchNormLayer(NeuronLayer):
         else:
             mean = x.mean(axis=(0, 2))
             xc = x - mean[:, None]
-            var = (xc * xc).mean(axis=(0, 2))
+            sq = xp.multiply(xc, xc, out=workspace(xp, "bn", xc.shape, xc.dtype))
+            var = sq.mean(axis=(0, 2))
             maf = self.moving_average_fraction
             self.blobs[2].mut_dev_data[...] = self.blobs[2].dev_data * maf + 1
             self.blobs[0].mut_dev_data[...] = mean + maf * self.m(self.blobs[0].dev_data)
@@ -69,13 +72,15 @@ class BatchNormLayer(NeuronLayer):
             correction = m / (m - 1.0) if m > 1 else 1.0
             self.blobs[1].mut_dev_data[...] = correction * var + maf * self.m(self.blobs[1].dev_data)
         self.std = xp.sqrt(var + self.eps)
-        self.x_norm = xc / self.std[:, None]
+        self.x_norm = xp.divide(xc, self.std[:, None], out=xc)      # a new array each pass (LMS moves it)
+        self.x_norm_fresh = True            # for a paired Scale: x_norm is what this pass writes to the top
         y = self.x_norm
         if self.scale_bias:
             y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
         top[0].mut_dev_data[...] = y.reshape(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
+        xp = self.xp
         g = self._view(top[0].dev_diff)
         if self.scale_bias:
             pd = self.param_propagate_down
@@ -86,14 +91,33 @@ class BatchNormLayer(NeuronLayer):
             g = g * self.m(self.blobs[3].dev_data)[:, None]
         if not propagate_down[0]:
             return
+        diff = bottom[0].mut_dev_diff
+        # computed straight into the bottom diff (which may be the top diff: every step is elementwise)
+        d = diff.reshape(g.shape) if diff.dtype == g.dtype else xp.empty_like(g)
         if self.use_global_stats:
-            d = g / self.std[:, None]
+            xp.divide(g, self.std[:, None], out=d)
         else:
             y = self.x_norm
-            mean_gy = (g * y).mean(axis=(0, 2))
+            t = xp.multiply(g, y, out=workspace(xp, "bn", g.shape, g.dtype))
+            mean_gy = t.mean(axis=(0, 2))
             mean_g = g.mean(axis=(0, 2))
-            d = (g - mean_g[:, None] - mean_gy[:, None] * y) / self.std[:, None]
-        bottom[0].mut_dev_diff[...] = d.reshape(bottom[0].shape)
+            xp.multiply(mean_gy[:, None], y, out=t)
+            xp.subtract(g, mean_g[:, None], out=d)
+            xp.subtract(d, t, out=d)
+            xp.divide(d, self.std[:, None], out=d)
+        if diff.dtype != g.dtype:
+            diff[...] = d.reshape(diff.shape)
+
+
+def pair_batchnorm_scale(layers, bottom_ids, top_ids):
+    """Link each in-place Scale that directly follows the BatchNorm writing its blob (ResNet's BN + Scale):
+    the Scale then takes its saved input from the BatchNorm's normalized output instead of copying the blob
+    (NVCaffe's fused scale_bias idea; the same numbers, one copy of every such blob less)."""
+    for i in range(len(layers) - 1):
+        bn, sc = layers[i], layers[i + 1]
+        if (bn.type == "BatchNorm" and sc.type == "Scale" and len(bottom_ids[i + 1]) == 1
+                and bottom_ids[i + 1] == top_ids[i] == top_ids[i + 1]):
+            sc.normalized_by = bn
 
 
 def _window_sum(xp, a, axes, size):

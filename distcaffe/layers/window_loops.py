@@ -6,6 +6,7 @@ in row-major order, so the fast path and the numpy fallback give bit-identical r
 `fastpath.loops()`; compiled once per signature and cached on disk (cache=True). error_model="numpy": a
 division by zero gives inf/nan as numpy does (Caffe's degenerate ceil-mode AVE windows), not an exception.
 """
+import numpy as np
 from numba import njit
 
 
@@ -30,6 +31,13 @@ def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
 
 
 @njit(cache=True, error_model="numpy")
+def _window(o, stride, pad, kernel, size):
+    """Start of output o's window along one axis (may be negative) and its span [lo, hi) inside the image."""
+    start = o * stride - pad
+    return start, max(start, 0), min(start + kernel, size)
+
+
+@njit(cache=True, error_model="numpy")
 def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
     """Caffe's MAX scan per window of x (P, H, W), row by row: strictly greater wins (first max kept, NaN
     never wins); arg is the winning kernel offset i * kw + j, -1 when none."""
@@ -37,11 +45,9 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
     OH, OW = out.shape[1], out.shape[2]
     for p in range(P):
         for oh in range(OH):
-            h0 = oh * sh - ph
-            hs, he = max(h0, 0), min(h0 + kh, H)
+            h0, hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW):
-                w0 = ow * sw - pw
-                ws, we = max(w0, 0), min(w0 + kw, W)
+                w0, ws, we = _window(ow, sw, pw, kw, W)
                 best = lowest
                 k = -1
                 for h in range(hs, he):
@@ -60,12 +66,17 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
 def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
     """dx (P, H, W, zeroed) += g routed to each window's winner."""
     P, OH, OW = g.shape
+    di = np.empty(kh * kw, np.int64)           # offset -> (row, column): no integer division per element
+    dj = np.empty(kh * kw, np.int64)
+    for k in range(kh * kw):
+        di[k] = k // kw
+        dj[k] = k % kw
     for p in range(P):
         for oh in range(OH - 1, -1, -1):
             for ow in range(OW - 1, -1, -1):
                 k = arg[p, oh, ow]
                 if k >= 0:
-                    dx[p, oh * sh - ph + k // kw, ow * sw - pw + k % kw] += g[p, oh, ow]
+                    dx[p, oh * sh - ph + di[k], ow * sw - pw + dj[k]] += g[p, oh, ow]
 
 
 @njit(cache=True, error_model="numpy")
@@ -76,11 +87,9 @@ def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
     OH, OW = out.shape[1], out.shape[2]
     for p in range(P):
         for oh in range(OH):
-            h0 = oh * sh - ph
-            hs, he = max(h0, 0), min(h0 + kh, H)
+            _, hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW):
-                w0 = ow * sw - pw
-                ws, we = max(w0, 0), min(w0 + kw, W)
+                _, ws, we = _window(ow, sw, pw, kw, W)
                 s = zero
                 for h in range(hs, he):
                     for w in range(ws, we):
@@ -95,11 +104,9 @@ def ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
     H, W = dx.shape[1], dx.shape[2]
     for p in range(P):
         for oh in range(OH - 1, -1, -1):
-            h0 = oh * sh - ph
-            hs, he = max(h0, 0), min(h0 + kh, H)
+            _, hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW - 1, -1, -1):
-                w0 = ow * sw - pw
-                ws, we = max(w0, 0), min(w0 + kw, W)
+                _, ws, we = _window(ow, sw, pw, kw, W)
                 v = gd[p, oh, ow]
                 for h in range(hs, he):
                     for w in range(ws, we):

@@ -46,7 +46,7 @@ def _budget(cfg):
     if cfg.budget is not None:
         return int(cfg.budget)
     if not backend.is_gpu():
-        raise CaffeError("Large Model Support on CPU needs an explicit budget (-lms_budget MB): there is no device "
+        raise CaffeError("Large Model Support on CPU needs an explicit budget (-lms_budget MiB): there is no device "
                          "memory to size it from")
     free, _total = backend.cupy().cuda.runtime.memGetInfo()
     return int(free * 0.9)
@@ -72,9 +72,10 @@ def attach(net):
         return None
     if _manager is None:
         _manager = _new_manager(cfg, budget)
+    first = len(_manager.entries)
     lms = NetLMS(net, _manager, reserve_workspace=not backend.is_gpu())
     lms.check_budget(_manager.budget)
-    entries = [e for e in _manager.entries]
+    entries = _manager.entries[first:]             # this net's arrays (a test net shares the train net's manager)
     small = [e for e in entries if e.small]
     label, need = max(lms.working_sets, key=lambda w: w[1]) if lms.working_sets else ("-", 0)
     log.info("Large Model Support: budget %s, threshold %d KB, prefetch %s", _mb(_manager.budget),

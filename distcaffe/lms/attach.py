@@ -13,6 +13,7 @@ import numpy as np
 from .. import backend
 from ..blob import HOST, UNINIT
 from ..errors import CaffeError
+from ..layers.im2col import release_workspace
 from ..log import get_logger
 from .pool import aligned
 from .schedule import layer_workspace, update_workspace
@@ -120,23 +121,29 @@ class NetLMS:
     # --- net callbacks ---------------------------------------------------------------------------
     def _begin_forward(self, i):
         overwrites, ws, expected = self.fwd[i]
-        layer = self.net.layers[i]
-        self._before = {k: id(v) for k, v in vars(layer).items()}
-        self.mgr.begin(("F", self.nid, i), self._label(i, "forward"), ws,
-                       overwrites | {e.id for (li, _), e in self.state.items() if li == i}, expected)
+        self._before = {k: id(v) for k, v in vars(self.net.layers[i]).items()}
+        self.mgr.begin(("F", self.nid, i), self._label(i, "forward"), ws, overwrites, expected)
 
     def _end_forward(self, i):
-        self._capture_state(i)
+        release_workspace()
         self.mgr.end()
+        self._capture_state(i)
+
+    def _layer_state(self, i):
+        return [e for (li, _), e in self.state.items() if li == i]
 
     def _begin_backward(self, i):
+        """Pin the layer's kept buffers with the step; they count against its workspace estimate."""
         overwrites, ws, expected = self.bwd[i]
-        self.mgr.begin(("B", self.nid, i), self._label(i, "backward"), ws, overwrites, expected)
-        for (li, _), e in self.state.items():
-            if li == i:
-                self.mgr.access(e, False)
+        state = self._layer_state(i)
+        held = sum(aligned(e.nbytes) for e in state)
+        self.mgr.begin(("B", self.nid, i), self._label(i, "backward"), max(ws - held, 0), overwrites,
+                       {**expected, **{e.id: "r" for e in state}})
+        for e in state:
+            self.mgr.access(e, False)
 
     def _end(self, i):
+        release_workspace()
         self.mgr.end()
 
     def memory_step(self, kind, i):
@@ -154,26 +161,34 @@ class NetLMS:
 
     # --- layer-internal buffers ------------------------------------------------------------------
     def _capture_state(self, i):
-        """Move arrays the forward assigned to the layer (kept for its backward) into the pool."""
+        """Move arrays the forward assigned to the layer (kept for its backward) into the pool, in a step of
+        their own whose workspace is the arrays themselves (alive until copied)."""
         layer = self.net.layers[i]
         xp = backend.xp()
         arena = getattr(self.mgr.mover, "arena", None)
-        for attr, val in list(vars(layer).items()):
-            if not isinstance(val, xp.ndarray) or not val.size or self._before.get(attr) == id(val):
-                continue
-            if arena is not None and _shares(xp, val, arena):
-                continue
+        kept = [(attr, val) for attr, val in vars(layer).items()
+                if isinstance(val, xp.ndarray) and val.size and self._before.get(attr) != id(val)
+                and not (arena is not None and _shares(xp, val, arena))]
+        if not kept:
+            return
+        entries = []
+        for attr, val in kept:
             e = self.state.get((i, attr))
             if e is None or e.size != val.size or e.dtype != val.dtype:
                 e = self._state_entry(layer, i, attr, val)
-            self.mgr.current.overwrites.add(e.id)
-            dev = self.mgr.access(e, True)
-            dev[...] = val.ravel()
-            setattr(layer, attr, dev.reshape(val.shape))
-            e.on_resident = _restore(layer, attr, val.shape)
+            entries.append(e)
+        ids = {e.id for e in entries}
+        with _Step(self.mgr, ("S", self.nid, i), self._label(i, "kept buffers"), sum(v.nbytes for _, v in kept),
+                   ids, {eid: "o" for eid in ids}):
+            for (attr, val), e in zip(kept, entries):
+                dev = self.mgr.access(e, True)
+                dev[...] = val.ravel()
+                setattr(layer, attr, dev.reshape(val.shape))
+                e.on_resident = _restore(layer, attr, val.shape)
 
     def _state_entry(self, layer, i, attr, val):
         e = self.mgr.add("layer '%s' internal buffer %s" % (layer.name, attr), val.size, np.dtype(val.dtype))
+        e.small = False          # found after the start-up check: managed at any size, never resident for good
         e.on_evict = _forget(layer, attr)
         self.state[(i, attr)] = e
         return e

@@ -6,7 +6,8 @@ events), holds back the step's workspace, then prefetches what the next steps re
 allows without evicting anything needed sooner. Space is made by evicting the unpinned array used furthest in
 the future: written back if modified and read later, dropped otherwise. Arrays at or under the threshold stay
 resident once fetched (IBM's `-lms N`). The first pass is recorded; its steps become the cycle the policy
-plans with, and `predict()` replays the cycle with a DryMover to say what the next iterations will copy.
+plans with, and `predict()` replays the cycle with a DryMover to say what the next iterations will copy
+(`copies()` says what they did).
 """
 from ..errors import CaffeError
 from .pool import DevicePool, aligned
@@ -31,8 +32,13 @@ class Entry:
 
     def clone(self):
         e = Entry(self.id, self.name, self.size, self.dtype, self.small, self.keep)
-        e.off, e.dirty, e.stale, e.pin, e.last = self.off, self.dirty, self.stale, self.pin, self.last
+        e.off, e.dirty, e.stale, e.last = self.off, self.dirty, self.stale, self.last
         return e
+
+
+def _per_cycle(steps, n):
+    """Sum per-step copy counts over consecutive runs of `n` steps."""
+    return [{k: sum(c[k] for c in steps[i:i + n]) for k in steps[0]} for i in range(0, len(steps), n)]
 
 
 class _Fragmented(Exception):
@@ -55,7 +61,8 @@ class Manager:
         self.recording = []        # steps of the first pass, until its first key comes round again
         self.cycle = None
         self.pos = None
-        self.iterations = []       # copy counts per completed cycle
+        self.step_copies = []      # copy counts of each step run (from its begin to the next begin)
+        self._mark = dict(mover.counts)
 
     # --- entries ---------------------------------------------------------------------------------
     def add(self, name, size, dtype, keep=False):
@@ -72,6 +79,7 @@ class Manager:
         """Start a step: pin its arrays (`expected` {entry id: mode} until the first pass has been recorded),
         hold back its workspace, prefetch for the next steps."""
         self.serial += 1
+        self._close_step()
         step = Step(key, label, workspace, overwrites)
         if self.cycle is None:
             if self.recording and key == self.recording[0].key:
@@ -80,12 +88,15 @@ class Manager:
                 self.recording.append(step)
         if self.cycle is not None:
             pos = self.cycle.locate(key, self.pos)
-            if pos is not None and self.pos is not None and pos <= self.pos:
-                self._count_iteration()
+            if pos is None:                  # a step the cycle never had: the pattern changed, record anew
+                self.cycle, self.recording, self.pos = None, [step], None
             self.pos = pos
         self.current = step
         planned = self.cycle.steps[self.pos] if self.cycle is not None and self.pos is not None else None
-        uses = planned.uses if planned is not None else (expected or {})
+        if planned is not None:
+            uses = planned.uses
+        else:                                # recording: a dropped array is left to its first access
+            uses = {eid: m for eid, m in (expected or {}).items() if not self.entries[eid].stale}
         self._pin_step(uses, workspace, label)
         if planned is not None and self.prefetch:
             self._prefetch()
@@ -98,16 +109,19 @@ class Manager:
     def _close_cycle(self):
         self.cycle = Cycle(self.recording)
         self.recording = None
+
+    def _since_mark(self):
+        return {k: v - self._mark[k] for k, v in self.mover.counts.items()}
+
+    def _close_step(self):
+        if self.serial > 1:
+            self.step_copies.append(self._since_mark())
         self._mark = dict(self.mover.counts)
 
-    def _count_iteration(self):
-        self.iterations.append(self.since_mark())
-        self._mark = dict(self.mover.counts)
-
-    def since_mark(self):
-        """Copies since the running iteration began (all of them before the cycle is known)."""
-        mark = getattr(self, "_mark", {})
-        return {k: v - mark.get(k, 0) for k, v in self.mover.counts.items()}
+    def copies(self, iterations=1):
+        """Copy counts of the last `iterations` cycles of steps run, one dict per cycle (oldest first)."""
+        steps = self.step_copies + [self._since_mark()]
+        return _per_cycle(steps[len(steps) - iterations * self.cycle.n:], self.cycle.n)
 
     def _reserve(self, nbytes, label):
         while not self.pool.reserve(nbytes):
@@ -137,7 +151,10 @@ class Manager:
         return e.dev
 
     def host(self, e, write):
-        """The host buffer, current (written back first when the device copy is newer)."""
+        """The host buffer, current (written back first when the device copy is newer). Writing it (pycaffe,
+        data layers) makes the device copy obsolete: its chunk is freed, the next device use copies in."""
+        if e.stale and write:
+            e.stale = False
         if e.stale:
             raise CaffeError("Large Model Support dropped %s (its value was not needed later in the pass); run "
                              "without LMS, or read it before the pass moves on" % e.name)
@@ -148,8 +165,6 @@ class Manager:
         self.mover.synchronize(e.ev)
         e.ev = None
         if write and e.off is not None:
-            if e.pin == self.serial:
-                raise CaffeError("Large Model Support: %s is written on the host while a layer holds it" % e.name)
             self._release(e)
         return e.host
 
@@ -158,6 +173,8 @@ class Manager:
         """Pin a step's arrays, largest first; if the free space is too fragmented, move them (no view of
         them has been handed out yet) together with the small residents, and place them again."""
         order = sorted(uses, key=lambda eid: (-self.entries[eid].nbytes, eid))
+        for eid in order:
+            self.entries[eid].pin = self.serial          # none of them may make room for another
         try:
             for eid in order:
                 self._pin(self.entries[eid], uses[eid], label)
@@ -165,7 +182,7 @@ class Manager:
         except _Fragmented:
             for e in self.entries:
                 if e.off is not None and (e.pin == self.serial or e.small):
-                    self._evict(e)
+                    self._evict(e, needed=uses.get(e.id, "r") != "o")
             for eid in order:
                 self._pin(self.entries[eid], uses[eid], label, fragmented_ok=False)
             self._reserve(workspace, label)
@@ -232,9 +249,9 @@ class Manager:
             return True
         return self.cycle.next_use(e.id, self.pos)[1] not in ("o", None)
 
-    def _evict(self, e):
+    def _evict(self, e, needed=None):
         if e.dirty:
-            if self._needed_later(e):
+            if needed or (needed is None and self._needed_later(e)):
                 self.mover.side_after_compute()
                 e.ev = self.mover.d2h(e.host, e.dev, e.nbytes)
             else:
@@ -270,16 +287,18 @@ class Manager:
         dry.entries = [e.clone() for e in self.entries]
         dry.pool.free_list = list(self.pool.free_list)
         dry.pool.used = self.pool.used
-        dry.cycle, dry.recording, dry._mark = self.cycle, None, dict(dry.mover.counts)
-        for _ in range(iterations):
-            for st in self.cycle.steps:
-                dry.begin(st.key, st.label, st.workspace)
-                for eid, mode in st.uses.items():
-                    if mode != "r":
-                        e = dry.entries[eid]
-                        e.dirty, e.stale = True, False
-                dry.end()
-        return dry.iterations + [dry.since_mark()]
+        dry.cycle, dry.recording, dry.pos = self.cycle, None, self.pos
+        n = self.cycle.n
+        start = 0 if self.pos is None else self.pos + 1
+        for k in range(iterations * n):
+            st = self.cycle.steps[(start + k) % n]
+            dry.begin(st.key, st.label, st.workspace)
+            for eid, mode in st.uses.items():
+                if mode != "r":
+                    e = dry.entries[eid]
+                    e.dirty, e.stale = True, False
+            dry.end()
+        return _per_cycle(dry.step_copies + [dry._since_mark()], n)
 
     def stats(self):
         c = self.mover.counts

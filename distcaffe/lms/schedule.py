@@ -67,6 +67,9 @@ class Cycle:
         return p + self.n - pos, mode
 
 
+SLACK = 64 * 1024          # small arrays and index temporaries any pass allocates
+
+
 def _math_itemsize(layer):
     return np.dtype(layer.mdtype).itemsize
 
@@ -76,7 +79,8 @@ def layer_workspace(layer, bottom, top, backward):
     BN's centred/normalized input, masks, GEMM outputs), from its geometry; checked against tracemalloc."""
     item = _math_itemsize(layer)
     io = sum(b.count for b in list(bottom) + list(top)) * item
-    ws = 3 * io
+    params = sum(b.count for b in layer.blobs) * item        # the weight gradient and its transpose
+    ws = 3 * io + (2 if backward else 1) * params + SLACK
     if layer.type in ("Convolution", "Deconvolution"):
         col = layer.kernel_dim * layer.group * int(np.prod(layer.col_shape)) * layer.num * item
         ws += (3 if backward else 2) * col

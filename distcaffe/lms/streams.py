@@ -138,7 +138,7 @@ class CupyMover(_Counts):
 
     def d2h(self, host, dev, nbytes):
         self._count("d2h", nbytes)
-        dev.get(stream=self.side, out=host)
+        dev.get(stream=self.side, out=host, blocking=False)
         return self._record(self.side)
 
     def done(self, event):

@@ -4,6 +4,7 @@ distcaffe's resume state: every rank's RNG and data readers' stream positions (J
 an extra HDF5 dataset). So the solverstate alone commits a snapshot, and a resume is the uninterrupted run.
 Every file is written to a hidden temporary name and renamed.
 """
+import glob
 import json
 import os
 
@@ -24,6 +25,12 @@ RESUME_FORMAT = 1
 def snapshot_base(prefix, it, scores=()):
     """`<prefix>_iter_<N>`, plus NVCaffe's `_score<i>_<value>` per test score when given."""
     return "%s_iter_%d" % (prefix, it) + "".join("_score%d_%g" % (i, v) for i, v in enumerate(scores))
+
+
+def stale_temporaries(prefix):
+    """Hidden temporary files of interrupted snapshot writes of `prefix` (io.files.write_atomic's names)."""
+    d, stem = os.path.split(os.path.abspath(prefix + "_"))
+    return glob.glob(os.path.join(glob.escape(d), ".%siter_*.tmp" % glob.escape(stem)))
 
 
 def history_to_proto(arr, old_format=False):
@@ -69,7 +76,8 @@ def read_state(path):
     else:
         state = read_solverstate(path)
         out = {"iter": state.iter, "learned_net": state.learned_net if state.HasField("learned_net") else "",
-               "current_step": state.current_step, "history": [blobproto_to_array(h) for h in state.history],
+               "current_step": state.current_step,
+               "history": [blobproto_to_array(h, where="%s: history %d" % (path, i)) for i, h in enumerate(state.history)],
                "resume": solverstate_resume(state)}
     if out["iter"] < 0 or out["current_step"] < 0:
         raise SolverError("%s: iteration %d, lr step %d: a solver state never has negative counts (damaged file?)"

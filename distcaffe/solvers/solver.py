@@ -19,7 +19,9 @@ from ..layers.bbox_util import average_precision
 from ..log import get_logger
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2
+from ..data.progress import ProgressBar
 from . import lr_policy, signals, snapshot as snap
+from .monitor import Monitor, format_time
 
 log = get_logger("solver")
 
@@ -40,13 +42,6 @@ def load_solver_param(source):
     elif os.path.isdir(param.snapshot_prefix):
         param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))
     return param, os.path.dirname(os.path.abspath(path))
-
-
-def format_time(seconds):
-    """NVCaffe-style elapsed time: `24s`, `3m 5s`, `1h 2m 3s`."""
-    s = int(round(seconds))
-    h, m, s = s // 3600, (s // 60) % 60, s % 60
-    return ("%dh %dm %ds" % (h, m, s)) if h else ("%dm %ds" % (m, s)) if m else ("%ds" % s)
 
 
 class _FunctionCallbacks:
@@ -109,6 +104,7 @@ class Solver:
         self.requested_early_exit = False
         self._last_snapshot_iter = None
         self.last_scores = []
+        self.monitor = None
         self._init()
 
     # --- scaffolding -----------------------------------------------------------------------------
@@ -123,7 +119,8 @@ class Solver:
             raise SolverError("%s: unknown regularization_type '%s' (known: L1, L2)" % (self._where,
                                                                                        p.regularization_type))
         lr_policy.check_policies(p, self._where)
-        self._check_snapshot_dir()
+        if p.snapshot:
+            self._check_snapshot_dir()
         if p.random_seed >= 0:
             backend.set_random_seed(p.random_seed)
         self.net = self._init_train_net()
@@ -136,12 +133,21 @@ class Solver:
         self.pre_solve()
 
     def _check_snapshot_dir(self):
-        if not self.param.snapshot:
+        """The prefix's directory must be writable (checked when the solver is built if `snapshot` is set, as in
+        Caffe, and again as solve() starts whatever `snapshot` says: a SIGTERM or the end of training snapshots
+        too); hidden temporary files a killed snapshot left there are removed."""
+        if not self.is_root:
             return
         d = os.path.dirname(os.path.abspath(self.param.snapshot_prefix + "_"))
-        if not os.path.isdir(d) or not os.access(d, os.W_OK):
+        if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
             raise SolverError("%s: cannot write to snapshot prefix '%s': make sure that the directory %s exists and "
                               "is writable" % (self._where, self.param.snapshot_prefix, d))
+        for name in snap.stale_temporaries(self.param.snapshot_prefix):
+            log.info("Removing %s, left by a snapshot that was interrupted", name)
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
     def _path(self, name):
         """A net file as Caffe opens it (relative to the working directory), else relative to the solver file."""
@@ -270,6 +276,10 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self._losses, self.smoothed_loss = [], 0.0
         self._perf = []
+        if self.is_root and self.monitor is None:
+            self.monitor = Monitor(self)                 # pycaffe's bare step(): display lines, no files
+        if self.monitor is not None:
+            self.monitor.begin(start_iter, stop_iter)
         last_epochs = _LastEpochs(p.test_and_snapshot_last_epochs, stop_iter - start_iter)
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
@@ -299,6 +309,8 @@ class Solver:
             self.apply_update()
             self.iter += 1
             self._perf.append(time.perf_counter() - t0)
+            if self.monitor is not None:
+                self.monitor.iteration_done(self._perf[-1])
             action = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
                 self._snapshot_all()
@@ -326,9 +338,9 @@ class Solver:
         return min(counts) if counts else 0
 
     def _display(self):
-        log.info("Iteration %d, loss = %g", self.iter, self.smoothed_loss)
-        self._log_outputs(self.net, "Train", {n: backend.to_host(self.net.blobs[n].dev_data).ravel()
-                                              for n in self.net.outputs})
+        """Caffe 1.0's display line and the train net outputs, then the rate/ETA line (solvers/monitor.py)."""
+        self.monitor.display(self.iter, self.smoothed_loss, {n: backend.to_host(self.net.blobs[n].dev_data).ravel()
+                                                             for n in self.net.outputs})
 
     @staticmethod
     def _log_outputs(net, kind, values):
@@ -347,10 +359,26 @@ class Solver:
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
         self.requested_early_exit = False
+        self._check_snapshot_dir()
         started = time.perf_counter()
         if resume_file:
             log.info("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)
+        if self.is_root:
+            self._close_monitor()
+            self.monitor = Monitor(self, files=True)   # metrics files beside the snapshots
+        try:
+            self._solve(started)
+        finally:
+            self._close_monitor()
+
+    def _close_monitor(self):
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
+
+    def _solve(self, started):
+        p = self.param
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -363,6 +391,7 @@ class Solver:
             self._update_smoothed_loss(loss, start_iter)
             if self.is_root:
                 log.info("Iteration %d, loss = %g", self.iter, self.smoothed_loss)
+                self.monitor.final(self.iter, self.smoothed_loss)
         if p.test_interval and self.iter % p.test_interval == 0:
             self._root_duty(self.test_all)
         if self.is_root:
@@ -398,6 +427,8 @@ class Solver:
             if self.requested_early_exit:
                 break
             means = self.test(i)
+            if means and self.monitor is not None:
+                self.monitor.test_done(i, self.iter, means)
             if i == 0 and means:
                 self.last_scores = [float(v) for name in self.test_nets[0].outputs for v in means[name]]
 
@@ -411,7 +442,9 @@ class Solver:
         if p.eval_type == "detection":
             return self._test_detection(net, iters)
         scores, loss = None, 0.0
+        bar = ProgressBar(iters, "batches", desc="Test net #%d" % test_net_id, summary=False)
         for _ in range(iters):
+            bar.update()
             action = self._requested_action()
             if action in (signals.SNAPSHOT, signals.SNAPSHOT_STOP):
                 self.snapshot()
@@ -424,6 +457,7 @@ class Solver:
                 loss += iter_loss
             out = {n: backend.to_host(net.blobs[n].dev_data).astype("float64").ravel() for n in net.outputs}
             scores = out if scores is None else {n: scores[n] + out[n] for n in out}
+        bar.finish()
         if p.test_compute_loss:
             log.info("Test loss: %g", loss / iters)
         means = {n: v / iters for n, v in (scores or {}).items()}
@@ -521,7 +555,7 @@ class Solver:
         path = os.fspath(path)
         state = snap.read_state(path)
         if state["learned_net"]:
-            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]))
+            self.net.copy_from(snap.resolve_learned_net(path, state["learned_net"]), strict=True)
         self.iter = state["iter"]
         self.current_step = state["current_step"]
         self.restore_history(state["history"], path)
