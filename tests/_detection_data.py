@@ -11,8 +11,8 @@ item { name: "disc" label: 2 display_name: "disc" }
 """
 
 
-def make_images(root, n=4, size=(40, 56), seed=0):
-    """n PNGs with 1-2 objects each; returns [(name, width, height, [(label_name, x0, y0, x1, y1, difficult)])]."""
+def make_images(root, n=4, size=(40, 56), seed=0, names=("box", "disc")):
+    """n PNGs with 1-2 objects each (named from `names`); returns [(name, width, height, [(label_name, x0, y0, x1, y1, difficult)])]."""
     from PIL import Image
     rng = np.random.default_rng(seed)
     h, w = size
@@ -25,7 +25,7 @@ def make_images(root, n=4, size=(40, 56), seed=0):
             x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
             x1, y1 = int(x0 + rng.integers(8, w // 2)), int(y0 + rng.integers(8, h // 2))
             img[y0:y1, x0:x1] = (200, 40 + 100 * k, 90)
-            objects.append(("box" if k == 0 else "disc", x0, y0, x1, y1, int(i == 3 and k == 1)))
+            objects.append((names[k], x0, y0, x1, y1, int(i == 3 and k == 1)))
         name = "img%d.png" % i
         Image.fromarray(img).save(os.path.join(root, name))
         out.append((name, w, h, objects))
@@ -78,11 +78,11 @@ def label_maps(root):
     return names, ids
 
 
-def annoset(tmp, n=4, size=(40, 56), seed=0, backend="lmdb"):
+def annoset(tmp, n=4, size=(40, 56), seed=0, backend="lmdb", names=("box", "disc")):
     """An AnnotatedDatum database of n generated images (VOC XML route); returns (db path, label map, images)."""
     from distcaffe.data.convert_annoset import convert_annoset
     root = os.path.join(str(tmp), "voc")
-    images = make_images(root, n, size, seed)
+    images = make_images(root, n, size, seed, names)
     names, _ = label_maps(root)
     db = os.path.join(str(tmp), "annoset_%s" % backend)
     convert_annoset(root + "/", write_voc(root, images), db, "xml", names, encoded=True, backend=backend)

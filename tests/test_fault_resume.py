@@ -107,3 +107,29 @@ def test_two_rank_resume_is_bit_identical(tmp_path, data, kind):
     r = h.mpiexec(2, [helper, again])
     assert r.returncode == 0, r.stderr[-3000:]
     assert_bit_identical(again.parent / "snap_iter_13.caffemodel", full.parent / "snap_iter_13.caffemodel")
+
+
+def test_sigterm_snapshot_then_resume_is_bit_identical(tmp_path, data):
+    """The walltime path: SIGTERM snapshots at whatever iteration the run reached; `-snapshot` finishes it."""
+    import signal
+    import subprocess
+    import time
+    train = [sys.executable, "-m", "distcaffe.launcher.cli", "train"]
+    env = dict(os.environ, PYTHONPATH=str(h.ROOT))
+    full = make_solver(tmp_path, data, "lmdb_shuffle", "full", max_iter=1000, snapshot=0)
+    assert subprocess.run(train + ["-solver", str(full)], env=env, capture_output=True).returncode == 0
+    stopped = make_solver(tmp_path, data, "lmdb_shuffle", "stopped", max_iter=1000, snapshot=0)
+    proc = subprocess.Popen(train + ["-solver", str(stopped)], env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "Starting Optimization" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    states = sorted(stopped.parent.glob("snap_iter_*.solverstate"))
+    assert len(states) == 1 and "iter_1000" not in states[0].name, states
+    r = subprocess.run(train + ["-solver", str(stopped), "-snapshot", str(states[0])], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr[-2000:]
+    assert_bit_identical(full.parent / "snap_iter_1000.caffemodel", stopped.parent / "snap_iter_1000.caffemodel")

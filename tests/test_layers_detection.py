@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distcaffe.blob import Blob
-from distcaffe.errors import NetError
+from distcaffe.errors import DataError, NetError
 from layer_harness import check_gradient, make_layer
 
 RNG = np.random.default_rng(7)
@@ -220,9 +220,33 @@ def test_detection_output_errors():
         det_out("num_classes: 2", np.zeros((1, 12)), np.zeros((1, 4)))
     with pytest.raises(NetError, match="eta"):
         det_out("num_classes: 2 nms_param { eta: 1.5 }", np.zeros((1, 8)), np.zeros((1, 4)))
-    with pytest.raises(NetError, match="save_output_param"):
+    with pytest.raises(DataError, match="output_format .. is unknown .known: VOC, COCO, ILSVRC"):
         det_out('num_classes: 2 save_output_param { output_directory: "/nonexistent" label_map_file: "a" '
                 'name_size_file: "b" }', np.zeros((1, 8)), np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("fmt,name,expect", [
+    # P1 = (.15, .1, .55, .5) in a 100 x 200 (h x w) image: x 30, y 10, w 80, h 40 pixels
+    ("VOC", "det_cat.txt", "img7 0.9 30 10 110 50\n"),
+    ("ILSVRC", "det.txt", "img7 1 0.9 30 10 110 50\n"),
+    ("COCO", "det.json", [{"image_id": "img7", "category_id": "cat", "bbox": [30.0, 10.0, 80.0, 40.0],
+                           "score": 0.9}])])
+def test_save_output_param_writes_nvcaffe_result_files(tmp_path, fmt, name, expect):
+    import json
+    (tmp_path / "labels.prototxt").write_text('item { name: "bg" label: 0 } item { name: "cat" label: 1 }')
+    (tmp_path / "sizes.txt").write_text("img7 100 200\nimg8 50 50\n")
+    params = ('num_classes: 2 nms_param { nms_threshold: 0.45 } save_output_param { output_directory: "%s/out" '
+              'output_name_prefix: "det%s" output_format: "%s" label_map_file: "%s/labels.prototxt" '
+              'name_size_file: "%s/sizes.txt" num_test_image: 1 }'
+              % (tmp_path, "_" if fmt == "VOC" else "", fmt, tmp_path, tmp_path))
+    det_out(params, np.zeros((1, 8)), [[0.4, 0.6, 0.1, 0.9]])
+    text = (tmp_path / "out" / name).read_text()
+    if fmt == "COCO":
+        got = json.loads(text)
+        assert got[0]["score"] == pytest.approx(0.9) and got[0]["bbox"] == pytest.approx(expect[0]["bbox"])
+        assert (got[0]["image_id"], got[0]["category_id"]) == ("img7", "cat")
+    else:
+        assert text == expect
 
 
 

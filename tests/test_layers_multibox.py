@@ -247,3 +247,10 @@ def test_solver_detection_eval_reports_map():
     # recall .25 .5 .5 .5 .75 1 -> Integral AP = .5 * 1 + .25 * .6 + .25 * .667
     means = s.test(0)
     assert means["eval"][0] == pytest.approx(.5 + .25 * .6 + .25 * 4 / 6, rel=1e-5)
+
+
+def test_ground_truth_label_beyond_num_classes_is_a_clear_error():
+    arrays = hand_case()
+    arrays[3] = gt_blob([[0, 2, 0, .05, .05, .5, .5, 0]])
+    with pytest.raises(NetError, match="ground truth label 2 in b3 is not below num_classes 2"):
+        run(multibox_text(), arrays)

@@ -9,6 +9,7 @@ import shutil
 import threading
 
 from ..errors import DataError
+from .lmdb_writer import output_paths
 
 _dbs = {}                       # realpath -> [plyvel.DB, users]
 _dbs_lock = threading.Lock()
@@ -90,15 +91,8 @@ class LevelDBWriter:
     """Context manager: `with LevelDBWriter(path) as w: w.put(key, value)`; the DB appears only on success."""
 
     def __init__(self, path, force=False):
-        self.path = os.path.abspath(str(path))
-        plyvel = _plyvel("writing %s" % self.path)
-        if os.path.exists(self.path) and not force:
-            raise DataError("%s already exists; not overwriting it (use --force)" % self.path)
-        parent = os.path.dirname(self.path)
-        if not os.path.isdir(parent):
-            raise DataError("cannot write %s: directory %s does not exist" % (self.path, parent))
-        self.tmp = "%s.tmp-%d" % (self.path, os.getpid())
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        plyvel = _plyvel("writing %s" % os.path.abspath(str(path)))
+        self.path, self.tmp = output_paths(path, force)
         self.db = plyvel.DB(self.tmp, create_if_missing=True, error_if_exists=True)
         self.batch = self.db.write_batch()
         self.count = 0

@@ -10,18 +10,25 @@ from ..errors import DataError
 _COMMIT_EVERY = 1000      # Caffe's tools commit a transaction every 1000 records
 
 
+def output_paths(path, force):
+    """(absolute path, fresh temporary sibling) of a database about to be written; refuses to overwrite an
+    existing one unless `force`, and names a missing parent directory."""
+    path = os.path.abspath(str(path))
+    if os.path.exists(path) and not force:
+        raise DataError("%s already exists; not overwriting it (use --force)" % path)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise DataError("cannot write %s: directory %s does not exist" % (path, parent))
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return path, tmp
+
+
 class LMDBWriter:
     """Context manager: `with LMDBWriter(path) as w: w.put(key, value)`; the DB appears only on success."""
 
     def __init__(self, path, force=False):
-        self.path = os.path.abspath(str(path))
-        if os.path.exists(self.path) and not force:
-            raise DataError("%s already exists; not overwriting it (use --force)" % self.path)
-        parent = os.path.dirname(self.path)
-        if not os.path.isdir(parent):
-            raise DataError("cannot write %s: directory %s does not exist" % (self.path, parent))
-        self.tmp = "%s.tmp-%d" % (self.path, os.getpid())
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.path, self.tmp = output_paths(path, force)
         self.map_size = 1 << 30
         self.env = lmdb.open(self.tmp, map_size=self.map_size, subdir=True)
         self.txn = self.env.begin(write=True)

@@ -3,6 +3,7 @@
 Device (cupy) arrays are staged through a host copy. A ring heartbeat (engine/watchdog.py) notices a
 dead rank even while this rank waits at a barrier or computes, and aborts the whole job naming it.
 """
+import logging
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from .communicator import CollectiveError, Communicator, Request, heartbeat_time
 from .watchdog import RingHeartbeat
 
 log = get_logger("engine")
+ABORT_GRACE = 0.3  # seconds between printing the error and MPI_Abort
 
 
 def _mpi():
@@ -75,8 +77,12 @@ class MPICommunicator(Communicator):
         self._stages = {}
         node.Free()
         self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
-        if self.rank == 0:
-            log.info("MPI world of %d ranks: %s", self.size, ", ".join(self.describe(r) for r in range(self.size)))
+        if self.rank == 0:  # always shown: it maps the PID of a launcher's "BAD TERMINATION" banner to a rank
+            world = "MPI world of %d ranks: %s" % (self.size, ", ".join(self.describe(r) for r in range(self.size)))
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", world)
+            else:
+                print("distcaffe: %s" % world, file=sys.stderr, flush=True)
         self.heartbeat = None
         self._aborting = threading.Lock()
         if heartbeat and self.size > 1:
@@ -148,6 +154,7 @@ class MPICommunicator(Communicator):
         print("distcaffe: error: rank %d (pid %d on %s): %s (exit code %d)" % (
             self.rank, os.getpid(), socket.gethostname(), message, code), file=sys.stderr, flush=True)
         log.error("rank %d: %s", self.rank, message)
+        time.sleep(ABORT_GRACE)  # let the launcher's proxy forward the line before MPI_Abort tears the job down
         threading.Timer(1.0, os._exit, args=(code,)).start()  # MPI_Abort may wait for a launcher that never kills
         self.MPI.COMM_WORLD.Abort(code)
 

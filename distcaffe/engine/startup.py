@@ -11,6 +11,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 
 def startup_timeout():
@@ -61,6 +62,8 @@ class LaunchedWorld:
 
     def fail(self, message, code=2):
         """Print `message` naming this rank, then MPI_Abort every rank of the job (never returns)."""
+        from .comm_mpi import ABORT_GRACE
         _say(self.rank, message)
+        time.sleep(ABORT_GRACE)  # let the launcher's proxy forward the line before MPI_Abort tears the job down
         self.MPI.COMM_WORLD.Abort(code)
         os._exit(code)

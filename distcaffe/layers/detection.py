@@ -9,6 +9,7 @@ from .. import backend
 from ..proto import caffe_pb2
 from .base import Layer, register
 from .bbox_util import decode_boxes, jaccard_overlap
+from .detection_results import ResultWriter
 
 
 def _legacy_dims(blob):
@@ -315,8 +316,11 @@ class DetectionOutputLayer(Layer):
         self.check(0 < self.eta <= 1, "nms_param.eta must be in (0, 1], got %g" % self.eta)
         self.top_k = p.nms_param.top_k if p.nms_param.HasField("top_k") else -1
         s = p.save_output_param
-        # NVCaffe writes result files only when all three are given (it silently skips saving otherwise).
-        self.save_requested = bool(s.output_directory and s.label_map_file and s.name_size_file)
+        # NVCaffe writes result files only when all three are given (it skips saving otherwise); the writer
+        # (which reads the label map and sizes, and makes the directory) starts at the first forward, so a
+        # deploy net naming another machine's paths still builds
+        self.save = s if s.output_directory and s.label_map_file and s.name_size_file else None
+        self.writer = None
         self.visualize = p.visualize
 
     def reshape(self, bottom, top):
@@ -332,9 +336,17 @@ class DetectionOutputLayer(Layer):
         top[0].reshape(1, 1, 1, 7)
 
     def forward(self, bottom, top):
-        if self.save_requested:
-            raise self.error("save_output_param (writing detections to result files) is not supported; "
-                             "remove save_output_param and read the detections from the top blob")
+        self._detect(bottom, top)
+        if self.save is not None and self.writer is None:
+            self.writer = ResultWriter(self.save, self.num_classes, self.background_label_id,
+                                       "layer '%s' (DetectionOutput)" % self.name)
+        if self.writer is not None:
+            rows = backend.to_host(top[0].dev_data).reshape(-1, 7).astype(np.float64)
+            for i in range(bottom[0].shape[0]):
+                mine = rows[(rows[:, 0] == i) & (rows[:, 1] != -1)]
+                self.writer.add_image(mine[:, 1:])
+
+    def _detect(self, bottom, top):
         if self.visualize:
             raise self.error("visualize is not supported; read the detections from the top blob")
         xp = self.xp

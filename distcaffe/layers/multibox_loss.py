@@ -103,6 +103,9 @@ class MultiBoxLossLayer(LossLayer):
         prior = backend.to_host(bottom[2].dev_data).astype(F32).reshape(-1)
         priors, variances = prior[:npri * 4].reshape(npri, 4), prior[npri * 4:npri * 8].reshape(npri, 4)
         gts = ground_truth(backend.to_host(bottom[3].dev_data).reshape(-1, 8), self.bg, self.use_difficult)
+        for _, glab, _ in gts.values():
+            self.check(not glab.size or glab.max() < ncls, "ground truth label %d in %s is not below num_classes %d"
+                       % (glab.max() if glab.size else 0, bottom[3].name, ncls))
         loc = self.m(bottom[0].dev_data).reshape(num, npri, 4)
         conf = self.m(bottom[1].dev_data).reshape(num, npri, ncls)
         need_decoded = not p.use_prior_for_matching or (self.mining != _MB.NONE and p.HasField("nms_param")

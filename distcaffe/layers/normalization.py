@@ -29,16 +29,16 @@ class BatchNormLayer(NeuronLayer):
                 one = caffe_pb2.FillerParameter(type="constant", value=1.0)
                 self.blobs.append(self.new_param([c], bp.scale_filler if bp.HasField("scale_filler") else one, acc))
                 self.blobs.append(self.new_param([c], bp.bias_filler if bp.HasField("bias_filler") else None, acc))
-        # the statistics are not learned: lr_mult 0 (Caffe refuses anything else); scale/bias learn (NVCaffe)
+        # the statistics are not learned: lr_mult 0 (BVLC refuses anything else; NVCaffe's scale_bias layer
+        # sets statistics to lr/decay 0 and scale/bias to 1/1 whatever the prototxt says); scale/bias learn
         params = self.layer_param.param
         for i in range(len(self.blobs)):
-            if i < 3:
-                if len(params) == i:
-                    params.add(lr_mult=0.0)
-                elif params[i].lr_mult != 0:
-                    raise self.error("Cannot configure batch normalization statistics as layer parameters.")
-            elif len(params) == i:
-                params.add(lr_mult=1.0, decay_mult=1.0)
+            if len(params) == i:
+                params.add(lr_mult=0.0 if i < 3 else 1.0, decay_mult=0.0 if i < 3 else 1.0)
+            elif self.scale_bias:
+                params[i].lr_mult = params[i].decay_mult = 0.0 if i < 3 else 1.0
+            elif params[i].lr_mult != 0:
+                raise self.error("Cannot configure batch normalization statistics as layer parameters.")
         self.x_norm_fresh = False
 
     def reshape(self, bottom, top):
