@@ -38,7 +38,7 @@ demo:
 	$(MAKE) --no-print-directory venv EXTRAS=$(DEMO_EXTRAS)
 	$(VENV)/bin/distcaffe data mnist-sample $(DEMO)/data --force
 	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/distcaffe train -solver $(DEMO)/lenet_solver.prototxt 2>&1 | tee $(DEMO)/train.log
-	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png $(DEMO)/*_metrics.csv $(DEMO)/*_metrics.jsonl $(DEMO)/*_tensorboard
+	$(VENV)/bin/distcaffe plot $(DEMO)/train.log $(DEMO)/lenet_train.png
 	$(PY) $(DEMO)/classify.py $(DEMO)/lenet_iter_2000.caffemodel $(DEMO)/data/mnist_test_lmdb 10
 
 # The GPU device check (benchmarks/gpu_check.sh): GPU tests, then distcaffe vs PyTorch + cuDNN on this machine's GPU;
