@@ -4,8 +4,8 @@ finite loss, on small data of the kind its data layers read, generated in the te
 convert_annoset, window files, HDF5). Batches shrink to 1-2, crops to the smallest the net allows, SFD to 320.
 Train-only / test-only files (SSD's) build their own phase and fail the other with a clear error, as in Caffe.
 The default run covers every architecture once (about 2 minutes); DISTCAFFE_ZOO_ALL=1 adds the FLOAT16, legacy
-and NVIDIA copies (the whole manifest: about 20 minutes on 2 shared cores). DetectNet's KITTI nets are strict
-xfails until DetectNetTransformation exists; the TensorRT example's TRT layer is the clear error the issue asks."""
+and NVIDIA copies (the whole manifest: about 20 minutes on 2 shared cores). DetectNet's KITTI nets read KITTI
+label-image LMDBs at 128x64; the TensorRT example's TRT layer is the clear error the issue asks."""
 import csv
 import os
 import re
@@ -25,6 +25,7 @@ from distcaffe.errors import NetError
 from distcaffe.io import read_net_param
 from distcaffe.proto import caffe_pb2
 from _detection_data import annoset
+from _detectnet_data import kitti
 
 pytestmark = pytest.mark.slow
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData")
@@ -94,6 +95,10 @@ class Data:
         names = ("box", "disc") if classes > 2 else ("box", "box")        # SFD: faces only (2 classes)
         return self._once(("annoset", classes), lambda path: annoset(path, n=3, size=(60, 80), names=names)[:2])
 
+    def kitti(self):
+        """DetectNet's image and label-image LMDBs (136x72 images, 1-2 boxes each)."""
+        return self._once(("kitti",), lambda path: kitti(path)[:2])
+
     def windows(self, size):
         """A window file over 2 PNG images with foreground and background windows."""
         def make(path):
@@ -134,13 +139,20 @@ def prepare(rel, data, shrink=1):
     big = len(p.layer) > 40
     batch = 1 if big else 2
     ssd = next((s for k, s in SSD_SIZE.items() if "/%s/" % k in rel), None)
+    detectnet = any(layer.type == "DetectNetTransformation" for layer in p.layer)
     for layer in p.layer:
         tp = layer.transform_param
         if tp.crop_size:
             tp.crop_size = max(8, tp.crop_size // shrink)
         crop = int(tp.crop_size)
         size = crop + 3 if crop else 28 if _data_channels(p, layer) == 1 else 32
-        if layer.type == "Data":
+        if layer.type == "Data" and detectnet:          # DetectNet: images and KITTI label images, 128x64 out
+            images, labels = data.kitti()
+            layer.data_param.source = labels if layer.top[0] == "label" else images
+            layer.data_param.batch_size = batch
+        elif layer.type == "DetectNetTransformation":
+            layer.detectnet_groundtruth_param.image_size_x, layer.detectnet_groundtruth_param.image_size_y = 128, 64
+        elif layer.type == "Data":
             dp = layer.data_param
             backend = "leveldb" if dp.HasField("backend") and dp.backend == dp.LEVELDB else "lmdb"
             dp.source, mean = data.db(_data_channels(p, layer), size, backend)
@@ -253,8 +265,6 @@ NO_TEST_NET = {"NVIDIA__caffe/classification/model/train_val.prototxt"}
 # for the whole manifest); the default run keeps CI to a few minutes. SSD300 at batch 1 is tests/test_zoo_ssd.py.
 HEAVY = re.compile(r"fp16|FP16|legacy|/solvers/|inception_v|resnet50/train_val_|resnet50_exp|RN50|AN-FP16|"
                    r"NVIDIA__caffe/models/(bvlc_|vgg16|alexnet)|WIDER_FACE/SFD.exp/|SSD_300x300/train")
-DETECTNET = ("NVIDIA__caffe/examples/kitti/detectnet_network.prototxt",
-             "NVIDIA__caffe/examples/kitti/detectnet_network-2classes.prototxt")
 
 
 def _close(net):
@@ -267,9 +277,8 @@ def _close(net):
 TRT = "NVIDIA__caffe/examples/TensorRT/trt.prototxt"
 
 
-@pytest.mark.parametrize("rel", [pytest.param(r, marks=pytest.mark.xfail(
-    strict=True, raises=NetError, reason="DetectNetTransformation is not implemented yet")) if r in DETECTNET else r
-    for r in _train_val() if r != TRT and (os.environ.get("DISTCAFFE_ZOO_ALL") == "1" or not HEAVY.search(r))])
+@pytest.mark.parametrize("rel", [
+    r for r in _train_val() if r != TRT and (os.environ.get("DISTCAFFE_ZOO_ALL") == "1" or not HEAVY.search(r))])
 def test_zoo_train_val_net_builds_and_trains_two_steps(rel, data, zoo):
     caffe.set_mode_cpu()
     caffe.set_random_seed(1)
