@@ -7,11 +7,10 @@ convert_annoset does.
 """
 import numpy as np
 from google.protobuf import text_format
-from google.protobuf.message import DecodeError
 
 from ..errors import DataError
 from ..proto import caffe_pb2
-from .datum import datum_to_array
+from .datum import datum_to_array, parse_record
 
 F32 = np.float32
 BBOX = caffe_pb2.AnnotatedDatum.BBOX
@@ -46,11 +45,7 @@ class Boxes:
 
 def parse_annotated(value, where):
     """An AnnotatedDatum from a record's bytes (a DataError naming the record otherwise)."""
-    anno = caffe_pb2.AnnotatedDatum()
-    try:
-        anno.ParseFromString(bytes(value))
-    except (DecodeError, ValueError) as e:
-        raise DataError("%s: record is not an AnnotatedDatum (%s)" % (where, e)) from None
+    anno = parse_record(caffe_pb2.AnnotatedDatum(), value, where)
     if not anno.HasField("datum") or not (anno.datum.data or anno.datum.float_data):
         raise DataError("%s: record is not an AnnotatedDatum with image data (convert_annoset writes those; "
                         "a plain Datum LMDB belongs to a Data layer)" % where)

@@ -22,13 +22,20 @@ def _pil():
     return Image
 
 
+def parse_record(message, value, where):
+    """Fill `message` from a record's bytes; a record that is no such message is a DataError naming `where`."""
+    name = type(message).__name__
+    try:
+        message.ParseFromString(bytes(value))
+    except (DecodeError, ValueError) as e:
+        raise DataError("%s: record is not %s %s (%s)" % (where, "an" if name[0] in "AEIOU" else "a", name, e)) \
+            from None
+    return message
+
+
 def parse_datum(value, where):
     """A Datum from a record's bytes; `where` names source and key in errors."""
-    datum = caffe_pb2.Datum()
-    try:
-        datum.ParseFromString(bytes(value))
-    except (DecodeError, ValueError) as e:
-        raise DataError("%s: record is not a Datum (%s)" % (where, e)) from None
+    datum = parse_record(caffe_pb2.Datum(), value, where)
     if not (datum.data or datum.float_data):
         raise DataError("%s: record is not a Datum with image data (no data, float_data or encoded bytes)" % where)
     return datum
