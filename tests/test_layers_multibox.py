@@ -371,3 +371,35 @@ def test_unshared_with_equal_class_boxes_is_the_shared_loss(conf_type, loc_type,
     assert n0 == n1 >= 2 and l1 == pytest.approx(l0, rel=1e-12)
     np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(c1, c0, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("share,mining", [("true", "HARD_EXAMPLE"), ("false", "NONE")])
+def test_multibox_gpu_path_gives_the_cpu_numbers(share, mining):
+    """cupy's API (hostcupy, strict about host/device mixing) gives the CPU's loss and gradients."""
+    import caffe
+    import hostcupy
+    fields = dict(num_classes=3, share_location=share, mining_type=mining, sample_size=6, code_type="CENTER_SIZE",
+                  conf_loss_type="LOGISTIC", use_prior_for_matching="false", match_type="PER_PREDICTION")
+    arrays = unshared_random_case(7) if share == "false" else random_case(7)
+
+    def once():
+        layer, bottom, top = run(multibox_text(**fields), [a.copy() for a in arrays])
+        top[0].diff[...] = 1
+        layer.backward(top, [True, True, False, False], bottom)
+        return [top[0].data.copy(), bottom[0].diff.copy(), bottom[1].diff.copy()]
+
+    cpu = once()
+    hostcupy.STRICT = True
+    hostcupy.install()
+    try:
+        caffe.set_mode_gpu()
+        hostcupy.COUNTS.clear()
+        gpu = once()
+        launches = sum(hostcupy.COUNTS.values())
+    finally:
+        caffe.set_mode_cpu()
+        hostcupy.uninstall()
+        hostcupy.STRICT = False
+    assert launches > 0                                            # the device path did run
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
