@@ -8,16 +8,17 @@ rotated and crop-shifted as NVCaffe draws them; in TEST it is only resized to im
 foreground, box corners relative to the grid cell, 1/w, 1/h, object norm, one coverage map per class.
 NVCaffe's Backward is empty: no gradient flows to either bottom.
 
-Numerics are NVCaffe's CPU path (Forward_cpu) with the OpenCV of its day (3.4), in its Dtype (float32; float64
-in a DOUBLE net), on CPU and GPU alike. Bit for bit: the rotation (matrix from float32 RotatedRect corners and
-OpenCV's LU; warpAffine's fixed-point map, 1/32 bilinear grid and transparent border, whose last source row
-and column stay 0) and BGR->HSV (OpenCV's scalar code; its vector code rounds the hue up to 3e-5 degrees
-apart). Within float32 rounding: the cubic scaling (OpenCV's taps, summed in float64: up to ~2.5e-7 on [-1, 1])
-and HSV->BGR (OpenCV's scalar code; its vector code differs in the last bit). Not followed: hue shifted below 0
-degrees, where OpenCV's HSV->BGR disagrees between its own scalar and vector code and versions (3.4's scalar
-code gives hue 0, the vector code of 3.4 and 4.x extrapolates the sector below 0): we wrap it mod 360, as the
-scalar code of OpenCV 4+ does; and NVCaffe's GPU path (Forward_gpu), a different geometry (one bicubic pass,
-corner-aligned scaling, the hue shifted the other way), which we do not copy.
+Numerics are NVCaffe's CPU path (Forward_cpu) with the OpenCV of its day (3.4, built without IPP as
+distributions build it), in its Dtype (float32; float64 in a DOUBLE net), on CPU and GPU alike. Bit for bit:
+the rotation (matrix from float32 RotatedRect corners and OpenCV's LU; warpAffine's fixed-point map, 1/32
+bilinear grid and transparent border, whose last source row and column stay 0), the cubic scaling
+(data/resize.py) and BGR->HSV as OpenCV's scalar code computes it (its vector code, fusing a multiply-add,
+rounds the hue up to 3e-5 degrees apart); HSV->BGR is its scalar code too (the vector code differs in the last
+bit). Not followed: hue shifted below 0 degrees, where OpenCV's HSV->BGR disagrees between its own scalar and
+vector code and versions (3.4's scalar code gives hue 0, the vector code of 3.4 and 4.x extrapolates the
+sector below 0): we wrap it mod 360, as the scalar code of OpenCV 4+ does; and NVCaffe's GPU path
+(Forward_gpu), a different geometry (one bicubic pass, corner-aligned scaling, the hue shifted the other way),
+which we do not copy.
 """
 import math
 
