@@ -224,3 +224,19 @@ def test_small_ssd_net_with_noise_and_fit_resize_trains_two_steps(tmp_path, mode
     shape = s.net.blobs["data"].shape
     assert shape == ((2, 3, 32, 32) if batch == 2 else (1, 3, 32, 44))      # FIT_SMALL: int(1.4 * 32) = 44
     s.net.layers[0].close()
+
+
+def test_annotated_data_fit_small_size_scales_boxes_to_height_and_width_scale(tmp_path):
+    db, labelmap, _ = annoset(tmp_path, n=1)              # 40 x 56 -> FIT_SMALL 20 x 28, centre crop 20 x 20
+    tp = ("transform_param { crop_size: 20 resize_param { resize_mode: FIT_SMALL_SIZE height: 20 width: 20 "
+          "height_scale: 10 width_scale: 10 } }")
+    net = annotated_net(db, labelmap, batch=1, transform=tp, samplers="", phase=caffe.TEST)
+    net.forward()
+    assert net.blobs["data"].shape == (1, 3, 20, 20)
+    c = np.clip(records(db)[0][1].corners.astype(np.float64), 0, 1)
+    # crop x 4 .. 24 of 28 pixels: x' = (x - 4/28) / (20/28) clipped; then ExtrapolateBBox: the crop is 20 x 20
+    # pixels, boxes in units of 10 pixels -> x2
+    x = np.clip((c[:, [0, 2]] - 4 / 28) / (20 / 28), 0, 1)
+    expect = np.column_stack([x[:, 0], c[:, 1], x[:, 1], c[:, 3]]) * 2
+    np.testing.assert_allclose(net.blobs["label"].data.reshape(-1, 8)[:, 3:7], expect, rtol=1e-5)
+    net.layers[0].close()

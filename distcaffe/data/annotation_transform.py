@@ -7,8 +7,10 @@ canvas), one of the `batch_sampler` crops (random scale/aspect boxes meeting ove
 transform: `resize_param` (WARP, FIT_SMALL_SIZE, FIT_LARGE_SIZE_AND_PAD per distcaffe.data.resize_policy;
 interp_mode picked at random), `noise_param` (distcaffe.data.noise, OpenCV), crop (crop_size or crop_h/crop_w:
 random in TRAIN, centre in TEST), mirror, mean and scale. Boxes follow every geometric step (projected, clipped
-and filtered by `emit_constraint`); a box that leaves the image is dropped. Distortion, expansion, resize and
-noise apply to raw as well as encoded records (NVCaffe does them on encoded ones only).
+and filtered by `emit_constraint`); a box that leaves the image is dropped. Distortion, resize and noise apply
+to raw records as well as encoded ones (NVCaffe applies them to encoded records only). NVCaffe also re-encodes
+an encoded record as JPEG (OpenCV's default quality 95) after each of distortion, expansion and the sampler
+crop; here the decoded pixels go through losslessly.
 """
 import numpy as np
 
