@@ -310,7 +310,8 @@ def draw_augmentation(a, size, out_size, rand):
 
 def transform_boxes(boxes, aug, size, dtype=np.float64):
     """NVCaffe's transform_label: flip (x' = W - x - w - 1), scale, rotate the centres (with the image's
-    rotation matrix, held in the layer's `dtype`), shift by the crop."""
+    rotation matrix, held in the layer's `dtype`; the products in float64, NVCaffe's in Dtype), shift by the
+    crop."""
     boxes = np.array(boxes, np.float64).reshape(-1, BBOX_LEN)
     if aug.flip:
         boxes[:, 0] = size[0] - boxes[:, 0] - boxes[:, 2] - 1
