@@ -57,15 +57,19 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=["batched", "chunked", "per_image"])
+@pytest.fixture(params=["batched", "chunked", "per_image", "batched_rows", "chunked_rows"])
 def conv_layout(request, monkeypatch):
     """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
-    and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes)."""
+    and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes); `_rows`: the data
+    gradient as receptive-field rows (col2im_rows), which the layer picks for few outputs and long kernels."""
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
-    if request.param == "chunked":
+    if request.param.startswith("chunked"):
         monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)
+    rows = request.param.endswith("_rows")
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30 if rows else 0)
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
     return request.param
 
 
