@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,mpi,image,hdf5,examples,plot,ray-cpu,fast,tensorboard
+EXTRAS ?= dev,mpi,image,hdf5,opencv,examples,plot,ray-cpu,fast,tensorboard
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c

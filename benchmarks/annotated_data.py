@@ -6,7 +6,8 @@
 2. the AnnotatedData layer with SSD300 (VGG16, COCO) train.prototxt's own transform_param and batch_samplers
    (distort, expand, 7 samplers, WARP 300x300 with random interpolation, mirror), batch 32, threads 1 and 2:
    images/s delivered by forward;
-3. the zoo SSD300 train net's forward+backward at batch 1 on the same data: images/s it consumes here.
+3. the same with the resize switched to FIT_LARGE_SIZE_AND_PAD and a `noise_param` (NOISE below, OpenCV);
+4. the zoo SSD300 train net's forward+backward at batch 1 on the same data: images/s it consumes here.
 Ratio = pipeline images/s / net images/s (> 1: the pipeline keeps up).
 """
 import argparse
@@ -29,6 +30,8 @@ from distcaffe.proto import caffe_pb2  # noqa: E402
 
 SSD = os.path.join(os.path.dirname(ROOT), "shared", "zoo", "NVIDIA__caffe", "models", "VGGNet", "coco",
                    "SSD_300x300", "train.prototxt")
+NOISE = ("hist_eq: true gauss_blur: true jpeg: 80 erode: true saltpepper: true "
+         "saltpepper_param { fraction: 0.01 value: 0 }")
 LABEL_MAP = 'item { name: "bg" label: 0 } item { name: "a" label: 1 } item { name: "b" label: 2 }'
 
 
@@ -60,9 +63,13 @@ def write_annoset(tmp, n):
     return db, os.path.join(tmp, "labelmap.prototxt")
 
 
-def ssd_net(db, labelmap, batch, threads=None, data_only=False):
+def ssd_net(db, labelmap, batch, threads=None, data_only=False, noise=False):
     p = read_net_param(SSD)
     data = p.layer[0]
+    if noise:
+        tp = data.transform_param
+        tp.resize_param.resize_mode = caffe_pb2.ResizeParameter.FIT_LARGE_SIZE_AND_PAD
+        text_format.Merge(NOISE, tp.noise_param)
     data.data_param.source, data.data_param.batch_size = db, batch
     data.annotated_data_param.label_map_file = labelmap
     if threads is not None:
@@ -72,8 +79,8 @@ def ssd_net(db, labelmap, batch, threads=None, data_only=False):
     return caffe.Net(p, caffe.TRAIN)
 
 
-def pipeline_rate(db, labelmap, threads, seconds):
-    net = ssd_net(db, labelmap, 32, threads, data_only=True)
+def pipeline_rate(db, labelmap, threads, seconds, noise=False):
+    net = ssd_net(db, labelmap, 32, threads, data_only=True, noise=noise)
     net.forward()                                              # threads started, first batch through
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -108,14 +115,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         db, labelmap = write_annoset(tmp, args.images)
         rates = {t: pipeline_rate(db, labelmap, t, args.seconds) for t in (1, 2)}
+        noisy = {t: pipeline_rate(db, labelmap, t, args.seconds, noise=True) for t in (1, 2)}
         consumed = net_rate(db, labelmap, args.ssd_iters)
     print("| AnnotatedData, SSD300 train transform, batch 32 | threads=1 | threads=2 |")
     print("|---|---|---|")
     print("| pipeline images/s | %.1f | %.1f |" % (rates[1], rates[2]))
+    print("| pipeline images/s, FIT_LARGE_SIZE_AND_PAD + noise_param | %.1f | %.1f |" % (noisy[1], noisy[2]))
     print("| SSD300 forward+backward images/s (batch 1, same run) | %.3f | %.3f |" % (consumed, consumed))
     print("| ratio pipeline / net | %.0f | %.0f |" % (rates[1] / consumed, rates[2] / consumed))
-    print("Per-image pipeline cost: %.1f ms on 2 threads; the net needs %.1f ms per image." % (
-        1000 / rates[2], 1000 / consumed))
+    print("| ratio pipeline / net, FIT_LARGE_SIZE_AND_PAD + noise_param | %.0f | %.0f |"
+          % (noisy[1] / consumed, noisy[2] / consumed))
+    print("Per-image pipeline cost: %.1f ms on 2 threads (%.1f ms with FIT_LARGE + noise); the net needs %.1f ms "
+          "per image." % (1000 / rates[2], 1000 / noisy[2], 1000 / consumed))
 
 
 if __name__ == "__main__":

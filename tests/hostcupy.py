@@ -307,7 +307,7 @@ for _n in ("moveaxis", "transpose", "broadcast_to", "broadcast_arrays"):
     globals()[_n] = _fn(_n, view_only=True)
 # ufuncs: numpy's own; a DevArray operand routes them through DevArray.__array_ufunc__
 for _n in ("maximum", "minimum", "sqrt", "exp", "log", "tanh", "abs", "sign", "log1p", "expm1", "fmax", "add",
-           "multiply", "subtract", "divide", "isfinite", "logical_not", "matmul"):
+           "multiply", "subtract", "divide", "isfinite", "logical_not", "matmul", "rint", "floor"):
     globals()[_n] = getattr(np, _n)
 
 

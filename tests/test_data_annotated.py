@@ -178,10 +178,10 @@ def test_annotated_data_errors(tmp_path):
     with pytest.raises(DataError, match="not an AnnotatedDatum.*belongs to a Data layer"):
         annotated_net(plain, "", samplers="", transform="")
     db, labelmap, _ = annoset(tmp_path, n=2)
-    with pytest.raises(DataError, match="noise_param is not supported"):
-        annotated_net(db, labelmap, transform="transform_param { noise_param { decolorize: true } }")
-    with pytest.raises(DataError, match="FIT_SMALL_SIZE is not supported"):
+    with pytest.raises(DataError, match="'d' .AnnotatedData.: noise_param.saltpepper needs saltpepper_param.value"):
+        annotated_net(db, labelmap, transform="transform_param { noise_param { saltpepper: true } }")
+    with pytest.raises(DataError, match="'d' .AnnotatedData.: resize_param needs height and width"):
         annotated_net(db, labelmap, transform="transform_param { resize_param { resize_mode: FIT_SMALL_SIZE "
-                                              "height: 8 width: 8 } }")
+                                              "height: 8 } }")
     with pytest.raises(DataError, match="label_map_file .* cannot be read"):
         annotated_net(db, str(tmp_path / "missing.prototxt"), transform="")

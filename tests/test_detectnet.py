@@ -11,6 +11,7 @@ from distcaffe.layers import create_layer
 from distcaffe.layers import detectnet_transform as dt
 from distcaffe.proto import caffe_pb2
 from _detectnet_data import label_image
+from opencv34_rotation import CASES, case_image, digest
 
 GT = caffe_pb2.DetectNetGroundTruthParameter
 
@@ -103,18 +104,93 @@ def test_scale_and_rotation_of_boxes():
     np.testing.assert_allclose(m @ [3, 1, 1], [1, 3], atol=1e-9)     # (3, 1): right of the centre -> below it
 
 
+# what tests/opencv34_rotation.py prints: NVCaffe's rotate_image_cpu run by OpenCV 3.4 on its CASES
+OPENCV34_ROTATIONS = {  # OpenCV 3.4.18
+    (58, 32, 5.0, 'float32'): 'b8361c558f5a869d1e037d5b84d283483d9167debae51587a56c6bc7dd6c0ba3',
+    (37, 21, -12.5, 'float32'): 'a25589cdd0e8b56965f06ac2d289512ef8056a03f7c40566b0a633cfcc8170d3',
+    (64, 40, 30.0, 'float64'): '964d584e3e3466da65705ba25117e736ea8f18c2c341758b27b077252439b92b',
+    (17, 29, 90.0, 'float32'): '76482b791c221b5a1a4c3729b19c253ba8375a2c4a9742f625077ca6bdad5a00',
+    (40, 40, 45.0, 'float64'): '9e84de24493a985dd105fcb0d8e87e2cc1bd4724ed2f53f803e6be6666a03186',
+    (33, 18, -170.3, 'float32'): '9c5648545272689902e864aa68b3426e444c98820992ea7ba69fc287a7816a28',
+    (80, 24, 0.75, 'float32'): 'f979fe0b19e757919543230a66859ed8b0506d3bd345b2c890d4ab79ca663184',
+    (9, 5, 179.9, 'float64'): 'd470bf8e2b82e1383b748612bb2f66669d582257ad6023a5ac484bfa8680e4a9',
+}
+
+
+@pytest.mark.parametrize("k", range(len(CASES)))
+def test_rotation_is_opencv_s_bit_for_bit(k):
+    """The image rotation (matrix, bounding size and warpAffine) gives OpenCV 3.4's bytes: float32 and float64."""
+    w, h, degrees, dtype = CASES[k]
+    img = case_image(w, h, dtype, k)
+    out = dt.warp_affine(img, dt.rotation_matrix(w, h, degrees, img.dtype), *dt.rotated_size(w, h, degrees), np)
+    assert out.dtype == img.dtype and digest(out) == OPENCV34_ROTATIONS[CASES[k]]
+
+
+@pytest.mark.parametrize("w,h,degrees", [(58, 32, 5.0), (1248, 384, -4.3), (37, 21, 171.2), (640, 480, 0.01)])
+def test_rotation_matrix_is_opencv_s(w, h, degrees):
+    """getTransformationMatrix: cv::getAffineTransform between cv::RotatedRect corners, kept in the Dtype.
+    Ours are OpenCV 3.4's (the digests above pin them, and 3.4's LU matched ours bit for bit on 1000 random
+    rotations); newer OpenCV solves the system and computes a RotatedRect's last two corners with other
+    roundings, so the project's cv2 is matched to the last double bit and, for corners, float32 rounding."""
+    import cv2
+    cx, cy = w * 0.5, h * 0.5
+    bx, by = dt.bounding_rect(dt.rotated_rect_points(cx, cy, w, h, degrees))[:2]
+    src, dst = dt.rotated_rect_points(cx, cy, w, h, 0.0), dt.rotated_rect_points(cx - bx, cy - by, w, h, degrees)
+    ours = dt.affine_transform(src, dst)
+    np.testing.assert_allclose(ours, cv2.getAffineTransform(src[:3], dst[:3]), rtol=4e-16, atol=4e-16 * max(w, h))
+    np.testing.assert_array_equal(ours.astype(np.float32), cv2.getAffineTransform(src[:3], dst[:3]).astype(np.float32))
+    ref = cv2.getAffineTransform(cv2.boxPoints(((cx, cy), (w, h), 0))[:3],
+                                 cv2.boxPoints(((cx - bx, cy - by), (w, h), degrees))[:3])
+    np.testing.assert_allclose(dt.rotation_matrix(w, h, degrees, np.float32), ref, rtol=1e-6, atol=1e-4)
+    assert (dt.rotation_matrix(w, h, degrees, np.float32) == dt.affine_transform(src, dst).astype(np.float32)).all()
+
+
+def test_warp_keeps_opencv_s_transparent_border_and_sub_pixel_grid():
+    img = np.arange(1, 1 + 3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    # a whole-pixel shift by (2, 1): every pixel moves, except the last source row and column, whose 2x2
+    # neighbourhood leaves the image (OpenCV's BORDER_TRANSPARENT before 4.9 leaves those outputs at 0)
+    out = dt.warp_affine(img, np.array([[1, 0, 2], [0, 1, 1.]]), 8, 6, np)
+    expect = np.zeros((3, 6, 8), np.float32)
+    expect[:, 1:4, 2:6] = img[:, :3, :4]
+    np.testing.assert_array_equal(out, expect)
+    # a shift by 1/3 pixel samples at 1 - 1/3 = .6667, which OpenCV's grid rounds to 21/32: weights 11/32, 21/32
+    out = dt.warp_affine(img, np.array([[1, 0, 1 / 3], [0, 1, 0.]]), 5, 4, np)
+    np.testing.assert_array_equal(out[:, :3, 1:4], img[:, :3, :3] * np.float32(11 / 32) +
+                                  img[:, :3, 1:4] * np.float32(21 / 32))
+    assert not out[:, 3].any() and not out[:, :, 0].any()
+
+
+def test_rotated_box_follows_the_rotated_pixels():
+    img = np.zeros((3, 60, 90), np.float32)
+    img[:, 14:30, 20:44] = 1.0                          # box x 20..44, y 14..30
+    for degrees in (30.0, -75.0, 160.0):
+        aug = dt.Augmentation((90, 60), rotation=degrees)
+        m = dt.rotation_matrix(90, 60, degrees, np.float32)
+        out = dt.warp_affine(img, m, *dt.rotated_size(90, 60, degrees), np)[0]
+        ys, xs = np.nonzero(out > 0.5)
+        box = dt.transform_boxes([20, 14, 24, 16, 0, 1] + [0] * 10, aug, (90, 60), np.float32)[0]
+        centre = box[:2] + box[2:4] / 2
+        # pixel i covers [i - .5, i + .5]: the blob's centroid is the box centre less half a pixel, turned
+        np.testing.assert_allclose([xs.mean(), ys.mean()], centre - m[:, :2] @ [.5, .5], atol=0.15)
+        np.testing.assert_allclose(box[2:4], [24, 16])  # NVCaffe moves the box, keeping its size
+
+
 def test_hsv_conversions_match_opencv():
+    """OpenCV's float HSV in float32, as NVCaffe's cvtColor: S and V exactly, H to the rounding of OpenCV's
+    vector code (which fuses a multiply-add our scalar formula rounds twice), back to BGR to the last bit."""
     import cv2
     rng = np.random.default_rng(0)
     img = rng.random((3, 6, 7)).astype(np.float32)
-    img[:, 0, 0] = 0.5                                  # a grey pixel: saturation 0
+    img[:, 0, 0], img[:, 0, 1] = 0.5, 0.0                # grey and black pixels: saturation 0
     ref = cv2.cvtColor(np.ascontiguousarray(img.transpose(1, 2, 0)), cv2.COLOR_BGR2HSV).transpose(2, 0, 1)
-    hsv = dt.bgr_to_hsv(img.astype(np.float64), np)
-    np.testing.assert_allclose(hsv, ref, rtol=1e-4, atol=1e-3)
-    hsv[0] += 250.0                                     # past 360: HSV2BGR wraps the hue
-    hsv[1] *= 0.6
-    ref = cv2.cvtColor(np.ascontiguousarray(hsv.transpose(1, 2, 0).astype(np.float32)), cv2.COLOR_HSV2BGR)
-    np.testing.assert_allclose(dt.hsv_to_bgr(hsv, np), ref.transpose(2, 0, 1), rtol=1e-4, atol=1e-5)
+    hsv = dt.bgr_to_hsv(img, np)
+    assert hsv.dtype == np.float32
+    np.testing.assert_array_equal(hsv[1:], ref[1:])
+    np.testing.assert_allclose(hsv[0], ref[0], rtol=0, atol=4e-5)
+    hsv[0] += np.float32(250.0)                          # past 360: HSV2BGR wraps the hue
+    hsv[1] *= np.float32(0.6)
+    ref = cv2.cvtColor(np.ascontiguousarray(hsv.transpose(1, 2, 0)), cv2.COLOR_HSV2BGR)
+    np.testing.assert_allclose(dt.hsv_to_bgr(hsv, np), ref.transpose(2, 0, 1), rtol=0, atol=1.2e-7)
 
 
 def test_no_augmentation_in_train_is_the_identity_less_the_mean():

@@ -249,6 +249,17 @@ def test_save_output_param_writes_nvcaffe_result_files(tmp_path, fmt, name, expe
         assert text == expect
 
 
+def test_save_output_param_maps_fit_large_size_and_pad_boxes_to_pixels(tmp_path):
+    # a 100 x 200 image padded into 300 x 300: NVCaffe's padding (300 - 300 / 2) / 2 = 75 rows, so the input's
+    # y .25 .. .75 is the image; P1 (.15, .1, .55, .5) -> y (.1 - .25) / .5 clipped to 0 .. (.5 - .25) / .5 = .5
+    (tmp_path / "labels.prototxt").write_text('item { name: "bg" label: 0 } item { name: "cat" label: 1 }')
+    (tmp_path / "sizes.txt").write_text("img7 100 200\n")
+    det_out('num_classes: 2 save_output_param { output_directory: "%s/out" output_name_prefix: "det_" '
+            'output_format: "VOC" label_map_file: "%s/labels.prototxt" name_size_file: "%s/sizes.txt" '
+            'resize_param { resize_mode: FIT_LARGE_SIZE_AND_PAD height: 300 width: 300 } }'
+            % (tmp_path, tmp_path, tmp_path), np.zeros((1, 8)), [[0.4, 0.6, 0.1, 0.9]])
+    assert (tmp_path / "out" / "det_cat.txt").read_text() == "img7 0.9 30 0 110 50\n"
+
 
 def _caffe_reference(loc, conf, prior, num_classes, nms_threshold, top_k, keep_top_k, conf_thr, eta):
     """A line-by-line Python port of NVCaffe's DetectionOutput Forward_cpu (CENTER_SIZE, shared location)."""

@@ -97,12 +97,16 @@ def test_pooling_edge_windows_are_bit_identical(text, shape):
     ("Deconvolution", "num_output: 3 kernel_size: 4 stride: 2 pad: 1", (2, 2, 5, 4)),
     ("Im2col", "kernel_size: 3 stride: 2 pad: 1", (2, 3, 7, 6)),
 ])
-@pytest.mark.parametrize("per_image,column_bytes", [(1, 1 << 30), (1 << 60, 1 << 30), (1 << 60, 1)])
-def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, column_bytes, monkeypatch):
+@pytest.mark.parametrize("per_image,column_bytes,row_outputs", [
+    (1, 1 << 30, 0), (1 << 60, 1 << 30, 0), (1 << 60, 1, 0), (1 << 60, 1 << 30, 1 << 30), (1 << 60, 1, 1 << 30)])
+def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, column_bytes, row_outputs,
+                                           monkeypatch):
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", per_image)     # every GEMM layout
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", row_outputs)  # both data-gradient layouts
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)

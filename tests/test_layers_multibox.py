@@ -103,12 +103,12 @@ def test_hard_example_keeps_the_sample_size_highest_losses():
     arrays = hand_case()
     layer, _, top = run(multibox_text(mining_type="HARD_EXAMPLE", sample_size=2), arrays)
     # losses (conf + loc for the positive): p0 .693 + 1.625 = 2.32, p1 2.127, p2 1.313, p3 .313 -> p0, p1
-    assert layer.match[0].tolist() == [0, -1, -1, -1] and np.nonzero(layer.select[0])[0].tolist() == [0, 1]
+    assert layer.match[0, 0].tolist() == [0, -1, -1, -1] and np.nonzero(layer.select[0])[0].tolist() == [0, 1]
     layer, _, top = run(multibox_text(mining_type="HARD_EXAMPLE", sample_size=1), [a.copy() for a in arrays])
     assert np.nonzero(layer.select[0])[0].tolist() == [0]
     arrays[0][0, :4] = [.05, .05, 0, 0]                            # perfect box: p0's loss .693 < p1, p2
     layer, _, top = run(multibox_text(mining_type="HARD_EXAMPLE", sample_size=2), arrays)
-    assert layer.match[0].tolist() == [-1, -1, -1, -1] and layer.num_matches == 0
+    assert layer.match[0, 0].tolist() == [-1, -1, -1, -1] and layer.num_matches == 0
     assert np.nonzero(layer.select[0])[0].tolist() == [1, 2]       # the dropped positive is no negative
     assert float(top[0].data) == pytest.approx(np.log1p(np.e ** 2) + np.log1p(np.e), rel=1e-6)
 
@@ -160,8 +160,10 @@ def test_multibox_gradient_with_bp_inside_and_nms_mining():
 def test_multibox_errors():
     with pytest.raises(NetError, match="num_classes"):
         setup_layer('type: "MultiBoxLoss"', hand_case())
-    with pytest.raises(NetError, match="share_location: false is not supported"):
-        setup_layer(multibox_text(share_location="false"), hand_case())
+    with pytest.raises(NetError, match="share_location: false needs mining_type: NONE"):
+        setup_layer(multibox_text(share_location="false"), hand_case())      # MAX_NEGATIVE is the default
+    with pytest.raises(NetError, match=r"4 priors x 2 location classes, loc 1 16"):
+        setup_layer(multibox_text(share_location="false", mining_type="NONE"), hand_case())
     bad = hand_case()
     bad[1] = np.zeros((1, 6))
     with pytest.raises(NetError, match="number of priors must match number of confidence predictions"):
@@ -254,3 +256,150 @@ def test_ground_truth_label_beyond_num_classes_is_a_clear_error():
     arrays[3] = gt_blob([[0, 2, 0, .05, .05, .5, .5, 0]])
     with pytest.raises(NetError, match="ground truth label 2 in b3 is not below num_classes 2"):
         run(multibox_text(), arrays)
+
+
+# --- share_location: false (one box per class and prior; NVCaffe allows it only without mining) -------------
+def unshared_case():
+    """4 quadrant priors, CORNER code, variance 1 (decoded = prior + offset); 3 classes (0 background).
+    gt A (label 1) [.05 .05 .5 .5], gt B (label 2) [0 0 .45 .5]. Class 1's offsets decode p0 and p1 onto
+    [0 0 .5 .5] (IoU .81 with A); class 2's decode p0 onto [0 0 .5 .5] (IoU .9 with B) and p2 onto
+    [0 .05 .5 .5] (.2025 / .2475 = .818 with B); the background class's offsets are never looked at."""
+    loc = np.zeros((4, 3, 4))
+    loc[:, 0] = [[.3, -.2, .1, .4]] * 4
+    loc[1, 1] = [-.5, 0, -.5, 0]
+    loc[2, 2] = [0, -.45, 0, -.5]
+    conf = np.array([[.2, -.1, .3], [0, .5, -.4], [1, -1, .2], [-.3, .6, .1]])
+    gt = gt_blob([[0, 1, 0, .05, .05, .5, .5, 0], [0, 2, 0, 0, 0, .45, .5, 0]])
+    return [loc.reshape(1, 48), conf.reshape(1, 12), prior_blob(QUADRANTS), gt]
+
+
+def unshared_text(**fields):
+    return multibox_text(num_classes=3, share_location="false", mining_type="NONE", match_type="PER_PREDICTION",
+                         **fields)
+
+
+def expected_loss(arrays, matches, conf_loss_type, loc_loss_type, norm):
+    """The loss from the formulas, given the matches [(location class, prior, gt row)] worked out by hand."""
+    loc = arrays[0].reshape(4, 3, 4)
+    x = arrays[1].reshape(4, 3)
+    gt = arrays[3].reshape(-1, 8)
+    d = np.array([loc[j, c] - (gt[g, 3:7] - QUADRANTS[j]) for c, j, g in matches])
+    loc_loss = np.where(np.abs(d) < 1, .5 * d * d, np.abs(d) - .5).sum() if loc_loss_type == "SMOOTH_L1" \
+        else (d * d).sum() / 2
+    targets = np.zeros((4, 3))
+    for _, j, g in matches:
+        targets[j, int(gt[g, 1])] = 1                  # logistic: a 1 for each class the prior is matched in
+    if conf_loss_type == "SOFTMAX":
+        label = [0] * 4
+        for _, j, g in sorted(matches):                # classes written in order, the last one stays
+            label[j] = int(gt[g, 1])
+        logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+        conf_loss = -sum(logp[j, label[j]] for j in range(4))
+    else:
+        conf_loss = (np.log1p(np.exp(x)) - x * targets).sum()
+    return (loc_loss + conf_loss) / norm
+
+
+@pytest.mark.parametrize("conf_type,loc_type", [("SOFTMAX", "SMOOTH_L1"), ("LOGISTIC", "L2")])
+def test_unshared_hand_built_matching_per_class(conf_type, loc_type):
+    arrays = unshared_case()
+    text = unshared_text(use_prior_for_matching="false", conf_loss_type=conf_type, loc_loss_type=loc_type)
+    layer, _, top = run(text, arrays)
+    # class 1 against A only: bipartite p0 (.81, the first of two equal), per prediction p1 (.81 >= .5);
+    # class 2 against B only: bipartite p0 (.9), per prediction p2 (.818); p0 is matched in both classes
+    assert layer.match[0].tolist() == [[-1] * 4, [0, 0, -1, -1], [1, -1, 1, -1]]
+    matches = [(1, 0, 0), (1, 1, 0), (2, 0, 1), (2, 2, 1)]
+    assert float(top[0].data) == pytest.approx(expected_loss(arrays, matches, conf_type, loc_type, 4), rel=1e-6)
+    # the priors themselves (use_prior_for_matching): p0 overlaps A .81 and B .9, no other prior touches either;
+    # the one bipartite match p0-B lands in B's class 2, A stays unmatched
+    layer, _, top = run(unshared_text(conf_loss_type=conf_type, loc_loss_type=loc_type), arrays)
+    assert layer.match[0].tolist() == [[-1] * 4, [-1] * 4, [1, -1, -1, -1]]
+    assert float(top[0].data) == pytest.approx(expected_loss(arrays, [(2, 0, 1)], conf_type, loc_type, 1), rel=1e-6)
+
+
+def test_unshared_backward_lands_in_the_matched_class_slots():
+    arrays = unshared_case()
+    layer, bottom, top = run(unshared_text(use_prior_for_matching="false"), arrays)
+    top[0].diff[...] = 1
+    layer.backward(top, [True, True, False, False], bottom)
+    grad = bottom[0].diff.reshape(4, 3, 4)
+    hit = np.abs(grad).sum(axis=2) > 0
+    assert hit.tolist() == [[False, True, True], [False, True, False], [False, False, True], [False] * 3]
+
+
+def unshared_random_case(seed, classes=3):
+    loc, conf, priors, gt = random_case(seed, classes=classes)
+    rng = np.random.default_rng(seed + 100)
+    return [rng.normal(0, .3, (loc.shape[0], 12 * classes * 4)), conf, priors, gt]
+
+
+@pytest.mark.parametrize("loc_type,conf_type,use_prior,norm", [
+    ("SMOOTH_L1", "SOFTMAX", "true", "VALID"), ("SMOOTH_L1", "LOGISTIC", "false", "BATCH_SIZE"),
+    ("L2", "SOFTMAX", "false", "FULL"), ("L2", "LOGISTIC", "true", "NONE")])
+def test_unshared_gradient(loc_type, conf_type, use_prior, norm):
+    text = unshared_text(loc_loss_type=loc_type, conf_loss_type=conf_type, use_prior_for_matching=use_prior,
+                         code_type="CENTER_SIZE").replace("}", "} loss_param { normalization: %s }" % norm, 1)
+    layer = check_gradient(text, unshared_random_case(7), check_bottoms=[0, 1], check_params=False)
+    assert layer.num_matches >= 2 and (layer.match[:, 0] == -1).all()     # background boxes never match
+
+
+def test_unshared_gradient_with_bp_inside():
+    text = unshared_text(use_prior_for_matching="false", code_type="CENTER_SIZE", bp_inside="true")
+    layer = check_gradient(text, unshared_random_case(11), check_bottoms=[0, 1], check_params=False)
+    assert layer.num_matches >= 2
+
+
+@pytest.mark.parametrize("conf_type,loc_type", [("SOFTMAX", "SMOOTH_L1"), ("LOGISTIC", "L2")])
+@pytest.mark.parametrize("classes,use_prior", [(3, "true"), (2, "true"), (2, "false")])
+def test_unshared_with_equal_class_boxes_is_the_shared_loss(conf_type, loc_type, classes, use_prior):
+    """Every class predicting the shared box gives the shared loss and, summed over classes, its gradient,
+    wherever the per-class matching is the shared one: with the priors (each matched prior kept in its ground
+    truth's class) and with decoded boxes when there is one foreground class."""
+    shared = random_case(9, classes=classes)
+    unshared = list(shared)
+    unshared[0] = np.repeat(shared[0].reshape(2, 12, 1, 4), classes, axis=2).reshape(2, -1)
+    fields = dict(num_classes=classes, mining_type="NONE", code_type="CENTER_SIZE", conf_loss_type=conf_type,
+                  loc_loss_type=loc_type, use_prior_for_matching=use_prior, match_type="PER_PREDICTION")
+    results = []
+    for arrays, share in ((shared, "true"), (unshared, "false")):
+        layer, bottom, top = run(multibox_text(share_location=share, **fields), [a.copy() for a in arrays])
+        top[0].diff[...] = 1
+        layer.backward(top, [True, True, False, False], bottom)
+        results.append((float(top[0].data), bottom[0].diff.reshape(2, 12, -1, 4).sum(axis=2), bottom[1].diff.copy(),
+                        layer.num_matches))
+    (l0, g0, c0, n0), (l1, g1, c1, n1) = results
+    assert n0 == n1 >= 2 and l1 == pytest.approx(l0, rel=1e-12)
+    np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(c1, c0, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("share,mining", [("true", "HARD_EXAMPLE"), ("false", "NONE")])
+def test_multibox_gpu_path_gives_the_cpu_numbers(share, mining):
+    """cupy's API (hostcupy, strict about host/device mixing) gives the CPU's loss and gradients."""
+    import caffe
+    import hostcupy
+    fields = dict(num_classes=3, share_location=share, mining_type=mining, sample_size=6, code_type="CENTER_SIZE",
+                  conf_loss_type="LOGISTIC", use_prior_for_matching="false", match_type="PER_PREDICTION")
+    arrays = unshared_random_case(7) if share == "false" else random_case(7)
+
+    def once():
+        layer, bottom, top = run(multibox_text(**fields), [a.copy() for a in arrays])
+        top[0].diff[...] = 1
+        layer.backward(top, [True, True, False, False], bottom)
+        return [top[0].data.copy(), bottom[0].diff.copy(), bottom[1].diff.copy()]
+
+    cpu = once()
+    hostcupy.STRICT = True
+    hostcupy.install()
+    try:
+        caffe.set_mode_gpu()
+        hostcupy.COUNTS.clear()
+        gpu = once()
+        launches = sum(hostcupy.COUNTS.values())
+    finally:
+        caffe.set_mode_cpu()
+        hostcupy.uninstall()
+        hostcupy.STRICT = False
+    assert launches > 0                                            # the device path did run
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)

@@ -57,15 +57,22 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=["batched", "chunked", "per_image"])
+@pytest.fixture(params=["batched", "chunked", "per_image", "batched_rows", "chunked_rows", "batched_wide",
+                        "chunked_wide"])
 def conv_layout(request, monkeypatch):
     """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
-    and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes)."""
+    and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes); `_rows`: the data
+    gradient as receptive-field rows (col2im_rows), which the layer picks for few outputs and long kernels;
+    `_wide`: image-major columns (the layer's choice for wide output rows)."""
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
-    if request.param == "chunked":
+    if request.param.startswith("chunked"):
         monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)
+    rows = request.param.endswith("_rows")
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30 if rows else 0)
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
+    monkeypatch.setattr(ConvolutionLayer, "IMAGE_MAJOR_WIDTH", 1 if request.param.endswith("_wide") else 1 << 30)
     return request.param
 
 
@@ -74,6 +81,14 @@ def test_convolution_gradient(params, shape, conv_layout):
     text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
            'bias_filler { type: "gaussian" std: 0.5 } }' % params
     check_gradient(text, [RNG.standard_normal(shape)])
+
+
+@pytest.mark.parametrize("params,shape", CONV_CASES)
+def test_convolution_weight_gradient_alone(params, shape, conv_layout):
+    """No bottom diff wanted (a net's first convolution): the weight and bias diffs take their own path."""
+    text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" std: 0.5 } ' \
+           'bias_filler { type: "gaussian" std: 0.5 } }' % params
+    check_gradient(text, [RNG.standard_normal(shape)], check_bottoms=[])
 
 
 @pytest.mark.parametrize("params,shape", CONV_CASES)

@@ -4,23 +4,22 @@ util/im_transforms.cpp) for the AnnotatedData layer, per image on the host.
 Order (AnnotatedDataLayer::load_batch): photometric `distort_param` (brightness, contrast, saturation, hue,
 channel order; OpenCV's 8-bit HSV to within a grey level), `expand_param` (zoom out onto a mean-filled
 canvas), one of the `batch_sampler` crops (random scale/aspect boxes meeting overlap constraints), then the
-transform: `resize_param` WARP (interp_mode picked at random), crop (crop_size or crop_h/crop_w: random in
-TRAIN, centre in TEST), mirror, mean and scale. Boxes follow every geometric step (projected, clipped and
-filtered by `emit_constraint`); a box that leaves the image is dropped. Distortion and expansion apply to raw
-as well as encoded records (NVCaffe distorts encoded ones only). Not supported (clear errors): `noise_param`,
-resize modes FIT_SMALL_SIZE and FIT_LARGE_SIZE_AND_PAD.
+transform: `resize_param` (WARP, FIT_SMALL_SIZE, FIT_LARGE_SIZE_AND_PAD per distcaffe.data.resize_policy;
+interp_mode picked at random), `noise_param` (distcaffe.data.noise, OpenCV), crop (crop_size or crop_h/crop_w:
+random in TRAIN, centre in TEST), mirror, mean and scale. Boxes follow every geometric step (projected, clipped
+and filtered by `emit_constraint`); a box that leaves the image is dropped. Distortion, resize and noise apply
+to raw records as well as encoded ones (NVCaffe applies them to encoded records only). NVCaffe also re-encodes
+an encoded record as JPEG (OpenCV's default quality 95) after each of distortion, expansion and the sampler
+crop; here the decoded pixels go through losslessly.
 """
 import numpy as np
 
 from ..errors import DataError
 from ..proto import caffe_pb2
-from .annotated_datum import Boxes
-from .resize import AREA, CUBIC, LANCZOS4, LINEAR, NEAREST, resize
+from . import resize_policy
 
 F32 = np.float32
 TRAIN = caffe_pb2.TRAIN
-_RP = caffe_pb2.ResizeParameter
-_INTERP = {_RP.LINEAR: LINEAR, _RP.AREA: AREA, _RP.NEAREST: NEAREST, _RP.CUBIC: CUBIC, _RP.LANCZOS4: LANCZOS4}
 UNIT = np.array([0, 0, 1, 1], F32)
 
 
@@ -216,15 +215,13 @@ class AnnotatedTransformer:
 
     def __init__(self, tp, batch_samplers, phase, what):
         self.tp, self.samplers, self.phase, self.what = tp, list(batch_samplers), phase, what
+        self.resize = tp.resize_param if tp.HasField("resize_param") else None
+        if self.resize is not None:
+            resize_policy.check(self.resize, what)
+        self.noise = None
         if tp.HasField("noise_param"):
-            raise DataError("%s: transform_param.noise_param is not supported; remove it" % what)
-        if tp.HasField("resize_param"):
-            rp = tp.resize_param
-            if rp.resize_mode != _RP.WARP:
-                raise DataError("%s: resize_param resize_mode %s is not supported (WARP is)"
-                                % (what, _RP.Resize_mode.Name(rp.resize_mode)))
-            if rp.height <= 0 or rp.width <= 0:
-                raise DataError("%s: resize_param needs height and width" % what)
+            from .noise import Noise
+            self.noise = Noise(tp.noise_param, what)
         self.crop_h = int(tp.crop_size or tp.crop_h)
         self.crop_w = int(tp.crop_size or tp.crop_w)
         self.mean_values = np.asarray(tp.mean_value, F32)
@@ -241,8 +238,8 @@ class AnnotatedTransformer:
     def output_shape(self, shape):
         """(C, H, W) of a transformed record whose image is `shape` (checked for every record in a batch)."""
         c, h, w = shape
-        if self.tp.HasField("resize_param"):
-            h, w = self.tp.resize_param.height, self.tp.resize_param.width
+        if self.resize is not None:
+            h, w = resize_policy.new_size(self.resize, h, w)
         if self.crop_h and self.crop_w:
             h, w = self.crop_h, self.crop_w
         return c, h, w
@@ -286,14 +283,13 @@ class AnnotatedTransformer:
 
     def transform(self, img, boxes, rng):
         """Resize, crop, mirror, mean and scale of an augmented record: (float32 (C, H, W), Boxes)."""
-        tp = self.tp
-        if tp.HasField("resize_param"):
-            rp = tp.resize_param
-            modes = list(rp.interp_mode) or [_RP.LINEAR]
-            algo = _INTERP[modes[int(rng.integers(len(modes)))]]
-            img = resize(img, rp.height, rp.width, algo)
-            boxes = boxes.take(np.ones(len(boxes), bool), np.clip(boxes.corners, [0, 0, -np.inf, -np.inf],
-                                                                   [np.inf, np.inf, 1, 1]).astype(F32))
+        tp, rp = self.tp, self.resize
+        h0, w0 = img.shape[1:]
+        if rp is not None:
+            img = resize_policy.apply(img, rp, resize_policy.pick_interp(rp, rng), self.what)
+            boxes = boxes.take(slice(None), resize_policy.update_boxes(rp, h0, w0, boxes.corners))
+        if self.noise is not None:
+            img = self.noise(img, rng)
         c, h, w = img.shape
         oh, ow = self.output_shape(img.shape)[1:]
         if oh > h or ow > w:
@@ -314,4 +310,7 @@ class AnnotatedTransformer:
         if mirror:
             out = out[:, :, ::-1]
         crop = np.array([ox / w, oy / h, (ox + ow) / w, (oy + oh) / h], F32)
-        return np.ascontiguousarray(out), transform_boxes(boxes, crop, self.emit, mirror)
+        boxes = transform_boxes(boxes, crop, self.emit, mirror)
+        if rp is not None and resize_policy.extrapolates(rp):
+            boxes = boxes.take(slice(None), resize_policy.extrapolate(rp, h0, w0, crop, boxes.corners, self.what))
+        return np.ascontiguousarray(out), boxes

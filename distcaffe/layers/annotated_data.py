@@ -40,8 +40,8 @@ class AnnotatedPipeline(Pipeline):
             img, boxes = t.augment(img, boxes, rng)
             out, boxes = t.transform(img, boxes, rng)
             if images and out.shape != images[0].shape:
-                raise DataError("%s: %s transforms to %s, the batch's first record to %s; set resize_param or a "
-                                "crop" % (self.what, self.source.key(int(i)), out.shape, images[0].shape))
+                raise DataError("%s: %s transforms to %s, the batch's first record to %s; set resize_param (WARP "
+                                "or FIT_LARGE_SIZE_AND_PAD), a crop, or batch_size 1" % (self.what, self.source.key(int(i)), out.shape, images[0].shape))
             images.append(out)
             rows.append(boxes.rows(item))
         labels = np.concatenate(rows) if rows else np.zeros((0, 8), F32)

@@ -4,23 +4,18 @@ overlap >= overlap_threshold), after one [-1, label, num_positives, -1, -1] row 
 `eval_type: "detection"` test turns the rows of all test iterations into mAP (`ap_version`).
 
 With `name_size_file` ("name height width" lines, one per test image in order) boxes are clipped, scaled to the
-image's pixels and compared with Caffe's pixel (+1) overlap; `resize_param` modes other than WARP are a clear
-error. Small host-side work: detections and ground truth are a few hundred rows.
+image's pixels (through `resize_param`'s mode, NVCaffe's OutputBBox) and compared with Caffe's pixel (+1)
+overlap. Small host-side work: detections and ground truth are a few hundred rows.
 """
 import numpy as np
 
 from .. import backend
+from ..data import resize_policy
 from ..errors import DataError
-from ..proto import caffe_pb2
 from .base import Layer, register
 from .bbox_util import box_sizes, jaccard_overlap
 
 F32 = np.float32
-
-
-def _pixel_boxes(boxes, height, width):
-    """Caffe's ClipBBox + ScaleBBox: normalized boxes clipped to [0, 1], scaled to a height x width image."""
-    return (np.clip(boxes, 0, 1) * np.array([width, height, width, height], F32)).astype(F32)
 
 
 def _pixel_overlap(a, b):
@@ -67,9 +62,9 @@ class DetectionEvaluateLayer(Layer):
             except ValueError:
                 raise DataError("layer '%s' (DetectionEvaluate): name_size_file %s must hold 'name height width' "
                                 "lines" % (self.name, p.name_size_file)) from None
-        if p.HasField("resize_param") and p.resize_param.resize_mode not in (caffe_pb2.ResizeParameter.WARP,):
-            raise self.error("resize_param resize_mode %s is not supported (WARP is)"
-                             % caffe_pb2.ResizeParameter.Resize_mode.Name(p.resize_param.resize_mode))
+        self.resize = p.resize_param if p.HasField("resize_param") else None
+        if self.resize is not None:
+            resize_policy.check(self.resize, "layer '%s' (DetectionEvaluate)" % self.name)
         self.count = 0
 
     def reshape(self, bottom, top):
@@ -131,7 +126,8 @@ class DetectionEvaluateLayer(Layer):
         if self.sizes:
             self.check(self.count < len(self.sizes), "more test images than name_size_file lines")
             h, w = self.sizes[self.count]
-            ov = _pixel_overlap(_pixel_boxes(boxes, h, w), _pixel_boxes(gt_boxes, h, w))
+            ov = _pixel_overlap(resize_policy.output_boxes(self.resize, h, w, boxes),
+                                resize_policy.output_boxes(self.resize, h, w, gt_boxes))
         else:
             ov = jaccard_overlap(np, boxes, box_sizes(np, boxes), gt_boxes, box_sizes(np, gt_boxes))
         visited = [False] * len(gt)

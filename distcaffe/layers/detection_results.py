@@ -1,6 +1,6 @@
 """DetectionOutput's `save_output_param` (NVCaffe detection_output_layer.cpp): every num_test_image images, the
-detections so far go to result files in output_directory, boxes clipped and scaled to each image's pixels
-(name_size_file: "name height width" lines in test order) — VOC: `<prefix><class name>.txt` lines
+detections so far go to result files in output_directory, boxes mapped to each image's pixels through
+`resize_param`'s mode (NVCaffe's OutputBBox; name_size_file: "name height width" lines in test order) — VOC: `<prefix><class name>.txt` lines
 "image score xmin ymin xmax ymax"; COCO: `<prefix>.json`, a list of {image_id, category_id (class name), bbox
 [x, y, w, h], score}; ILSVRC: `<prefix>.txt` lines "image label score xmin ymin xmax ymax". Unlike NVCaffe, an
 existing output_directory is kept (only our result files are replaced), and files are written under a
@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
+from ..data import resize_policy
 from ..data.annotated_datum import read_label_map
 from ..errors import DataError
-from ..proto import caffe_pb2
 
 FORMATS = ("VOC", "COCO", "ILSVRC")
 
@@ -44,8 +44,9 @@ class ResultWriter:
         if self.fmt not in FORMATS:
             raise DataError("%s: save_output_param.output_format '%s' is unknown (known: VOC, COCO, ILSVRC)"
                             % (what, self.fmt))
-        if param.HasField("resize_param") and param.resize_param.resize_mode != caffe_pb2.ResizeParameter.WARP:
-            raise DataError("%s: save_output_param.resize_param modes other than WARP are not supported" % what)
+        self.resize = param.resize_param if param.HasField("resize_param") else None
+        if self.resize is not None:
+            resize_policy.check(self.resize, "%s: save_output_param" % what)
         self.dir, self.prefix = param.output_directory, param.output_name_prefix
         self.names = {item.label: item.name for item in read_label_map(param.label_map_file,
                                                                        "%s: label_map_file" % what).item}
@@ -70,7 +71,7 @@ class ResultWriter:
             label = int(label)
             if label not in self.names:
                 raise DataError("%s: label %d is not in save_output_param.label_map_file" % (self.what, label))
-            x0, y0, x1, y1 = (np.clip(np.float32(box), 0, 1) * np.float32([width, height, width, height])).tolist()
+            x0, y0, x1, y1 = resize_policy.output_boxes(self.resize, height, width, box)[0].tolist()
             bbox = [round(v * 100) / 100.0 for v in (x0, y0, x1 - x0, y1 - y0)]
             self.detections.append((name, label, float(np.float32(score)), bbox))
         self.count += 1

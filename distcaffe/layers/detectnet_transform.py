@@ -7,6 +7,18 @@ rotated and crop-shifted as NVCaffe draws them; in TEST it is only resized to im
 (image_size_y, image_size_x) less the mean, and the coverage label (8 + classes, H/stride, W/stride):
 foreground, box corners relative to the grid cell, 1/w, 1/h, object norm, one coverage map per class.
 NVCaffe's Backward is empty: no gradient flows to either bottom.
+
+Numerics are NVCaffe's CPU path (Forward_cpu) with the OpenCV of its day (3.4, built without IPP as
+distributions build it), in its Dtype (float32; float64 in a DOUBLE net), on CPU and GPU alike. Bit for bit:
+the rotation (matrix from float32 RotatedRect corners and OpenCV's LU; warpAffine's fixed-point map, 1/32
+bilinear grid and transparent border, whose last source row and column stay 0), the cubic scaling
+(data/resize.py) and BGR->HSV as OpenCV's scalar code computes it (its vector code, fusing a multiply-add,
+rounds the hue up to 3e-5 degrees apart); HSV->BGR is its scalar code too (the vector code differs in the last
+bit). Not followed: hue shifted below 0 degrees, where OpenCV's HSV->BGR disagrees between its own scalar and
+vector code and versions (3.4's scalar code gives hue 0, the vector code of 3.4 and 4.x extrapolates the
+sector below 0): we wrap it mod 360, as the scalar code of OpenCV 4+ does; and NVCaffe's GPU path
+(Forward_gpu), a different geometry (one bicubic pass, corner-aligned scaling, the hue shifted the other way),
+which we do not copy.
 """
 import math
 
@@ -100,38 +112,50 @@ class CoverageGrid:
 
 
 def bgr_to_hsv(img, xp):
-    """OpenCV's float BGR2HSV of a (3, H, W) image in [0, 1]: H in degrees [0, 360), S and V in [0, 1]."""
+    """OpenCV's float BGR2HSV (its scalar code, in the image's dtype) of a (3, H, W) image in [0, 1]: H in
+    degrees [0, 360), S and V in [0, 1]; FLT_EPSILON keeps grey and black pixels finite, as there."""
+    f = img.dtype.type
+    eps = f(FLT_EPSILON)
     b, g, r = img[0], img[1], img[2]
     v = xp.maximum(xp.maximum(b, g), r)
     diff = v - xp.minimum(xp.minimum(b, g), r)
-    s = xp.where(v > 0, diff / xp.where(v > 0, v, 1), 0)
-    d = xp.where(diff > 0, 60.0 / xp.where(diff > 0, diff, 1), 0)
-    h = xp.where(v == r, (g - b) * d, xp.where(v == g, (b - r) * d + 120, (r - g) * d + 240))
-    h = xp.where(h < 0, h + 360, h)
-    return xp.stack([h, s, v])
+    s = diff / (xp.abs(v) + eps)
+    d = (60.0 / (diff + eps).astype(np.float64)).astype(img.dtype)
+    h = xp.where(v == r, (g - b) * d, xp.where(v == g, (b - r) * d + f(120), (r - g) * d + f(240)))
+    return xp.stack([xp.where(h < 0, h + f(360), h), s, v])
 
 
 def hsv_to_bgr(hsv, xp):
-    """OpenCV's float HSV2BGR: hue wraps modulo 360."""
-    h, s, v = hsv[0] / 60.0, hsv[1], hsv[2]
-    h = h % 6
-    sector = h // 1
-    f = h - sector
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    sector = xp.where(sector >= 6, 0, sector).astype(np.int64)
-    table = xp.stack([xp.stack(c) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    rgb = xp.take_along_axis(table, sector[None, None], axis=0)[0]       # (3 [r, g, b], H, W)
-    gray = s == 0
-    return xp.stack([xp.where(gray, v, rgb[2]), xp.where(gray, v, rgb[1]), xp.where(gray, v, rgb[0])])
+    """OpenCV's float HSV2BGR (its scalar code): hue scaled by 6/360 and wrapped into [0, 6), the sector's
+    (v, v(1 - s), v(1 - s f), v(1 - s (1 - f))) picked per channel; grey where s is 0."""
+    f = hsv.dtype.type
+    h, s, v = hsv[0] * f(np.float32(6) / np.float32(360)), hsv[1], hsv[2]
+    for _ in range(2):                                   # OpenCV's do { h += 6 } while (h < 0), and -= 6
+        h = xp.where(h < 0, h + f(6), xp.where(h >= 6, h - f(6), h))
+    sector = xp.floor(h)
+    frac = h - sector
+    sector = sector.astype(np.int64)
+    bad = (sector < 0) | (sector >= 6)
+    sector, frac = xp.where(bad, 0, sector), xp.where(bad, f(0), frac)
+    one = f(1)
+    tab = xp.stack([v, v * (one - s), v * (one - s * frac), v * (one - s * (one - frac))])
+    order = xp.asarray(np.array([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]]))  # b, g, r
+    pick = order[sector].transpose(2, 0, 1)              # (3, H, W) indices into tab
+    bgr = xp.take_along_axis(tab, pick, axis=0)
+    return xp.where(s == 0, v, bgr)
 
 
 def rotated_rect_points(cx, cy, w, h, degrees):
-    """cv::RotatedRect::points: the 4 corners of a w x h box at (cx, cy) turned by `degrees`."""
-    a = math.radians(degrees)
-    b, a = math.cos(a) * 0.5, math.sin(a) * 0.5
+    """cv::RotatedRect::points in OpenCV's float32 arithmetic: the 4 corners of a w x h box at (cx, cy) turned
+    by `degrees` (a float angle, as NVCaffe's AugmentSelection keeps it)."""
+    f = np.float32
+    angle = float(f(degrees)) * math.pi / 180.0
+    b, a = f(math.cos(angle)) * f(0.5), f(math.sin(angle)) * f(0.5)
+    cx, cy, w, h = f(cx), f(cy), f(w), f(h)
     p0 = (cx - a * h - b * w, cy + b * h - a * w)
     p1 = (cx + a * h - b * w, cy - b * h - a * w)
-    return np.array([p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])], np.float32)
+    two = f(2)
+    return np.array([p0, p1, (two * cx - p0[0], two * cy - p0[1]), (two * cx - p1[0], two * cy - p1[1])], np.float32)
 
 
 def bounding_rect(points):
@@ -147,31 +171,91 @@ def rotated_size(w, h, degrees):
     return r[2], r[3]
 
 
-def rotation_matrix(w, h, degrees):
-    """NVCaffe's getTransformationMatrix: the 2x3 affine turning a w x h image about its centre and shifting
-    the turned bounding box to the origin."""
-    cx, cy = w * 0.5, h * 0.5
-    a = math.radians(degrees)
+def lu_solve(a, b):
+    """OpenCV 3.4's LU solve of a small dense system (LUImpl: partial pivoting, eliminations by the negated
+    reciprocal pivot, back substitution dividing by it), in Python floats so that its roundings are OpenCV's."""
+    a, b, n = [list(map(float, row)) for row in a], list(map(float, b)), len(b)
+    for i in range(n):
+        k = max(range(i, n), key=lambda j: (abs(a[j][i]), -j))
+        a[i], a[k], b[i], b[k] = a[k], a[i], b[k], b[i]
+        d = -1 / a[i][i]
+        for j in range(i + 1, n):
+            alpha = a[j][i] * d
+            for c in range(i + 1, n):
+                a[j][c] += alpha * a[i][c]
+            b[j] += alpha * b[i]
+    for i in range(n - 1, -1, -1):
+        s = b[i]
+        for c in range(i + 1, n):
+            s -= a[i][c] * b[c]
+        b[i] = s / a[i][i]
+    return np.array(b)
+
+
+def affine_transform(src, dst):
+    """cv::getAffineTransform: the 2x3 affine taking 3 points to 3 others, from OpenCV's 6x6 system."""
+    a, b = np.zeros((6, 6)), np.zeros(6)
+    for i in range(3):
+        a[2 * i, :3] = a[2 * i + 1, 3:] = (src[i, 0], src[i, 1], 1)
+        b[2 * i:2 * i + 2] = dst[i]
+    return lu_solve(a, b).reshape(2, 3)
+
+
+def rotation_matrix(w, h, degrees, dtype=np.float64):
+    """NVCaffe's getTransformationMatrix: the affine taking the corners of the w x h image (cv::RotatedRect about
+    its centre) to those turned by `degrees` and shifted so their bounding box starts at the origin, held in the
+    layer's `dtype` (NVCaffe's Mat1v) as OpenCV's warpAffine and the label rotation then read it."""
+    cx, cy = np.dtype(dtype).type(w * 0.5), np.dtype(dtype).type(h * 0.5)
     bx, by = bounding_rect(rotated_rect_points(cx, cy, w, h, degrees))[:2]
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, cx - bx - c * cx + s * cy], [s, c, cy - by - s * cx - c * cy]])
+    m = affine_transform(rotated_rect_points(cx, cy, w, h, 0.0), rotated_rect_points(cx - bx, cy - by, w, h, degrees))
+    return m.astype(dtype).astype(np.float64)
+
+
+AB_BITS, INTER_BITS = 10, 5      # OpenCV's warpAffine: map in 1/1024 pixel, rounded to its 1/32 interpolation grid
+
+
+def invert_affine(m):
+    """warpAffine's inversion of the 2x3 matrix (its own formula, so the roundings are OpenCV's)."""
+    m = [float(v) for v in np.asarray(m, np.float64).reshape(-1)]
+    d = m[0] * m[4] - m[1] * m[3]
+    d = 1.0 / d if d != 0 else 0.0
+    a11, a22 = m[4] * d, m[0] * d
+    m[0], m[1], m[3], m[4] = a11, m[1] * -d, m[3] * -d, a22
+    m[2], m[5] = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
+    return m
 
 
 def warp_affine(img, m, out_w, out_h, xp):
-    """cv::warpAffine(INTER_LINEAR, BORDER_TRANSPARENT) into zeros: each output pixel samples the input at
-    M^-1 (x, y) bilinearly (in float; OpenCV quantises the weights to 1/32); samples outside stay 0."""
-    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
-    ys, xs = xp.arange(out_h, dtype=np.float64)[:, None], xp.arange(out_w, dtype=np.float64)[None, :]
-    sx, sy = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2], inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-    _, h, w = img.shape
-    inside = (sx >= 0) & (sy >= 0) & (sx <= w - 1) & (sy <= h - 1)
-    x0 = xp.clip(sx // 1, 0, max(w - 2, 0)).astype(np.int64)
-    y0 = xp.clip(sy // 1, 0, max(h - 2, 0)).astype(np.int64)
-    x1, y1 = xp.minimum(x0 + 1, w - 1), xp.minimum(y0 + 1, h - 1)
-    fx, fy = sx - x0, sy - y0
-    out = (img[:, y0, x0] * (1 - fx) * (1 - fy) + img[:, y0, x1] * fx * (1 - fy) +
-           img[:, y1, x0] * (1 - fx) * fy + img[:, y1, x1] * fx * fy)
-    return xp.where(inside, out, 0)
+    """cv::warpAffine(INTER_LINEAR, BORDER_TRANSPARENT) of a (C, H, W) float image into zeros, bit for bit as
+    OpenCV computes it up to 4.8 (NVCaffe's era): the inverse map in 1/1024 fixed point (cvRound), shifted to
+    whole pixels plus a 1/32 sub-pixel index, the bilinear weights OpenCV's float table of multiples of 1/1024,
+    summed in the image's dtype in OpenCV's order. A pixel whose 2x2 source neighbourhood leaves the image stays
+    0 (the transparent border, the last source row and column included; OpenCV 4.9+ and 5 differ there and in
+    5's float coordinates). Sizes under 32768 pixels, as OpenCV's short maps."""
+    im = invert_affine(m)
+    one, n = 1 << AB_BITS, 1 << INTER_BITS
+    x, y = xp.arange(out_w, dtype=np.float64), xp.arange(out_h, dtype=np.float64)
+    X = (xp.rint((im[1] * y + im[2]) * one).astype(np.int32)[:, None] + (one // n // 2) +
+         xp.rint(im[0] * x * one).astype(np.int32)[None, :]) >> (AB_BITS - INTER_BITS)
+    Y = (xp.rint((im[4] * y + im[5]) * one).astype(np.int32)[:, None] + (one // n // 2) +
+         xp.rint(im[3] * x * one).astype(np.int32)[None, :]) >> (AB_BITS - INTER_BITS)
+    c, h, w = img.shape
+    sx, sy = X >> INTER_BITS, Y >> INTER_BITS
+    inside = (sx >= 0) & (sx < w - 1) & (sy >= 0) & (sy < h - 1)
+    at = xp.where(inside, sy * w + sx, 0)                                 # top-left source pixel, flat
+    table = xp.asarray(_bilinear_table(img.dtype))[(Y & (n - 1)) * n + (X & (n - 1))]      # (out_h, out_w, 4)
+    src = img.reshape(c, h * w)
+    out = (src[:, at] * table[..., 0] + src[:, at + 1] * table[..., 1] + src[:, at + w] * table[..., 2] +
+           src[:, at + w + 1] * table[..., 3])
+    return xp.where(inside, out, img.dtype.type(0))
+
+
+def _bilinear_table(dtype):
+    """OpenCV's BilinearTab_f: for each of the 32 x 32 sub-pixel positions (ty, tx), the weights of the top-left,
+    top-right, bottom-left and bottom-right pixels, multiples of 1/1024 (exact in float32)."""
+    n = 1 << INTER_BITS
+    ty, tx = np.divmod(np.arange(n * n), n)
+    return (np.stack([(n - ty) * (n - tx), (n - ty) * tx, ty * (n - tx), ty * tx], axis=1) / float(n * n)).astype(dtype)
 
 
 def crop(img, out_w, out_h, ox, oy, xp):
@@ -224,8 +308,10 @@ def draw_augmentation(a, size, out_size, rand):
     return aug
 
 
-def transform_boxes(boxes, aug, size):
-    """NVCaffe's transform_label: flip (x' = W - x - w - 1), scale, rotate the centres, shift by the crop."""
+def transform_boxes(boxes, aug, size, dtype=np.float64):
+    """NVCaffe's transform_label: flip (x' = W - x - w - 1), scale, rotate the centres (with the image's
+    rotation matrix, held in the layer's `dtype`; the products in float64, NVCaffe's in Dtype), shift by the
+    crop."""
     boxes = np.array(boxes, np.float64).reshape(-1, BBOX_LEN)
     if aug.flip:
         boxes[:, 0] = size[0] - boxes[:, 0] - boxes[:, 2] - 1
@@ -234,7 +320,7 @@ def transform_boxes(boxes, aug, size):
         boxes[:, [0, 2]] *= fx
         boxes[:, [1, 3]] *= fy
     if aug.do_rotation():
-        m = rotation_matrix(aug.scale[0], aug.scale[1], aug.rotation)
+        m = rotation_matrix(aug.scale[0], aug.scale[1], aug.rotation, dtype)
         half = boxes[:, 2:4] * 0.5
         centre = boxes[:, :2] + half
         boxes[:, :2] = centre @ m[:, :2].T + m[:, 2] - half
@@ -282,15 +368,22 @@ class DetectNetTransformationLayer(Layer):
         top[0].reshape((bottom[0].shape[0], 3, self.out_size[1], self.out_size[0]))
         top[1].reshape((bottom[1].shape[0],) + self.grid.shape())
 
+    @property
+    def work_dtype(self):
+        """What NVCaffe's Dtype is for this layer: float64 in a DOUBLE net, float32 otherwise."""
+        return np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
+
     def _mean(self, h, w):
-        """The mean in [0, 1] at the source size (a mean_file is resized with cubic interpolation, as NVCaffe)."""
+        """The mean in [0, 1] at the source size in the working dtype (a mean_file resized with cubic
+        interpolation then scaled by 1/255, mean_value divided by 255, as NVCaffe)."""
+        dt = self.work_dtype.type
         if self.mean_image is not None:
             m = self.mean_image
             if m.shape[0] != 3:
                 raise self.error("mean_file has %d channels, the images 3" % m.shape[0])
-            return self.xp.asarray(resize(m, h, w, CUBIC) / 255.0)
+            return self.xp.asarray(resize(m.astype(dt), h, w, CUBIC) * dt(1 / 255.0))
         if self.mean_values is not None:
-            return self.xp.asarray(self.mean_values[:, None, None] / 255.0)
+            return self.xp.asarray(self.mean_values[:, None, None].astype(dt) / dt(255))
         return None
 
     def read_boxes(self, blob, i):
@@ -312,7 +405,7 @@ class DetectNetTransformationLayer(Layer):
     def transform_image(self, img, aug):
         """NVCaffe's transform_image: [0, 1], HSV, mean, flip, cubic scale, rotate, crop, back to 0..255."""
         xp = self.xp
-        img = img / 255.0
+        img = img * img.dtype.type(1 / 255.0)              # OpenCV's Mat / 255: a multiply by (Dtype) 1/255
         if aug.do_hue() or aug.do_desaturation():
             hsv = bgr_to_hsv(img, xp)
             hsv[0] += aug.hue if aug.do_hue() else 0.0
@@ -326,19 +419,19 @@ class DetectNetTransformationLayer(Layer):
         if aug.scale != (img.shape[2], img.shape[1]):
             img = xp.asarray(resize(backend.to_host(img), aug.scale[1], aug.scale[0], CUBIC))
         if aug.do_rotation():
-            m = rotation_matrix(img.shape[2], img.shape[1], aug.rotation)
+            m = rotation_matrix(img.shape[2], img.shape[1], aug.rotation, img.dtype)
             img = warp_affine(img, m, *rotated_size(img.shape[2], img.shape[1], aug.rotation), xp)
-        return crop(img, self.out_size[0], self.out_size[1], aug.offset[0], aug.offset[1], xp) * 255.0
+        return crop(img, self.out_size[0], self.out_size[1], aug.offset[0], aug.offset[1], xp) * img.dtype.type(255)
 
     def forward(self, bottom, top):
         xp = self.xp
         images, labels = top[0].mut_dev_data, top[1].mut_dev_data
         for i in range(bottom[0].shape[0]):
-            img = bottom[0].dev_data[i].astype(np.float64)
+            img = bottom[0].dev_data[i].astype(self.work_dtype)
             size = (img.shape[2], img.shape[1])
             aug = self.augmentation(size)
             images[i] = self.transform_image(img, aug).astype(images.dtype)
-            boxes = transform_boxes(self.read_boxes(bottom[1], i), aug, size)
+            boxes = transform_boxes(self.read_boxes(bottom[1], i), aug, size, self.work_dtype)
             labels[i] = xp.asarray(self.grid.generate(boxes), labels.dtype)
 
     def backward(self, top, propagate_down, bottom):

@@ -6,7 +6,8 @@ batch-last (C, *spatial, B) layout convolution uses so that copies and slice-add
 `accumulate_windows` is col2im: it adds every window back onto the (padded) plane, looping over kernel
 offsets only (each step one strided slice add over all images and channels), so overlapping windows
 sum in Caffe's kernel-offset order without any scatter; 2-D col2im runs as a compiled loop when numba is
-installed (`fastpath`), with the same additions in the same order.
+installed (`fastpath`), with the same additions in the same order. `col2im_rows` is col2im for columns laid
+out one receptive field per row (the convolution's data gradient).
 `workspace` hands out reusable scratch arrays so that no pass allocates its columns afresh.
 """
 import itertools
@@ -126,3 +127,23 @@ def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
         return out.reshape(col.shape[:axis] + tuple(spatial) + col.shape[axis + 4:])
     acc = accumulate_windows(xp, col, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis)
     return crop(acc, pad, spatial, axis)
+
+
+def col2im_rows(xp, col, spatial, stride, pad, dilation):
+    """col2im of row columns `col` (G, *out, n, *kernel, cg): each output position's receptive field one
+    contiguous row, channels fastest (the layout of the transposed data-gradient GEMM, which OpenBLAS runs
+    faster than the (kernel_dim, positions) one). Returns the (n, G, cg, *spatial) sum, possibly a view, with
+    the additions of `col2im` in its kernel-offset order."""
+    n = len(spatial)
+    groups, num, cg = col.shape[0], col.shape[1 + n], col.shape[-1]
+    loops = fastpath.loops(xp, col.dtype)
+    if loops is not None and n == 2:
+        out = workspace(np, "col2im", (groups, num) + tuple(spatial) + (cg,), col.dtype)
+        out[...] = 0
+        loops.col2im_rows_2d(np.ascontiguousarray(col), out, stride[0], stride[1], dilation[0], dilation[1],
+                             pad[0], pad[1])
+        return out.transpose(1, 0, 4, 2, 3)
+    # (n, G, cg, *kernel, *out) view for the offset-by-offset slice adds
+    view = col.transpose((1 + n, 0, 2 * n + 2) + tuple(range(2 + n, 2 + 2 * n)) + tuple(range(1, 1 + n)))
+    acc = accumulate_windows(xp, view, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis=3)
+    return crop(acc, pad, spatial, axis=3)

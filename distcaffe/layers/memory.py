@@ -144,6 +144,8 @@ class PythonLayer(Layer):
     the LayerParameter, given `param_str`, `phase` and `blobs`, and its setup/reshape/forward/backward are called
     with the bottom/top Blob lists (host `.data`/`.diff`)."""
 
+    holds_bottom_diff = True     # user code may do anything with its blobs' diffs: diff sharing leaves them alone
+
     def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
         super().__init__(layer_param, dtype=dtype, bwd_dtype=bwd_dtype)
         p = layer_param.python_param

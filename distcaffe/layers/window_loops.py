@@ -1,4 +1,4 @@
-"""Compiled CPU loops for col2im and MAX/AVE pooling (numba, the optional `fast` extra).
+"""Compiled CPU loops for col2im (two column layouts) and MAX/AVE pooling (numba, the optional `fast` extra).
 
 Each loop makes the same floating-point operations in the same order as the numpy code it replaces
 (im2col.accumulate_windows and PoolingLayer's offset loops): sums start at zero and take the kernel offsets
@@ -28,6 +28,29 @@ def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
                             continue
                         for b in range(B):
                             out[c, h, w, b] += col[c, i, j, oh, ow, b]
+
+
+@njit(cache=True, error_model="numpy")
+def col2im_rows_2d(col, out, sh, sw, dh, dw, ph, pw):
+    """out (G, B, H, W, cg) += row columns (G, OH, OW, B, kh, kw, cg). Outputs are visited last to first, so
+    each element takes its kernel offsets in increasing order (col2im_2d's order); channels run innermost over
+    contiguous memory on both sides."""
+    G, OH, OW, B, kh, kw, C = col.shape
+    H, W = out.shape[2], out.shape[3]
+    for g in range(G):
+        for oh in range(OH - 1, -1, -1):
+            for ow in range(OW - 1, -1, -1):
+                for b in range(B):
+                    for i in range(kh):
+                        h = oh * sh + i * dh - ph
+                        if h < 0 or h >= H:
+                            continue
+                        for j in range(kw):
+                            w = ow * sw + j * dw - pw
+                            if w < 0 or w >= W:
+                                continue
+                            for c in range(C):
+                                out[g, b, h, w, c] += col[g, oh, ow, b, i, j, c]
 
 
 @njit(cache=True, error_model="numpy")
