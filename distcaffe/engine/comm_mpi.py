@@ -17,10 +17,10 @@ from distcaffe import backend
 from distcaffe.log import get_logger
 
 from .communicator import CollectiveError, Communicator, Request, heartbeat_timeout
+from .startup import abort
 from .watchdog import RingHeartbeat
 
 log = get_logger("engine")
-ABORT_GRACE = 0.3  # seconds between printing the error and MPI_Abort
 
 
 def _mpi():
@@ -151,12 +151,7 @@ class MPICommunicator(Communicator):
         if not self._aborting.acquire(blocking=False):
             time.sleep(2.0)  # another thread (the heartbeat) is already aborting the job
             os._exit(code)
-        print("distcaffe: error: rank %d (pid %d on %s): %s (exit code %d)" % (
-            self.rank, os.getpid(), socket.gethostname(), message, code), file=sys.stderr, flush=True)
-        log.error("rank %d: %s", self.rank, message)
-        time.sleep(ABORT_GRACE)  # let the launcher's proxy forward the line before MPI_Abort tears the job down
-        threading.Timer(1.0, os._exit, args=(code,)).start()  # MPI_Abort may wait for a launcher that never kills
-        self.MPI.COMM_WORLD.Abort(code)
+        abort(self.MPI, self.rank, "%s (exit code %d)" % (message, code), code, log)
 
     def close(self):
         """Final barrier (every rank alive and done), then stop the heartbeat."""
