@@ -208,6 +208,27 @@ class Net:
         self._build_pycaffe_views()
         from . import lms
         self.lms = lms.attach(self)
+        self._diff_sharing = None
+
+    @property
+    def share_diffs(self):
+        """True when intermediate blobs' diffs share buffers in backward (`distcaffe.diff_sharing`): the memory
+        of the diffs live at once instead of every blob's; off by default, as afterwards only the diffs of the
+        net's inputs, outputs and parameters keep their values. Large Model Support manages its own memory, so
+        under it this stays off."""
+        return self._diff_sharing is not None
+
+    @share_diffs.setter
+    def share_diffs(self, on):
+        if on and self.lms is not None:
+            log.info("Diff sharing stays off: Large Model Support manages this net's memory")
+            on = False
+        if on and self._diff_sharing is None:
+            from .diff_sharing import DiffSharing
+            self._diff_sharing = DiffSharing(self)
+        elif not on and self._diff_sharing is not None:
+            self._diff_sharing.release()
+            self._diff_sharing = None
 
     def _append_bottom(self, lp, layer_id, j, available):
         name = lp.bottom[j]
@@ -387,6 +408,8 @@ class Net:
 
     def backward_from_to(self, start, end):
         """Backward through layers start down to end (inclusive)."""
+        if self._diff_sharing is not None:
+            self._diff_sharing.apply()
         for i in range(start, end - 1, -1):
             for cb in self.before_backward:
                 cb(i)

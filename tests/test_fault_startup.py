@@ -1,6 +1,8 @@
 """Fault injection at start-up of real `mpiexec` jobs (MPMD: each rank its own command line): a rank that fails
-while starting, or dies before MPI starts, ends the whole job quickly with one line naming the rank and why."""
+while starting (bad solver, broken import, killed), or dies before MPI starts, ends the whole job within seconds
+with one line naming the rank and why; a rank stuck before MPI ends it at DISTCAFFE_STARTUP_TIMEOUT."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +42,44 @@ def test_rank_failing_at_startup_aborts_the_job_naming_it(tmp_path, bad):
     assert line and str(broken) in line[0], out[-2000:]
 
 
-def test_rank_dying_before_mpi_starts_ends_the_job_within_the_deadline(tmp_path):
+def shadowing(tmp_path, module, body):
+    """`-env PYTHONPATH` for one MPMD rank: a tree whose `module` runs `body` (a broken or killed import)."""
+    tree = tmp_path / ("shadow_" + module)
+    (tree / module).mkdir(parents=True)
+    (tree / module / "__init__.py").write_text(body + "\n")
+    return ["-env", "PYTHONPATH", "%s%s%s" % (tree, os.pathsep, h.ROOT)]
+
+
+@pytest.mark.parametrize("module, body, says", [
+    # numpy loads after MPI is up: the rank names itself and aborts the job
+    ("numpy", "raise ImportError('numpy is broken on this rank')",
+     r"rank 1 \(pid \d+ on \S+\): cannot start: ImportError: numpy is broken on this rank"),
+    # mpi4py itself is broken: the rank names itself; rank 0's supervisor sees it gone and ends the job
+    ("mpi4py", "raise ImportError('libmpi.so.12: cannot open shared object file')",
+     r"rank 1 \(pid \d+ on \S+\): cannot start: ImportError: libmpi.so.12"),
+    # killed while it starts (the OOM killer at import): its supervisor speaks for it
+    ("numpy", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+     r"rank 1 \(pid \d+ on \S+\): died without a word \(killed by SIGKILL: kill -9 or the out-of-memory killer\)"),
+])
+def test_rank_with_a_broken_import_ends_the_job_naming_it(tmp_path, module, body, says):
     good = h.make_job(tmp_path, batch=4, max_iter=10 ** 6)
-    rc, out, elapsed = mpmd(TRAIN + ["-solver", good], [sys.executable, "-c", "import sys; sys.exit(3)"],
+    rc, out, elapsed = mpmd(TRAIN + ["-solver", good], shadowing(tmp_path, module, body) + TRAIN + ["-solver", good])
+    assert rc != 0 and elapsed < 20, out[-2000:]
+    assert re.search("^distcaffe: error: " + says, out, re.M), out[-2000:]
+
+
+def test_rank_dying_before_mpi_starts_is_named_by_its_neighbour(tmp_path):
+    good = h.make_job(tmp_path, batch=4, max_iter=10 ** 6)
+    rc, out, elapsed = mpmd(TRAIN + ["-solver", good], [sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert rc != 0 and elapsed < 20, out[-2000:]   # the start-up timeout (60 s) is not what ended it
+    assert re.search(r"^distcaffe: error: rank 0 \(pid \d+ on \S+\): rank 1 .*exited before the MPI world came up",
+                     out, re.M), out[-2000:]
+
+
+def test_rank_stuck_before_mpi_ends_the_job_at_the_deadline(tmp_path):
+    """A rank that never reaches MPI_Init and never exits (as one on another node looks): the timeout is the bound."""
+    good = h.make_job(tmp_path, batch=4, max_iter=10 ** 6)
+    rc, out, elapsed = mpmd(TRAIN + ["-solver", good], [sys.executable, "-c", "import time; time.sleep(120)"],
                             env={"DISTCAFFE_STARTUP_TIMEOUT": "5"})
-    assert rc != 0 and elapsed < 30, out[-2000:]
+    assert rc != 0 and 5 <= elapsed < 30, out[-2000:]
     assert "distcaffe: error: rank 0 " in out and "did not come up within 5 s" in out, out[-2000:]

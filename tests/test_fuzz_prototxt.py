@@ -9,6 +9,7 @@ import pathlib
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -32,9 +33,10 @@ def zoo_nets():
 class Worker:
     """A _fuzz_worker.py process fed one case at a time; restarted after a crash or a hang."""
 
-    def __init__(self):
+    def __init__(self, data_dir):
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_fuzz_worker.py")], cwd=str(ROOT),
-                                     env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.PIPE,
+                                     env=dict(os.environ, PYTHONPATH=str(ROOT), FUZZ_DATA_DIR=data_dir),
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.lines = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(ln) for ln in self.proc.stdout] + [self.lines.put(None)],
@@ -60,29 +62,32 @@ class Worker:
 
 
 def fuzz(seconds, base_seed=0):
-    """Cases round-robin over the zoo nets until `seconds` pass; returns (Counter of results, bad outcomes)."""
+    """Cases round-robin over the zoo nets until `seconds` pass; returns (Counter of results, bad outcomes,
+    Counter of (with generated data?, result, the stage a case ended in))."""
     nets = zoo_nets()
-    counts, bad = collections.Counter(), []
-    worker = Worker()
-    deadline = time.monotonic() + seconds
-    case = 0
-    while time.monotonic() < deadline:
-        path = nets[case % len(nets)]
-        seed = base_seed * 1000003 + case + 1
-        out = worker.run(path, seed)
-        counts[out["result"]] += 1
-        if out["result"] not in ("valid", "error") or not out.get("one_line", True):
-            bad.append(out)
-        if out["result"] in ("hang",) or out["result"].startswith("signal"):
-            worker = Worker()
-        case += 1
-    worker.close()
-    return counts, bad
+    counts, bad, stages = collections.Counter(), [], collections.Counter()
+    with tempfile.TemporaryDirectory(prefix="fuzz_data_") as data_dir:
+        worker = Worker(data_dir)
+        deadline = time.monotonic() + seconds
+        case = 0
+        while time.monotonic() < deadline:
+            path = nets[case % len(nets)]
+            seed = base_seed * 1000003 + case + 1
+            out = worker.run(path, seed)
+            counts[out["result"]] += 1
+            stages["%s data, %s, %s" % ("with" if out.get("data") else "no", out["result"], out.get("stage"))] += 1
+            if out["result"] not in ("valid", "error") or not out.get("one_line", True):
+                bad.append(out)
+            if out["result"] in ("hang",) or out["result"].startswith("signal"):
+                worker = Worker(data_dir)
+            case += 1
+        worker.close()
+    return counts, bad, stages
 
 
 def test_fuzzed_zoo_prototxts_end_cleanly():
     assert ZOO.is_dir(), "the zoo (../shared/zoo) is needed"
-    counts, bad = fuzz(float(os.environ.get("DISTCAFFE_FUZZ_SECONDS", "60")),
+    counts, bad, _ = fuzz(float(os.environ.get("DISTCAFFE_FUZZ_SECONDS", "60")),
                        int(os.environ.get("DISTCAFFE_FUZZ_SEED", "0")))
     assert sum(counts.values()) >= 50, counts
     assert not bad, (counts, bad[:5])
@@ -90,4 +95,4 @@ def test_fuzzed_zoo_prototxts_end_cleanly():
 
 if __name__ == "__main__":
     result = fuzz(float(sys.argv[1]) if len(sys.argv) > 1 else 600, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
-    print(json.dumps({"counts": result[0], "bad": result[1]}, indent=1))
+    print(json.dumps({"counts": result[0], "bad": result[1], "stages": dict(sorted(result[2].items()))}, indent=1))

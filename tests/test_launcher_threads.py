@@ -43,7 +43,7 @@ def test_cgroup_quota_files(tmp_path):
     assert T._cgroup_quota(str(tmp_path), str(proc)) == 4.0
 
 
-def pools_after_cli(extra_env, code="from distcaffe.launcher import cli; print(cli.size_thread_pools())"):
+def pools_after_cli(extra_env, code="from distcaffe.launcher import threads; print(threads.size_thread_pools())"):
     code = ("import json, threadpoolctl; %s; import numpy; print(json.dumps([p['num_threads'] for p in "
             "threadpoolctl.threadpool_info()]))" % code)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}

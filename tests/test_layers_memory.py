@@ -121,6 +121,10 @@ USER_LAYER = textwrap.dedent('''
             top[0].data[...] = 42
         def backward(self, top, propagate_down, bottom):
             pass
+
+    class Picky(Plain):
+        def setup(self, bottom, top):
+            raise Exception("Need two bottoms to compute distance.")
 ''')
 
 
@@ -175,3 +179,6 @@ def test_python_layer_errors(user_module):
         setup('type: "Python" python_param { module: "%s" layer: "Missing" }' % user_module)
     with pytest.raises(NetError, match="python_param must name the module and the layer class"):
         setup('type: "Python" python_param { module: "%s" }' % user_module)
+    with pytest.raises(NetError, match=r"^layer 'layer' \(Python\): %s\.Picky\.setup raised Exception: Need two "
+                                       r"bottoms to compute distance\. \(\S+%s\.py:\d+\)$" % (user_module, user_module)):
+        setup('type: "Python" python_param { module: "%s" layer: "Picky" }' % user_module)

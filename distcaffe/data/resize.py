@@ -2,8 +2,9 @@
 
 Caffe resizes with OpenCV; Pillow's filters give different pixels. LINEAR on uint8 (and AREA when enlarging,
 which OpenCV runs as LINEAR with its own taps) reproduces OpenCV's fixed-point arithmetic (11-bit coefficients,
-SIMD vertical pass); NEAREST picks OpenCV's pixels; CUBIC and shrinking AREA use OpenCV's coefficients in float
-and round, so they may differ from OpenCV by one grey level. Every path is separable: a horizontal pass over
+SIMD vertical pass); NEAREST picks OpenCV's pixels; CUBIC on float32/float64 images is OpenCV's arithmetic (its
+non-IPP build) bit for bit; CUBIC on uint8 and shrinking AREA use OpenCV's coefficients in float and round, so
+they may differ from OpenCV by one grey level. Every path is separable: a horizontal pass over
 the rows, then a vertical one, each a few row gathers (O(taps * pixels)).
 RGB->gray is libpng's (what OpenCV's PNG reader does for IMREAD_GRAYSCALE). Images are (C, H, W) arrays.
 """
@@ -77,6 +78,35 @@ def _cubic_weights(f):
     return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
 
 
+def _cubic_taps_f32(dst, src):
+    """OpenCV's INTER_CUBIC taps along one axis: source indices (dst, 4) clamped into the image (its border
+    replication) and interpolateCubic's float32 weights of the float32 fraction."""
+    f = ((np.arange(dst, dtype=np.float64) + 0.5) * _scale(dst, src) - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    return np.clip(s[:, None] + np.arange(-1, 3), 0, src - 1), _cubic_weights(f - s.astype(np.float32))
+
+
+def _resize_cubic_float(img, height, width):
+    """cv::resize INTER_CUBIC of a float32/float64 (C, H, W) image in OpenCV's own arithmetic (without IPP):
+    float32 weights, the horizontal pass summed left to right in the image's dtype, the vertical one as
+    VResizeCubicVec_32f (s0 b0 + (s1 b1 + (s2 b2 + s3 b3)) over each run of 4 interleaved values of a row,
+    left to right for the rest; float64 all left to right)."""
+    c = img.shape[0]
+    xi, xa = _cubic_taps_f32(width, img.shape[2])
+    yi, ya = _cubic_taps_f32(height, img.shape[1])
+    xa, ya = xa.astype(img.dtype), ya.astype(img.dtype)
+    rows = img[:, :, xi[:, 0]] * xa[:, 0]
+    for k in range(1, 4):
+        rows = rows + img[:, :, xi[:, k]] * xa[:, k]
+    s0, s1, s2, s3 = (rows[:, yi[:, k], :] * ya[:, k][None, :, None] for k in range(4))
+    left = s0 + s1 + s2 + s3
+    if img.dtype != np.float32:
+        return left
+    n = width * c
+    pos = np.arange(width)[None, None, :] * c + np.arange(c)[:, None, None]   # place in OpenCV's HWC row
+    return np.where(pos < n - n % 4, s0 + (s1 + (s2 + s3)), left)
+
+
 def _lanczos4_weights(f):
     """OpenCV's interpolateLanczos4: 8 taps at offsets -3..4, sin(pi x / 4) sin(pi x) / (pi x)^2 * 4, normalised."""
     x = f[:, None] - np.arange(-3, 5)[None, :]
@@ -139,6 +169,8 @@ def resize(img, height, width, algo=LINEAR):
     area_mode = algo == AREA and (height > h or width > w)     # OpenCV averages areas only when shrinking both
     if (algo == LINEAR or area_mode) and img.dtype == np.uint8:
         return _resize_linear_u8(img, height, width, area_mode)
+    if algo == CUBIC and img.dtype in (np.float32, np.float64):
+        return _resize_cubic_float(img, height, width)
     # separable, as OpenCV: the horizontal pass over every row, then the vertical pass, each over its few taps
     cols = _rows(img.transpose(2, 0, 1).reshape(w, c * h).astype(np.float64), _matrix(width, w, algo, area_mode))
     rows = np.ascontiguousarray(cols.reshape(width, c, h).transpose(2, 1, 0)).reshape(h, c * width)

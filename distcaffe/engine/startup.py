@@ -1,17 +1,39 @@
-"""Start-up of a rank launched by mpirun/mpiexec/srun: MPI comes up first thing, so that a rank failing while it
-starts (bad path, bad prototxt, import error) can abort the whole job with one line naming it, instead of leaving
-the other ranks waiting in MPI_Init forever.
+"""Start-up of a rank launched by mpirun/mpiexec/srun, under a supervisor that names it if it dies in silence.
 
-A rank that dies before it even reaches MPI_Init cannot abort anything; MPI_Init holds the GIL while it waits,
-so a forked watchdog (no threads exist yet) ends this rank after `DISTCAFFE_STARTUP_TIMEOUT` seconds with a
-line saying the world never came up, and the launcher then ends the job.
+MPI comes up first thing (before numpy loads), so a rank failing while it starts (bad path, bad prototxt, a
+broken import) aborts the whole job at once with one line naming it. Before MPI_Init the process the launcher
+started forks (no threads exist yet): the child goes on as the rank, the parent stays as its supervisor, a
+small idle process holding a pipe from the rank:
+
+- while the rank waits in MPI_Init (holding the GIL: no thread of its own could watch), the supervisor watches
+  the other ranks the same launcher proxy started on this node (psutil): one that exits before MPI is up is
+  named and this rank is ended within a second, so the job ends. Across nodes nothing can be seen:
+  `DISTCAFFE_STARTUP_TIMEOUT` seconds (default 60) are the bound there.
+- when the rank dies without its "I have spoken" byte (SIGKILL, the OOM killer, a native crash), it prints the
+  one line the rank could not: rank, pid, host and how it died, and only then ends the same way, so the launcher
+  sees the death after the line is out. A launcher tearing the job down kills each rank's process group
+  (measured with MPICH's hydra), supervisor included: those ranks stay silent, as they should.
 """
+import atexit
 import os
 import select
 import signal
 import socket
 import sys
+import threading
 import time
+
+ABORT_GRACE = 0.3   # seconds between printing the error and MPI_Abort: the proxy forwards the line first
+_UP, _SPOKEN = b"U", b"X"
+_TICK = 0.2         # seconds between two looks at the sibling ranks while MPI comes up
+_SIBLING_GRACE = 1.0  # a rank of this node not seen after this long has exited already
+_spoken_fd = None
+_supervisor = None
+
+
+def supervisor_pid():
+    """Pid of the supervisor this rank runs under (the process the launcher started), or None."""
+    return _supervisor
 
 
 def startup_timeout():
@@ -19,51 +41,199 @@ def startup_timeout():
     return float(os.environ.get("DISTCAFFE_STARTUP_TIMEOUT", "60"))
 
 
-def _say(rank, message):
-    """One error line naming this rank, flushed before anything can kill the process."""
+def describe(rank, pid=None, host=None, also=""):
+    """'rank R (pid P on HOST)': this process unless `pid`/`host` say otherwise; `also` goes inside the brackets."""
+    return "rank %s (pid %d on %s%s)" % (rank, os.getpid() if pid is None else pid, host or socket.gethostname(),
+                                         also)
+
+
+def spoken():
+    """Tell this rank's supervisor that the rank exits having said its word (or cleanly): it stays quiet."""
+    global _spoken_fd
+    fd, _spoken_fd = _spoken_fd, None
+    if fd is not None:
+        try:
+            os.write(fd, _SPOKEN)
+        except OSError:
+            pass
+
+
+def say(rank, message, pid=None):
+    """One error line naming the rank (this process, or `pid`), flushed before anything can kill the process."""
+    if pid is None:
+        spoken()
     sys.stdout.flush()
-    sys.stderr.write("distcaffe: error: rank %d (pid %d on %s): %s\n" % (rank, os.getpid(), socket.gethostname(),
-                                                                      message))
+    sys.stderr.write("distcaffe: error: %s: %s\n" % (describe(rank, pid), message))
     sys.stderr.flush()
 
 
-def _watch(parent, ready_fd, rank, size, timeout):
-    """In the forked child: wait for the parent to close its end (MPI is up, or it died); else kill it."""
-    readable, _, _ = select.select([ready_fd], [], [], timeout)
-    if not readable:
-        _say(rank, "the MPI world of %d ranks did not come up within %.0f s: another rank failed before it started "
-                   "MPI (see its output; DISTCAFFE_STARTUP_TIMEOUT sets the limit)" % (size, timeout))
-        os.kill(parent, signal.SIGKILL)
-    os._exit(0)
+class _Siblings:
+    """The other ranks that this node's launcher proxy started (psutil; a rank's number read from its environ by
+    `rank_of`); `gone()` names one that has exited."""
+
+    def __init__(self, pid, rank, size, local_size, rank_of):
+        import psutil
+        self.psutil, self.rank, self.size, self.local_size = psutil, rank, size, local_size
+        self.rank_of = rank_of
+        self.top = psutil.Process(pid)   # this rank's outermost process (a wrapper shell has its environ too)
+        while self.top.parent() is not None and self._rank(self.top.parent()) == rank:
+            self.top = self.top.parent()
+        self.proxy = self.top.parent()
+        self.seen = {}
+        self.since = time.monotonic()
+
+    def _rank(self, proc):
+        try:
+            return self.rank_of(proc.environ())
+        except (self.psutil.Error, OSError):
+            return None
+
+    def _dead(self, proc):
+        try:
+            return proc.status() == self.psutil.STATUS_ZOMBIE
+        except self.psutil.NoSuchProcess:
+            return True
+
+    def gone(self):
+        """A line naming a rank of this node that exited, or None while all are alive (or cannot be seen)."""
+        if self.proxy is None:
+            return None
+        try:
+            children = self.proxy.children()
+        except self.psutil.Error:
+            return None
+        for proc in children:
+            if proc.pid != self.top.pid and proc.pid not in self.seen:
+                self.seen[proc.pid] = (self._rank(proc), proc)
+        for pid, (rank, proc) in self.seen.items():
+            if rank is not None and self._dead(proc):
+                return "%s exited before the MPI world came up" % describe(rank, pid)
+        ranks = {rank for rank, _ in self.seen.values() if rank is not None} | {self.rank}
+        if len(ranks) < self.local_size and time.monotonic() - self.since > _SIBLING_GRACE:
+            missing = sorted(set(range(self.size)) - ranks) if self.local_size == self.size else []
+            who = ", ".join("rank %d" % r for r in missing) or "%d of the %d ranks of this node" % (
+                self.local_size - len(ranks), self.local_size)
+            return "%s exited before the MPI world came up" % who
+        return None
+
+
+def _death(status):
+    """How a rank that never said a word ended, from its wait status; None when it exited cleanly."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else "signal %d" % sig
+        return "killed by %s%s" % (name, ": kill -9 or the out-of-memory killer" if sig == signal.SIGKILL else "")
+    code = os.waitstatus_to_exitcode(status)
+    return "exit status %d without an error line" % code if code else None
+
+
+def _supervise(rank_pid, fd, rank, size, timeout, siblings):
+    """In the process the launcher started (the rank runs in its child): watch the start-up, speak for the rank
+    if it dies without a word, then end as the rank ended, so that the launcher sees the death only after the
+    line is out. Signals the launcher sends reach the rank through their shared process group."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+    up = spoken = ended_by_us = False
+    deadline = time.monotonic() + timeout
+    while fd is not None:
+        wait = None if up else max(0.0, min(_TICK, deadline - time.monotonic()))
+        if select.select([fd], [], [], wait)[0]:
+            data = os.read(fd, 64)
+            up, spoken = up or bool(data), spoken or _SPOKEN in data
+            if not data:   # the rank has exited
+                os.close(fd)
+                fd = None
+            continue
+        lost = None if siblings is None else siblings()
+        if lost is None and time.monotonic() < deadline:
+            continue
+        say(rank, "%s; ending this rank so that the job ends" % lost if lost else
+            "the MPI world of %d ranks did not come up within %.0f s: another rank failed before it started MPI "
+            "(see its output; DISTCAFFE_STARTUP_TIMEOUT sets the limit)" % (size, timeout), pid=rank_pid)
+        os.kill(rank_pid, signal.SIGKILL)
+        ended_by_us = True
+        break
+    status = os.waitpid(rank_pid, 0)[1]
+    how = None if spoken or ended_by_us else _death(status)
+    if how:
+        say(rank, "died %swithout a word (%s)" % ("" if up else "before the MPI world came up, ", how),
+            pid=rank_pid)
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _die_with_parent():
+    """Linux: SIGKILL this process when its supervisor dies (a launcher that kills only the pid it started)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _fork_rank(rank, size, local_size, timeout, rank_of):
+    """Fork: the child goes on as the rank and gets the pipe's write end; this process supervises it."""
+    global _supervisor
+    read_fd, write_fd = os.pipe()
+    supervisor = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        _supervisor = supervisor
+        os.close(read_fd)
+        _die_with_parent()
+        if os.getppid() != supervisor:
+            os._exit(1)
+        return write_fd
+    os.close(write_fd)   # every inherited descriptor stays open: a launcher takes a closed PMI socket for a death
+    try:
+        try:
+            siblings = _Siblings(supervisor, rank, size, local_size, rank_of).gone if rank_of else None
+        except Exception:  # no psutil or no /proc: the timeout alone is the bound
+            siblings = None
+        _supervise(child, read_fd, rank, size, timeout, siblings)
+    finally:
+        os._exit(1)
 
 
 class LaunchedWorld:
-    """MPI_COMM_WORLD of a launched job, initialised under a deadline; `fail()` reports and aborts the job."""
+    """MPI_COMM_WORLD of a launched job, initialised under the supervisor's watch; `fail()` reports and aborts
+    the job. `rank_of(environ)` gives the rank a launcher's environment names (None: not a rank of this job)."""
 
-    def __init__(self, rank, size, timeout=None):
-        self.rank, self.size = int(rank), int(size)
+    def __init__(self, rank, size, local_size=1, timeout=None, rank_of=None):
+        self.rank, self.size, self.local_size = int(rank), int(size), int(local_size)
         self.timeout = startup_timeout() if timeout is None else float(timeout)
+        self.rank_of = rank_of
         self.MPI = None
 
     def start(self):
-        from .comm_mpi import _mpi
-        read_fd, write_fd = os.pipe()
-        child = os.fork()
-        if child == 0:
-            os.close(write_fd)
-            _watch(os.getppid(), read_fd, self.rank, self.size, self.timeout)
-        os.close(read_fd)
+        global _spoken_fd
+        _spoken_fd = _fork_rank(self.rank, self.size, self.local_size, self.timeout, self.rank_of)
+        atexit.register(spoken)
         try:
-            self.MPI = _mpi()  # importing mpi4py.MPI runs MPI_Init_thread: waits for every rank of the world
-        finally:
-            os.close(write_fd)
-            os.waitpid(child, 0)
+            from mpi4py import MPI   # runs MPI_Init_thread: waits for every rank of the world
+        except ImportError as e:
+            say(self.rank, "cannot start: ImportError: %s (MPI training needs mpi4py: pip install "
+                           "'distcaffe[mpi]')" % e)
+            sys.exit(2)
+        os.write(_spoken_fd, _UP)
+        self.MPI = MPI
         return self
 
     def fail(self, message, code=2):
         """Print `message` naming this rank, then MPI_Abort every rank of the job (never returns)."""
-        from .comm_mpi import ABORT_GRACE
-        _say(self.rank, message)
-        time.sleep(ABORT_GRACE)  # let the launcher's proxy forward the line before MPI_Abort tears the job down
-        self.MPI.COMM_WORLD.Abort(code)
-        os._exit(code)
+        abort(self.MPI, self.rank, message, code)
+
+
+def abort(MPI, rank, message, code, log=None):
+    """Print `message` naming `rank` (then into `log`), give the launcher time to forward it, MPI_Abort the job."""
+    say(rank, message)
+    if log is not None:
+        log.error("rank %d: %s", rank, message)
+    time.sleep(ABORT_GRACE)
+    threading.Timer(1.0, os._exit, args=(code,)).start()  # MPI_Abort may wait for a launcher that never kills
+    MPI.COMM_WORLD.Abort(code)
+    os._exit(code)

@@ -4,12 +4,14 @@ import re
 from google.protobuf import text_format
 
 from distcaffe.errors import ParseError
+from distcaffe.io import text_parser
 from distcaffe.io.files import read_bytes, write_atomic
 from distcaffe.io.upgrade import upgrade_net_param, upgrade_solver_param
 from distcaffe.proto import caffe_pb2 as pb
 
 _LOCATION = re.compile(r"^\s*(\d+):(\d+)\s*:\s*")
 _MAX_MESSAGE = 300
+_BLANK = re.compile(r"\s*+(?:#[^\n]*+\s*+)*+\Z")   # nothing but whitespace and comments
 
 
 def parse_text(text, message_class, filename="<string>", what=None):
@@ -21,9 +23,19 @@ def parse_text(text, message_class, filename="<string>", what=None):
         except UnicodeDecodeError as e:
             raise ParseError("%s: not a text prototxt (byte %d is not UTF-8; is it a binary file?)"
                              % (filename, e.start)) from None
-    if not _strip_comments(text).strip():
+    if _BLANK.match(text):
         raise ParseError("%s: is empty (expected a %s)" % (filename, what))
     message = message_class()
+    if not text_parser.parse(text, message):  # declined: text_format parses (and words any error) itself
+        message = message_class()
+        _text_format_parse(text, message, filename)
+    if not message.IsInitialized():                # `required` fields (ClipParameter.min/max, TRTParameter.*)
+        raise ParseError("%s: %s is missing required fields: %s"
+                         % (filename, what, ", ".join(message.FindInitializationErrors())))
+    return message
+
+
+def _text_format_parse(text, message, filename):
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as e:
@@ -33,14 +45,6 @@ def parse_text(text, message_class, filename="<string>", what=None):
         line, col = e.GetLine(), e.GetColumn()
         where = "%s:%s:%s" % (filename, line, col) if line is not None else filename
         raise ParseError("%s: %s" % (where, msg)) from None
-    if not message.IsInitialized():                # `required` fields (ClipParameter.min/max, TRTParameter.*)
-        raise ParseError("%s: %s is missing required fields: %s"
-                         % (filename, what, ", ".join(message.FindInitializationErrors())))
-    return message
-
-
-def _strip_comments(text):
-    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
 
 def read_text(path, message_class, what=None):

@@ -9,7 +9,6 @@ import sys
 import traceback
 
 from distcaffe.errors import CaffeError
-from distcaffe.launcher.threads import size_thread_pools
 
 # command name -> (module, function, one-line help). The function takes argv (list of str), returns an int.
 COMMANDS = {
@@ -39,14 +38,25 @@ def usage():
     return "\n".join(lines)
 
 
+def _rank_in(environ):
+    """The rank a launcher's environment gives a process, or None (not a launched rank)."""
+    from distcaffe.launcher.env import detect
+    try:
+        placement = detect(environ)
+    except CaffeError:
+        return None
+    return placement.rank if placement.is_mpi else None
+
+
 def _launched_world():
-    """Under mpirun/mpiexec/srun with several ranks: MPI up before anything that can fail (engine.startup)."""
+    """Under mpirun/mpiexec/srun with several ranks: MPI up before anything that can fail, numpy included
+    (engine.startup); None otherwise."""
     from distcaffe.launcher.env import detect
     placement = detect()
     if not placement.is_mpi or placement.size < 2:
         return None
     from distcaffe.engine.startup import LaunchedWorld
-    world = LaunchedWorld(placement.rank, placement.size).start()
+    world = LaunchedWorld(placement.rank, placement.size, placement.local_size, rank_of=_rank_in).start()
     mpi_size = world.MPI.COMM_WORLD.Get_size()
     if mpi_size != placement.size:   # N one-rank worlds would each train alone and overwrite each other's snapshots
         print("distcaffe: error: rank %d: the %s environment says %d ranks but the MPI world has %d: the MPI that "
@@ -73,14 +83,17 @@ def main(argv=None):
             name, "; did you mean '%s'?" % guess[0] if guess else "", usage()), file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    world = None
-    threads = size_thread_pools()  # before any BLAS call: ranks sharing a node or a busy node must not oversubscribe
-    if threads and name == "train":
-        from distcaffe.log import get_logger
-        get_logger("launcher").info(threads)
+    world, started = None, False
     try:
         world = _launched_world() if name == "train" else None
-        code = int(getattr(importlib.import_module(module), func)(rest) or 0)
+        from distcaffe.launcher.threads import size_thread_pools
+        threads = size_thread_pools()  # before any BLAS call: ranks sharing a node (or a busy one) must not oversubscribe
+        if threads and name == "train":
+            from distcaffe.log import get_logger
+            get_logger("launcher").info(threads)
+        command = getattr(importlib.import_module(module), func)
+        started = True
+        code = int(command(rest) or 0)
     except CaffeError as e:
         if world is not None:
             world.fail("%s (exit code 2)" % e, 2)
@@ -90,7 +103,7 @@ def main(argv=None):
         if world is None:
             raise
         traceback.print_exc()   # this rank's own traceback, into its stderr / log, before the one-line summary
-        world.fail("%s: %s (exit code 1)" % (type(e).__name__, e), 1)
+        world.fail("%s%s: %s (exit code 1)" % ("" if started else "cannot start: ", type(e).__name__, e), 1)
     except KeyboardInterrupt:
         print("distcaffe: interrupted", file=sys.stderr)
         return 130

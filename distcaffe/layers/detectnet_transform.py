@@ -8,16 +8,17 @@ rotated and crop-shifted as NVCaffe draws them; in TEST it is only resized to im
 foreground, box corners relative to the grid cell, 1/w, 1/h, object norm, one coverage map per class.
 NVCaffe's Backward is empty: no gradient flows to either bottom.
 
-Numerics are NVCaffe's CPU path (Forward_cpu) with the OpenCV of its day (3.4), in its Dtype (float32; float64
-in a DOUBLE net), on CPU and GPU alike. Bit for bit: the rotation (matrix from float32 RotatedRect corners and
-OpenCV's LU; warpAffine's fixed-point map, 1/32 bilinear grid and transparent border, whose last source row
-and column stay 0) and BGR->HSV (OpenCV's scalar code; its vector code rounds the hue up to 3e-5 degrees
-apart). Within float32 rounding: the cubic scaling (OpenCV's taps, summed in float64: up to ~2.5e-7 on [-1, 1])
-and HSV->BGR (OpenCV's scalar code; its vector code differs in the last bit). Not followed: hue shifted below 0
-degrees, where OpenCV's HSV->BGR disagrees between its own scalar and vector code and versions (3.4's scalar
-code gives hue 0, the vector code of 3.4 and 4.x extrapolates the sector below 0): we wrap it mod 360, as the
-scalar code of OpenCV 4+ does; and NVCaffe's GPU path (Forward_gpu), a different geometry (one bicubic pass,
-corner-aligned scaling, the hue shifted the other way), which we do not copy.
+Numerics are NVCaffe's CPU path (Forward_cpu) with the OpenCV of its day (3.4, built without IPP as
+distributions build it), in its Dtype (float32; float64 in a DOUBLE net), on CPU and GPU alike. Bit for bit:
+the rotation (matrix from float32 RotatedRect corners and OpenCV's LU; warpAffine's fixed-point map, 1/32
+bilinear grid and transparent border, whose last source row and column stay 0), the cubic scaling
+(data/resize.py) and BGR->HSV as OpenCV's scalar code computes it (its vector code, fusing a multiply-add,
+rounds the hue up to 3e-5 degrees apart); HSV->BGR is its scalar code too (the vector code differs in the last
+bit). Not followed: hue shifted below 0 degrees, where OpenCV's HSV->BGR disagrees between its own scalar and
+vector code and versions (3.4's scalar code gives hue 0, the vector code of 3.4 and 4.x extrapolates the
+sector below 0): we wrap it mod 360, as the scalar code of OpenCV 4+ does; and NVCaffe's GPU path
+(Forward_gpu), a different geometry (one bicubic pass, corner-aligned scaling, the hue shifted the other way),
+which we do not copy.
 """
 import math
 
@@ -230,25 +231,31 @@ def warp_affine(img, m, out_w, out_h, xp):
     whole pixels plus a 1/32 sub-pixel index, the bilinear weights OpenCV's float table of multiples of 1/1024,
     summed in the image's dtype in OpenCV's order. A pixel whose 2x2 source neighbourhood leaves the image stays
     0 (the transparent border, the last source row and column included; OpenCV 4.9+ and 5 differ there and in
-    5's float coordinates)."""
+    5's float coordinates). Sizes under 32768 pixels, as OpenCV's short maps."""
     im = invert_affine(m)
-    one = 1 << AB_BITS
+    one, n = 1 << AB_BITS, 1 << INTER_BITS
     x, y = xp.arange(out_w, dtype=np.float64), xp.arange(out_h, dtype=np.float64)
-    half = one >> INTER_BITS >> 1
-    X = (xp.rint((im[1] * y + im[2]) * one).astype(np.int64)[:, None] + half +
-         xp.rint(im[0] * x * one).astype(np.int64)[None, :]) >> (AB_BITS - INTER_BITS)
-    Y = (xp.rint((im[4] * y + im[5]) * one).astype(np.int64)[:, None] + half +
-         xp.rint(im[3] * x * one).astype(np.int64)[None, :]) >> (AB_BITS - INTER_BITS)
-    sx, sy = xp.clip(X >> INTER_BITS, -32768, 32767), xp.clip(Y >> INTER_BITS, -32768, 32767)
-    tx, ty = X & ((1 << INTER_BITS) - 1), Y & ((1 << INTER_BITS) - 1)
-    _, h, w = img.shape
+    X = (xp.rint((im[1] * y + im[2]) * one).astype(np.int32)[:, None] + (one // n // 2) +
+         xp.rint(im[0] * x * one).astype(np.int32)[None, :]) >> (AB_BITS - INTER_BITS)
+    Y = (xp.rint((im[4] * y + im[5]) * one).astype(np.int32)[:, None] + (one // n // 2) +
+         xp.rint(im[3] * x * one).astype(np.int32)[None, :]) >> (AB_BITS - INTER_BITS)
+    c, h, w = img.shape
+    sx, sy = X >> INTER_BITS, Y >> INTER_BITS
     inside = (sx >= 0) & (sx < w - 1) & (sy >= 0) & (sy < h - 1)
-    sx, sy = xp.where(inside, sx, 0), xp.where(inside, sy, 0)
-    n = 1 << INTER_BITS
-    w0, w1, w2, w3 = (((a * b) / float(n * n)).astype(img.dtype)
-                      for a, b in ((n - ty, n - tx), (n - ty, tx), (ty, n - tx), (ty, tx)))
-    out = img[:, sy, sx] * w0 + img[:, sy, sx + 1] * w1 + img[:, sy + 1, sx] * w2 + img[:, sy + 1, sx + 1] * w3
+    at = xp.where(inside, sy * w + sx, 0)                                 # top-left source pixel, flat
+    table = xp.asarray(_bilinear_table(img.dtype))[(Y & (n - 1)) * n + (X & (n - 1))]      # (out_h, out_w, 4)
+    src = img.reshape(c, h * w)
+    out = (src[:, at] * table[..., 0] + src[:, at + 1] * table[..., 1] + src[:, at + w] * table[..., 2] +
+           src[:, at + w + 1] * table[..., 3])
     return xp.where(inside, out, img.dtype.type(0))
+
+
+def _bilinear_table(dtype):
+    """OpenCV's BilinearTab_f: for each of the 32 x 32 sub-pixel positions (ty, tx), the weights of the top-left,
+    top-right, bottom-left and bottom-right pixels, multiples of 1/1024 (exact in float32)."""
+    n = 1 << INTER_BITS
+    ty, tx = np.divmod(np.arange(n * n), n)
+    return (np.stack([(n - ty) * (n - tx), (n - ty) * tx, ty * (n - tx), ty * tx], axis=1) / float(n * n)).astype(dtype)
 
 
 def crop(img, out_w, out_h, ox, oy, xp):
@@ -303,7 +310,8 @@ def draw_augmentation(a, size, out_size, rand):
 
 def transform_boxes(boxes, aug, size, dtype=np.float64):
     """NVCaffe's transform_label: flip (x' = W - x - w - 1), scale, rotate the centres (with the image's
-    rotation matrix, held in the layer's `dtype`), shift by the crop."""
+    rotation matrix, held in the layer's `dtype`; the products in float64, NVCaffe's in Dtype), shift by the
+    crop."""
     boxes = np.array(boxes, np.float64).reshape(-1, BBOX_LEN)
     if aug.flip:
         boxes[:, 0] = size[0] - boxes[:, 0] - boxes[:, 2] - 1

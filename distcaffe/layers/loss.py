@@ -315,6 +315,8 @@ class HingeLossLayer(LossLayer):
     As in Caffe, forward leaves the margins in bottom[0]'s diff and backward turns that diff into the gradient,
     so whatever touches that diff in between changes the result exactly as it does in Caffe."""
 
+    holds_bottom_diff = True
+
     def forward(self, bottom, top):
         xp = self.xp
         num = legacy_dim(self, bottom[0], 0)

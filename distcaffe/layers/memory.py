@@ -2,10 +2,12 @@
 `set_input_arrays`, as pycaffe does) and Python (a user's layer class, loaded from `python_param`)."""
 import importlib
 import inspect
+import traceback
 
 import numpy as np
 
 from ..blob import Blob
+from ..errors import CaffeError
 from ..fillers import fill
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -142,6 +144,8 @@ class PythonLayer(Layer):
     the LayerParameter, given `param_str`, `phase` and `blobs`, and its setup/reshape/forward/backward are called
     with the bottom/top Blob lists (host `.data`/`.diff`)."""
 
+    holds_bottom_diff = True     # user code may do anything with its blobs' diffs: diff sharing leaves them alone
+
     def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
         super().__init__(layer_param, dtype=dtype, bwd_dtype=bwd_dtype)
         p = layer_param.python_param
@@ -173,10 +177,23 @@ class PythonLayer(Layer):
         self.impl.phase = int(self.phase)
 
     def layer_setup(self, bottom, top):
-        self.impl.setup(bottom, top)
+        self._checked("setup", bottom, top)
 
     def reshape(self, bottom, top):
-        self.impl.reshape(bottom, top)
+        self._checked("reshape", bottom, top)
+
+    def _checked(self, method, bottom, top):
+        """The user's setup/reshape, whose exceptions (the net does not fit what the layer expects) become one
+        line naming the layer, its class and the raising line; forward/backward keep the user's traceback."""
+        try:
+            getattr(self.impl, method)(bottom, top)
+        except CaffeError:
+            raise
+        except Exception as e:
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            p = self.layer_param.python_param
+            raise self.error("%s.%s.%s raised %s: %s (%s:%d)" % (p.module, p.layer, method, type(e).__name__, e,
+                                                                frame.filename, frame.lineno)) from e
 
     def forward(self, bottom, top):
         self.impl.forward(bottom, top)
