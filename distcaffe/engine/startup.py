@@ -28,6 +28,12 @@ _UP, _SPOKEN = b"U", b"X"
 _TICK = 0.2         # seconds between two looks at the sibling ranks while MPI comes up
 _SIBLING_GRACE = 1.0  # a rank of this node not seen after this long has exited already
 _spoken_fd = None
+_supervisor = None
+
+
+def supervisor_pid():
+    """Pid of the supervisor this rank runs under (the process the launcher started), or None."""
+    return _supervisor
 
 
 def startup_timeout():
@@ -35,8 +41,10 @@ def startup_timeout():
     return float(os.environ.get("DISTCAFFE_STARTUP_TIMEOUT", "60"))
 
 
-def describe(rank, pid=None, host=None):
-    return "rank %s (pid %d on %s)" % (rank, os.getpid() if pid is None else pid, host or socket.gethostname())
+def describe(rank, pid=None, host=None, also=""):
+    """'rank R (pid P on HOST)': this process unless `pid`/`host` say otherwise; `also` goes inside the brackets."""
+    return "rank %s (pid %d on %s%s)" % (rank, os.getpid() if pid is None else pid, host or socket.gethostname(),
+                                         also)
 
 
 def spoken():
@@ -167,12 +175,14 @@ def _die_with_parent():
 
 def _fork_rank(rank, size, local_size, timeout, rank_of):
     """Fork: the child goes on as the rank and gets the pipe's write end; this process supervises it."""
+    global _supervisor
     read_fd, write_fd = os.pipe()
     supervisor = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
+        _supervisor = supervisor
         os.close(read_fd)
         _die_with_parent()
         if os.getppid() != supervisor:
