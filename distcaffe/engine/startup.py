@@ -102,14 +102,15 @@ class _Siblings:
             children = self.proxy.children()
         except self.psutil.Error:
             return None
-        for proc in children:
-            if proc.pid != self.top.pid and proc.pid not in self.seen:
+        for proc in children:   # a rank not read yet (a child not yet exec'd has the proxy's environ): read again
+            if proc.pid != self.top.pid and self.seen.get(proc.pid, (None,))[0] is None:
                 self.seen[proc.pid] = (self._rank(proc), proc)
         for pid, (rank, proc) in self.seen.items():
             if rank is not None and self._dead(proc):
                 return "%s exited before the MPI world came up" % describe(rank, pid)
         ranks = {rank for rank, _ in self.seen.values() if rank is not None} | {self.rank}
-        if len(ranks) < self.local_size and time.monotonic() - self.since > _SIBLING_GRACE:
+        unreadable = any(rank is None for rank, _ in self.seen.values())   # then counting could be wrong
+        if not unreadable and len(ranks) < self.local_size and time.monotonic() - self.since > _SIBLING_GRACE:
             missing = sorted(set(range(self.size)) - ranks) if self.local_size == self.size else []
             who = ", ".join("rank %d" % r for r in missing) or "%d of the %d ranks of this node" % (
                 self.local_size - len(ranks), self.local_size)
