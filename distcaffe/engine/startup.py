@@ -235,9 +235,9 @@ class LaunchedWorld:
         atexit.register(spoken)
         try:
             from mpi4py import MPI   # runs MPI_Init_thread: waits for every rank of the world
-        except ImportError as e:
-            say(self.rank, "cannot start: ImportError: %s (MPI training needs mpi4py: pip install "
-                           "'distcaffe[mpi]')" % e)
+        except Exception as e:   # a missing or broken mpi4py / MPI library
+            say(self.rank, "cannot start: %s: %s (MPI training needs mpi4py: pip install 'distcaffe[mpi]')"
+                % (type(e).__name__, e))
             sys.exit(2)
         os.write(_spoken_fd, _UP)
         self.MPI = MPI
