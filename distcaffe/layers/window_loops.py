@@ -11,6 +11,13 @@ from numba import njit
 
 
 @njit(cache=True, error_model="numpy")
+def _tap(o, k, stride, dilation, pad, size):
+    """The input index output o reads at kernel offset k along one axis; -1 in the padding."""
+    x = o * stride + k * dilation - pad
+    return x if 0 <= x < size else -1
+
+
+@njit(cache=True, error_model="numpy")
 def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
     """out (C, H, W, B) += columns (C, kh, kw, OH, OW, B), offset by offset; padding positions are dropped."""
     C, kh, kw, OH, OW, B = col.shape
@@ -19,15 +26,14 @@ def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
         for i in range(kh):
             for j in range(kw):
                 for oh in range(OH):
-                    h = oh * sh + i * dh - ph
-                    if h < 0 or h >= H:
+                    h = _tap(oh, i, sh, dh, ph, H)
+                    if h < 0:
                         continue
                     for ow in range(OW):
-                        w = ow * sw + j * dw - pw
-                        if w < 0 or w >= W:
-                            continue
-                        for b in range(B):
-                            out[c, h, w, b] += col[c, i, j, oh, ow, b]
+                        w = _tap(ow, j, sw, dw, pw, W)
+                        if w >= 0:
+                            for b in range(B):
+                                out[c, h, w, b] += col[c, i, j, oh, ow, b]
 
 
 @njit(cache=True, error_model="numpy")
@@ -42,15 +48,14 @@ def col2im_rows_2d(col, out, sh, sw, dh, dw, ph, pw):
             for ow in range(OW - 1, -1, -1):
                 for b in range(B):
                     for i in range(kh):
-                        h = oh * sh + i * dh - ph
-                        if h < 0 or h >= H:
+                        h = _tap(oh, i, sh, dh, ph, H)
+                        if h < 0:
                             continue
                         for j in range(kw):
-                            w = ow * sw + j * dw - pw
-                            if w < 0 or w >= W:
-                                continue
-                            for c in range(C):
-                                out[g, b, h, w, c] += col[g, oh, ow, b, i, j, c]
+                            w = _tap(ow, j, sw, dw, pw, W)
+                            if w >= 0:
+                                for c in range(C):
+                                    out[g, b, h, w, c] += col[g, oh, ow, b, i, j, c]
 
 
 @njit(cache=True, error_model="numpy")
