@@ -617,6 +617,11 @@ class PoolingLayer(Layer):
         sq = (win * win).sum(axis=(2, 3))
         return xp.where(total > 0, sq / xp.where(total > 0, total, 1), 0), None
 
+    def _tiled(self):
+        """True when the windows tile the input exactly (kernel = stride, no padding, nothing left over)."""
+        return (self.kernel == self.stride and not any(self.pad)
+                and all(o * k == s for o, k, s in zip(self.out, self.kernel, self.in_shape)))
+
     def unpool(self, g, out=None):
         """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call (written into `out`, a
         contiguous array of g's dtype, by the compiled loops)."""
@@ -630,6 +635,9 @@ class PoolingLayer(Layer):
             g3 = np.ascontiguousarray(g).reshape((-1,) + tuple(self.out))
             result = np.empty(g.shape[:2] + tuple(self.in_shape), dtype=g.dtype) if out is None else out
             dx = result.reshape((g3.shape[0],) + tuple(self.in_shape))
+            if self.method == _PP.MAX and self._tiled():
+                loops.max_unpool_tiled(g3, np.ascontiguousarray(self.arg).reshape(g3.shape), dx, *self.kernel)
+                return result
             dx[...] = 0
             if self.method == _PP.MAX:
                 arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)

@@ -131,6 +131,23 @@ def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
 
 
 @njit(cache=True, error_model="numpy")
+def max_unpool_tiled(g, arg, dx, kh, kw):
+    """dx (P, OH * kh, OW * kw) = g at each window's winner, 0 elsewhere, for windows that tile dx exactly
+    (kernel = stride, no padding): every element written once, no zeroing pass. A winner gets 0 + g, the
+    fallback's sum (-0 becomes +0)."""
+    P, OH, OW = g.shape
+    zero = dx.dtype.type(0)
+    for p in range(P):
+        for oh in range(OH):
+            for i in range(kh):
+                for ow in range(OW):
+                    k = arg[p, oh, ow] - i * kw
+                    v = zero + g[p, oh, ow]
+                    for j in range(kw):
+                        dx[p, oh * kh + i, ow * kw + j] = v if k == j else zero
+
+
+@njit(cache=True, error_model="numpy")
 def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
     """Window sums of x (P, H, W) from zero, row by row, divided by div (OH, OW). Padding adds nothing: a
     sum started at +0 is never -0, so the fallback's added padding zeros change no bit."""
