@@ -106,10 +106,13 @@ def run_case(path, seed):
     from distcaffe.io import parse_net_text
     from distcaffe.proto import caffe_pb2
     from _zoo_data import close_net
-    text = (seed % 4 and with_data(path)) or open(path, "rb").read()
-    outcome = {"file": path, "seed": seed, "data": text is _PREPARED.get(path), "stage": "parse"}
+    prepared = with_data(path)
+    deep = bool(seed % 4 and prepared)
+    text = prepared if deep else open(path, "rb").read()
+    outcome = {"file": path, "seed": seed, "stage": "parse",
+               "input": "generated data" if deep else "zoo text, data absent" if prepared else "zoo text, no data layer"}
     if seed:
-        text = mutate(text, seed, deep=outcome["data"])
+        text = mutate(text, seed, deep=deep)
     net = None
     try:
         param = parse_net_text(text, filename=path)

@@ -63,7 +63,7 @@ class Worker:
 
 def fuzz(seconds, base_seed=0):
     """Cases round-robin over the zoo nets until `seconds` pass; returns (Counter of results, bad outcomes,
-    Counter of (with generated data?, result, the stage a case ended in))."""
+    Counter of (what was mutated, result, the stage a case ended in))."""
     nets = zoo_nets()
     counts, bad, stages = collections.Counter(), [], collections.Counter()
     with tempfile.TemporaryDirectory(prefix="fuzz_data_") as data_dir:
@@ -75,7 +75,7 @@ def fuzz(seconds, base_seed=0):
             seed = base_seed * 1000003 + case + 1
             out = worker.run(path, seed)
             counts[out["result"]] += 1
-            stages["%s data, %s, %s" % ("with" if out.get("data") else "no", out["result"], out.get("stage"))] += 1
+            stages["%s: %s, %s" % (out.get("input"), out["result"], out.get("stage"))] += 1
             if out["result"] not in ("valid", "error") or not out.get("one_line", True):
                 bad.append(out)
             if out["result"] in ("hang",) or out["result"].startswith("signal"):
