@@ -151,6 +151,11 @@ class Layer:
         if any(propagate_down):
             raise self.error("cannot backpropagate to its inputs")
 
+    def backward_reads_data(self, bottom, top):
+        """(bottom indices, top indices) whose data this layer's backward reads; data no backward reads may
+        share memory once forward is past it (blob_sharing). Default: all of them."""
+        return range(len(bottom)), range(len(top))
+
     def allow_force_backward(self, bottom_index):
         return True
 

@@ -47,6 +47,9 @@ class InnerProductLayer(Layer):
             y += self.m(self.blobs[1].dev_data)
         top[0].mut_dev_data[...] = y.reshape(top[0].shape)
 
+    def backward_reads_data(self, bottom, top):
+        return (0,), ()
+
     def backward(self, top, propagate_down, bottom):
         g = self.m(top[0].dev_diff).reshape(self.M, self.num_output)
         pd = self.param_propagate_down

@@ -65,6 +65,9 @@ class SplitLayer(Layer):
         for t in top:
             t.share_data(bottom[0])
 
+    def backward_reads_data(self, bottom, top):
+        return (), ()
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
