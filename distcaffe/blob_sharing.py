@@ -21,8 +21,9 @@ log = get_logger("net")
 
 
 class SharedBuffers:
-    """One net's sharing plan for one field of its blobs ("_diff" or "_data"): `apply()` before each pass
-    (re-plans when a reshape or a layer replaced a shared array), `release()` makes every array private again."""
+    """One net's sharing plan for one field of its blobs ("_diff" or "_data"): `apply()` before each backward
+    or forward (re-plans when a reshape or a layer replaced a shared array), `release()` makes every array
+    private again."""
 
     def __init__(self, net, field):
         self.net, self.field = net, field
@@ -54,13 +55,21 @@ class SharedBuffers:
         return blob.diff_dtype if self.field == "_diff" else blob.dtype
 
     def groups(self):
-        """Blob ids grouped by the array they hold, leaving out arrays shared with a parameter."""
+        """Blob ids grouped by the array they hold (a Flatten's top holds its bottom's) or will hold (a Split's
+        tops take their bottom's data in forward), leaving out arrays shared with a parameter."""
         net = self.net
+        key = {bid: id(getattr(blob, self.field)) for bid, blob in enumerate(net._blobs)}
+        if self.field == "_data":
+            for i, layer in enumerate(net.layers):
+                if layer.tops_share_data:
+                    for tid in net.top_ids[i]:
+                        old, new = key[tid], key[net.bottom_ids[i][0]]
+                        key = {b: new if k == old else k for b, k in key.items()}
         by_array = {}
-        for bid, blob in enumerate(net._blobs):
-            by_array.setdefault(id(getattr(blob, self.field)), []).append(bid)
+        for bid, k in key.items():
+            by_array.setdefault(k, []).append(bid)
         params = {id(getattr(p, self.field)) for p in net._params}
-        return [ids for key, ids in by_array.items() if key not in params]
+        return [ids for k, ids in by_array.items() if k not in params]
 
     def _assign(self, intervals):
         """Greedy interval colouring in pass order: a buffer is free once its holder's last user has run; the

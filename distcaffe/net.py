@@ -397,6 +397,8 @@ class Net:
 
     def forward_device(self, start, end):
         """forward_from_to, the loss left as a 0-d array of the current device (no host sync on a GPU)."""
+        if self._sharing["_data"] is not None and start == 0:
+            self._sharing["_data"].apply()
         loss = 0.0
         for i in range(start, end + 1):
             for cb in self.before_forward:
@@ -418,8 +420,6 @@ class Net:
                 self._forward_debug(i)
             for cb in self.after_forward:
                 cb(i)
-        if self._sharing["_data"] is not None and start == 0 and end == len(self.layers) - 1:
-            self._sharing["_data"].apply()      # planned after a whole forward: Splits share their data in it
         return loss
 
     def backward_from_to(self, start, end):

@@ -210,7 +210,7 @@ def test_zoo_training_is_bit_identical(zoo, name):
         distcaffe.set_random_seed(1)
         solver.net.forward_prefilled()
         solver.net.backward()
-        for k in range(2):                               # data sharing starts with the second pass
+        for k in range(2):
             distcaffe.set_random_seed(k + 2)
             solver.step(1)
     equal(ref_reads, got_reads)

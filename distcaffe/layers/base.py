@@ -73,6 +73,7 @@ class Layer:
     auto_top_blobs = False
     precise = False          # accumulates in fp32 whatever the math type (BN, LRN, softmax, losses, reductions)
     holds_bottom_diff = False  # forward leaves values in a diff that backward reads: diff sharing skips its blobs
+    tops_share_data = False    # forward makes every top share bottom[0]'s data (Split)
 
     def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
         self.layer_param = layer_param

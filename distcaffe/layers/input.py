@@ -55,6 +55,7 @@ class SplitLayer(Layer):
 
     exact_num_bottom = 1
     min_top = 1
+    tops_share_data = True
 
     def reshape(self, bottom, top):
         for t in top:
