@@ -114,8 +114,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self.check_bottom_shape(bottom)
         spatial = list(bottom[0].shape[self.channel_axis + 1:])
         out = self.compute_output_shape(spatial)
-        self.check(all(o > 0 for o in out), "output spatial shape %s is empty for input %s"
-                   % (out, bottom[0].shape_string()))
+        if not all(o > 0 for o in out):           # (the message is built only when raised: reshape runs every pass)
+            raise self.error("output spatial shape %s is empty for input %s" % (out, bottom[0].shape_string()))
         top_shape = tuple(bottom[0].shape[:self.channel_axis]) + (self.num_output,) + tuple(out)
         for i, t in enumerate(top):
             if t is bottom[i]:
@@ -506,8 +506,9 @@ class PoolingLayer(Layer):
         self.round_ceil = pp.round_mode == _PP.CEIL and not pp.torch_pooling
 
     def reshape(self, bottom, top):
-        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "
-                   "width); got %s" % bottom[0].shape_string())
+        if bottom[0].num_axes != 4:                # (messages built only when raised: reshape runs every pass)
+            raise self.error("Input must have 4 axes, corresponding to (num, channels, height, width); got %s"
+                             % bottom[0].shape_string())
         self.in_shape = list(bottom[0].shape[2:])
         if self.global_pooling:
             self.kernel = list(self.in_shape)
@@ -518,8 +519,8 @@ class PoolingLayer(Layer):
             # the last pooling window must start strictly inside the image, else clip it
             out = [o - 1 if (o - 1) * st >= s + p else o
                    for o, st, s, p in zip(out, self.stride, self.in_shape, self.pad)]
-        self.check(all(o > 0 for o in out), "pooled output %s is empty for input %s"
-                   % (out, bottom[0].shape_string()))
+        if not all(o > 0 for o in out):
+            raise self.error("pooled output %s is empty for input %s" % (out, bottom[0].shape_string()))
         self.out = out
         # padded plane that holds every window: left pad, then at least up to the last window's end
         self.padded_shape = [max(p + s, (o - 1) * st + k)
@@ -619,6 +620,11 @@ class PoolingLayer(Layer):
         sq = (win * win).sum(axis=(2, 3))
         return xp.where(total > 0, sq / xp.where(total > 0, total, 1), 0), None
 
+    def _tiled(self):
+        """True when the windows tile the input exactly (kernel = stride, no padding, nothing left over)."""
+        return (self.kernel == self.stride and not any(self.pad)
+                and all(o * k == s for o, k, s in zip(self.out, self.kernel, self.in_shape)))
+
     def unpool(self, g, out=None):
         """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call (written into `out`, a
         contiguous array of g's dtype, by the compiled loops)."""
@@ -632,6 +638,9 @@ class PoolingLayer(Layer):
             g3 = np.ascontiguousarray(g).reshape((-1,) + tuple(self.out))
             result = np.empty(g.shape[:2] + tuple(self.in_shape), dtype=g.dtype) if out is None else out
             dx = result.reshape((g3.shape[0],) + tuple(self.in_shape))
+            if self.method == _PP.MAX and self._tiled():
+                loops.max_unpool_tiled(g3, np.ascontiguousarray(self.arg).reshape(g3.shape), dx, *self.kernel)
+                return result
             dx[...] = 0
             if self.method == _PP.MAX:
                 arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)
