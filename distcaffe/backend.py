@@ -185,6 +185,18 @@ def matmul(a, b):
     return a @ b
 
 
+_blas_pools = None
+
+
+def blas_threads():
+    """How many threads numpy's BLAS runs a GEMM with now (threadpoolctl; 1 when it finds no BLAS)."""
+    global _blas_pools
+    if _blas_pools is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_pools = ThreadpoolController().select(user_api="blas").lib_controllers
+    return max([pool.get_num_threads() for pool in _blas_pools] or [1])
+
+
 # --- checks that would need a host sync on a GPU -------------------------------------------------------
 def check_later(bad, make_error):
     """Raise `make_error()` if the device boolean `bad` is true. On CPU at once; in GPU mode the flag is

@@ -82,6 +82,8 @@ def test_pooling_fast_path_is_bit_identical(method, k, s, p, shape):
     ('pool: AVE kernel_size: 3 stride: 2 pad: 2', (1, 2, 5, 5)),
     ('pool: AVE global_pooling: true', (2, 4, 7, 7)),
     ('pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR', (2, 2, 7, 9)),
+    ('pool: MAX kernel_size: 2 stride: 2', (2, 3, 8, 6)),             # windows tile the input: no zeroing
+    ('pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 3 stride_w: 2', (1, 2, 9, 4)),
 ])
 def test_pooling_edge_windows_are_bit_identical(text, shape):
     _same('type: "Pooling" pooling_param { %s }' % text, shape, ties=True)
@@ -104,6 +106,7 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", per_image)     # every GEMM layout
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", column_bytes)
+    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_ONE_THREAD", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", row_outputs)  # both data-gradient layouts
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)

@@ -80,3 +80,23 @@ def test_embed_errors():
         _run('type: "Embed" embed_param { num_output: 2 }', np.zeros(2))
     with pytest.raises(NetError, match="num_output must be positive"):
         _run('type: "Embed" embed_param { input_dim: 2 }', np.zeros(2))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_large_weight_diff_accumulates_in_row_blocks_with_the_same_bits(transpose):
+    """A weight diff over the 8 MB block size (here 600 x 9216 floats, AlexNet fc6's K) is accumulated block by
+    block: the same bits as the whole product added at once, onto a diff that already holds values."""
+    layer = make_layer('type: "InnerProduct" inner_product_param { num_output: 600 transpose: %s %s }'
+                       % (str(transpose).lower(), FILL), dtype=np.float32)
+    x = RNG.standard_normal((16, 9216)).astype(np.float32)
+    b, t = Blob(x.shape, np.float32), Blob(dtype=np.float32)
+    b.data[...] = x
+    layer.setup([b], [t])
+    layer.forward([b], [t])
+    g = RNG.standard_normal(t.shape).astype(np.float32)
+    t.diff[...] = g
+    start = RNG.standard_normal(layer.blobs[0].shape).astype(np.float32)
+    layer.blobs[0].diff[...] = start
+    layer.backward([t], [True], [b])
+    want = start + (x.T @ g if transpose else g.T @ x)
+    assert layer.blobs[0].diff.tobytes() == want.tobytes()

@@ -17,7 +17,7 @@ from distcaffe import backend
 from distcaffe.log import get_logger
 
 from .communicator import CollectiveError, Communicator, Request, heartbeat_timeout
-from .startup import abort
+from .startup import abort, describe, supervisor_pid
 from .watchdog import RingHeartbeat
 
 log = get_logger("engine")
@@ -76,9 +76,9 @@ class MPICommunicator(Communicator):
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), node.Get_rank(), node.Get_size())
         self._stages = {}
         node.Free()
-        self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
+        self.peers = self.comm.allgather((socket.gethostname(), os.getpid(), supervisor_pid()))
         if self.rank == 0:  # always shown: it maps the PID of a launcher's "BAD TERMINATION" banner to a rank
-            world = "MPI world of %d ranks: %s" % (self.size, ", ".join(self.describe(r) for r in range(self.size)))
+            world = "MPI world of %d ranks: %s" % (self.size, ", ".join(self._launched(r) for r in range(self.size)))
             if log.isEnabledFor(logging.INFO):
                 log.info("%s", world)
             else:
@@ -93,8 +93,13 @@ class MPICommunicator(Communicator):
                 self.heartbeat = RingHeartbeat(self.comm, heartbeat_timeout(), self._on_lost).start()
 
     def describe(self, rank):
-        host, pid = self.peers[rank]
-        return "rank %d (pid %d on %s)" % (rank, pid, host)
+        host, pid, _ = self.peers[rank]
+        return describe(rank, pid, host)
+
+    def _launched(self, rank):
+        """describe(rank), plus the pid of its supervisor: the one the launcher knows and its banner names."""
+        host, pid, supervisor = self.peers[rank]
+        return describe(rank, pid, host, ", supervisor pid %d" % supervisor if supervisor else "")
 
     def lost_message(self):
         hb = self.heartbeat

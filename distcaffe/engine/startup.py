@@ -7,8 +7,8 @@ small idle process holding a pipe from the rank:
 
 - while the rank waits in MPI_Init (holding the GIL: no thread of its own could watch), the supervisor watches
   the other ranks the same launcher proxy started on this node (psutil): one that exits before MPI is up is
-  named and this rank is ended within a second, so the job ends. Across nodes nothing can be seen:
-  `DISTCAFFE_STARTUP_TIMEOUT` seconds (default 60) are the bound there.
+  named and the ranks of this node are ended within a second or two, so the job ends. Across nodes nothing can
+  be seen: `DISTCAFFE_STARTUP_TIMEOUT` seconds (default 60) are the bound there.
 - when the rank dies without its "I have spoken" byte (SIGKILL, the OOM killer, a native crash), it prints the
   one line the rank could not: rank, pid, host and how it died, and only then ends the same way, so the launcher
   sees the death after the line is out. A launcher tearing the job down kills each rank's process group
@@ -28,6 +28,12 @@ _UP, _SPOKEN = b"U", b"X"
 _TICK = 0.2         # seconds between two looks at the sibling ranks while MPI comes up
 _SIBLING_GRACE = 1.0  # a rank of this node not seen after this long has exited already
 _spoken_fd = None
+_supervisor = None
+
+
+def supervisor_pid():
+    """Pid of the supervisor this rank runs under (the process the launcher started), or None."""
+    return _supervisor
 
 
 def startup_timeout():
@@ -35,8 +41,10 @@ def startup_timeout():
     return float(os.environ.get("DISTCAFFE_STARTUP_TIMEOUT", "60"))
 
 
-def describe(rank, pid=None, host=None):
-    return "rank %s (pid %d on %s)" % (rank, os.getpid() if pid is None else pid, host or socket.gethostname())
+def describe(rank, pid=None, host=None, also=""):
+    """'rank R (pid P on HOST)': this process unless `pid`/`host` say otherwise; `also` goes inside the brackets."""
+    return "rank %s (pid %d on %s%s)" % (rank, os.getpid() if pid is None else pid, host or socket.gethostname(),
+                                         also)
 
 
 def spoken():
@@ -94,19 +102,35 @@ class _Siblings:
             children = self.proxy.children()
         except self.psutil.Error:
             return None
-        for proc in children:
-            if proc.pid != self.top.pid and proc.pid not in self.seen:
+        for proc in children:   # a rank not read yet (a child not yet exec'd has the proxy's environ): read again
+            if proc.pid != self.top.pid and self.seen.get(proc.pid, (None,))[0] is None:
                 self.seen[proc.pid] = (self._rank(proc), proc)
         for pid, (rank, proc) in self.seen.items():
             if rank is not None and self._dead(proc):
                 return "%s exited before the MPI world came up" % describe(rank, pid)
         ranks = {rank for rank, _ in self.seen.values() if rank is not None} | {self.rank}
-        if len(ranks) < self.local_size and time.monotonic() - self.since > _SIBLING_GRACE:
+        unreadable = any(rank is None for rank, _ in self.seen.values())   # then counting could be wrong
+        if not unreadable and len(ranks) < self.local_size and time.monotonic() - self.since > _SIBLING_GRACE:
             missing = sorted(set(range(self.size)) - ranks) if self.local_size == self.size else []
             who = ", ".join("rank %d" % r for r in missing) or "%d of the %d ranks of this node" % (
                 self.local_size - len(ranks), self.local_size)
             return "%s exited before the MPI world came up" % who
         return None
+
+    def end_all(self):
+        """SIGKILL the other ranks of this node, each with its process group when it leads its own (as under
+        hydra): the job is over, and each would otherwise report the one ended first as the rank that failed."""
+        for pid, (rank, proc) in self.seen.items():
+            if rank is None:
+                continue
+            try:
+                group = os.getpgid(pid)
+                if group == pid and group != os.getpgrp():
+                    os.killpg(group, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except (OSError, self.psutil.Error):
+                pass
 
 
 def _death(status):
@@ -125,35 +149,39 @@ def _supervise(rank_pid, fd, rank, size, timeout, siblings):
     line is out. Signals the launcher sends reach the rank through their shared process group."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
-    up = spoken = ended_by_us = False
+    heard, ended_by_us = b"", False
     deadline = time.monotonic() + timeout
-    while fd is not None:
-        wait = None if up else max(0.0, min(_TICK, deadline - time.monotonic()))
-        if select.select([fd], [], [], wait)[0]:
-            data = os.read(fd, 64)
-            up, spoken = up or bool(data), spoken or _SPOKEN in data
-            if not data:   # the rank has exited
-                os.close(fd)
-                fd = None
+    while not heard:   # until MPI is up (or the rank exits): the pipe's first byte
+        if select.select([fd], [], [], max(0.0, min(_TICK, deadline - time.monotonic())))[0]:
+            heard = os.read(fd, 64) or b"-"   # "-": the pipe closed, the rank has exited
             continue
-        lost = None if siblings is None else siblings()
+        lost = None if siblings is None else siblings.gone()
         if lost is None and time.monotonic() < deadline:
             continue
         say(rank, "%s; ending this rank so that the job ends" % lost if lost else
             "the MPI world of %d ranks did not come up within %.0f s: another rank failed before it started MPI "
             "(see its output; DISTCAFFE_STARTUP_TIMEOUT sets the limit)" % (size, timeout), pid=rank_pid)
         os.kill(rank_pid, signal.SIGKILL)
+        if siblings is not None:
+            siblings.end_all()
         ended_by_us = True
         break
-    status = os.waitpid(rank_pid, 0)[1]
-    how = None if spoken or ended_by_us else _death(status)
+    status = os.waitpid(rank_pid, 0)[1]   # not the pipe's end: a process the rank forked may hold it open
+    os.set_blocking(fd, False)
+    try:
+        heard += os.read(fd, 1 << 16)
+    except BlockingIOError:
+        pass
+    how = None if ended_by_us or _SPOKEN in heard else _death(status)
     if how:
-        say(rank, "died %swithout a word (%s)" % ("" if up else "before the MPI world came up, ", how),
+        say(rank, "died %swithout a word (%s)" % ("" if _UP in heard else "before the MPI world came up, ", how),
             pid=rank_pid)
-    if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    if not os.WIFSIGNALED(status):
+        os._exit(os.WEXITSTATUS(status))
+    sig = os.WTERMSIG(status)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
 
 
 def _die_with_parent():
@@ -167,12 +195,14 @@ def _die_with_parent():
 
 def _fork_rank(rank, size, local_size, timeout, rank_of):
     """Fork: the child goes on as the rank and gets the pipe's write end; this process supervises it."""
+    global _supervisor
     read_fd, write_fd = os.pipe()
     supervisor = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
+        _supervisor = supervisor
         os.close(read_fd)
         _die_with_parent()
         if os.getppid() != supervisor:
@@ -181,7 +211,7 @@ def _fork_rank(rank, size, local_size, timeout, rank_of):
     os.close(write_fd)   # every inherited descriptor stays open: a launcher takes a closed PMI socket for a death
     try:
         try:
-            siblings = _Siblings(supervisor, rank, size, local_size, rank_of).gone if rank_of else None
+            siblings = _Siblings(supervisor, rank, size, local_size, rank_of) if rank_of else None
         except Exception:  # no psutil or no /proc: the timeout alone is the bound
             siblings = None
         _supervise(child, read_fd, rank, size, timeout, siblings)
@@ -205,9 +235,9 @@ class LaunchedWorld:
         atexit.register(spoken)
         try:
             from mpi4py import MPI   # runs MPI_Init_thread: waits for every rank of the world
-        except ImportError as e:
-            say(self.rank, "cannot start: ImportError: %s (MPI training needs mpi4py: pip install "
-                           "'distcaffe[mpi]')" % e)
+        except Exception as e:   # a missing or broken mpi4py / MPI library
+            say(self.rank, "cannot start: %s: %s (MPI training needs mpi4py: pip install 'distcaffe[mpi]')"
+                % (type(e).__name__, e))
             sys.exit(2)
         os.write(_spoken_fd, _UP)
         self.MPI = MPI

@@ -79,6 +79,9 @@ class BatchNormLayer(NeuronLayer):
             y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
         top[0].mut_dev_data[...] = y.reshape(top[0].shape)
 
+    def backward_reads_data(self, bottom, top):
+        return (), ()                                    # x_norm and std are kept
+
     def backward(self, top, propagate_down, bottom):
         xp = self.xp
         g = self._view(top[0].dev_diff)
@@ -120,6 +123,17 @@ def pair_batchnorm_scale(layers, bottom_ids, top_ids):
             sc.normalized_by = bn
 
 
+def _out(dest, like):
+    """`dest` when a result may be written straight into it (same dtype), else None (a new array)."""
+    return dest if dest.dtype == like.dtype else None
+
+
+def _write(result, dest):
+    """Store `result` in `dest` unless it was computed there."""
+    if result is not dest:
+        dest[...] = result
+
+
 def _window_sum(xp, a, axes, size):
     """Sum over a centred window of odd `size` along each of `axes` (zero padding), by shifted slices."""
     pre = (size - 1) // 2
@@ -133,7 +147,13 @@ def _window_sum(xp, a, axes, size):
         for k in range(size):
             sl = [slice(None)] * a.ndim
             sl[ax] = slice(k, k + n)
-            acc = p[tuple(sl)] if acc is None else acc + p[tuple(sl)]
+            window = p[tuple(sl)]
+            if acc is None:
+                acc = window
+            elif k == 1:
+                acc = acc + window          # the first sum is a new array (acc was a view of the padding)
+            else:
+                acc += window
         out = acc
     return out
 
@@ -163,21 +183,32 @@ class LRNLayer(NeuronLayer):
             return (1,), self.size, self.k
         return (2, 3), self.size * self.size, 1.0
 
+    # Both passes make Caffe's operations in its order, each step written over a temporary that is done with
+    # (AlexNet's norm1: 19 MB per array), so a pass holds three such arrays at once instead of seven.
     def forward(self, bottom, top):
-        x = self.m(bottom[0].dev_data)
+        xp, x = self.xp, self.m(bottom[0].dev_data)
         axes, n, k = self._terms()
-        self.scale = k + (self.alpha / n) * _window_sum(self.xp, x * x, axes, self.size)
-        top[0].mut_dev_data[...] = x * self.scale ** -self.beta
+        scale = _window_sum(xp, x * x, axes, self.size)
+        xp.multiply(self.alpha / n, scale, out=scale)
+        self.scale = xp.add(k, scale, out=scale)
+        top_data = top[0].mut_dev_data
+        _write(xp.multiply(x, self.scale ** -self.beta, out=_out(top_data, x)), top_data)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x = self.m(bottom[0].dev_data)
+        xp, x = self.xp, self.m(bottom[0].dev_data)
         g = self.m(top[0].dev_diff)
         axes, n, _ = self._terms()
-        y = x * self.scale ** -self.beta
-        ratio = _window_sum(self.xp, g * y / self.scale, axes, self.size)
-        bottom[0].mut_dev_diff[...] = g * self.scale ** -self.beta - (2.0 * self.alpha * self.beta / n) * x * ratio
+        power = self.scale ** -self.beta
+        t = xp.multiply(x, power)                       # y, then g * y / scale
+        xp.multiply(g, t, out=t)
+        ratio = _window_sum(xp, xp.divide(t, self.scale, out=t), axes, self.size)
+        xp.multiply(g, power, out=power)
+        xp.multiply(2.0 * self.alpha * self.beta / n, x, out=t)
+        xp.multiply(t, ratio, out=t)
+        diff = bottom[0].mut_dev_diff
+        _write(xp.subtract(power, t, out=_out(diff, power)), diff)
 
 
 @register("MVN")

@@ -114,8 +114,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self.check_bottom_shape(bottom)
         spatial = list(bottom[0].shape[self.channel_axis + 1:])
         out = self.compute_output_shape(spatial)
-        self.check(all(o > 0 for o in out), "output spatial shape %s is empty for input %s"
-                   % (out, bottom[0].shape_string()))
+        if not all(o > 0 for o in out):           # (the message is built only when raised: reshape runs every pass)
+            raise self.error("output spatial shape %s is empty for input %s" % (out, bottom[0].shape_string()))
         top_shape = tuple(bottom[0].shape[:self.channel_axis]) + (self.num_output,) + tuple(out)
         for i, t in enumerate(top):
             if t is bottom[i]:
@@ -173,12 +173,24 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     # Batched columns for at most this many bytes at a time (runs of images), so that the scratch stays small
     # (CIFAR-10 quick: 78 MB of columns for the whole batch) while each GEMM still spans thousands of columns.
+    # With one BLAS thread, runs that stay in the cache from im2col to the GEMM where 4 MB still hold 4 images
+    # (interleaved A/B: CIFAR-10 quick conv2 37 -> 28 ms forward, 63 -> 58 ms backward; LeNet conv2 5%); fewer
+    # images per run lose (short batch-last rows, per-run weight-diff adds: AlexNet/ResNet shapes 10-25%), and
+    # with more threads so do the extra GEMM calls (each wakes the pool: 3-5x at 2 threads on a loaded machine).
     COLUMN_BYTES = 32 << 20
+    COLUMN_BYTES_ONE_THREAD = 4 << 20
+    MIN_RUN_ONE_THREAD = 4
 
     def _chunks(self):
-        """Runs of images [a, b) whose columns fit COLUMN_BYTES (at least one image each); on a GPU one run."""
-        per_image = self.kernel_dim * self.group * prod(self.col_shape) * self.mdtype.itemsize
-        step = self.num if self.xp is not np else max(1, min(self.num, self.COLUMN_BYTES // max(per_image, 1)))
+        """Runs of images [a, b) whose columns fit the column budget (at least one image each); on a GPU one
+        run."""
+        if self.xp is not np:
+            return [(0, self.num)]
+        per_image = max(1, self.kernel_dim * self.group * prod(self.col_shape) * self.mdtype.itemsize)
+        step = self.COLUMN_BYTES_ONE_THREAD // per_image
+        if step < self.MIN_RUN_ONE_THREAD or backend.blas_threads() > 1:
+            step = self.COLUMN_BYTES // per_image
+        step = max(1, min(self.num, step))
         return [(a, min(a + step, self.num)) for a in range(0, self.num, step)]
 
     def _weights(self):
@@ -374,6 +386,9 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     elif dx is not None:
                         dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
 
+    def backward_reads_data(self, bottom, top):
+        return range(len(bottom)), ()
+
     def _cudnn_backward(self, run, g, b, want_w, want_x):
         """Weight and bottom diffs through cuDNN (for Deconvolution the top diff is the convolution's image)."""
         x = self._as_batch(b.dev_data, self.channels)
@@ -491,8 +506,9 @@ class PoolingLayer(Layer):
         self.round_ceil = pp.round_mode == _PP.CEIL and not pp.torch_pooling
 
     def reshape(self, bottom, top):
-        self.check(bottom[0].num_axes == 4, "Input must have 4 axes, corresponding to (num, channels, height, "
-                   "width); got %s" % bottom[0].shape_string())
+        if bottom[0].num_axes != 4:                # (messages built only when raised: reshape runs every pass)
+            raise self.error("Input must have 4 axes, corresponding to (num, channels, height, width); got %s"
+                             % bottom[0].shape_string())
         self.in_shape = list(bottom[0].shape[2:])
         if self.global_pooling:
             self.kernel = list(self.in_shape)
@@ -503,8 +519,8 @@ class PoolingLayer(Layer):
             # the last pooling window must start strictly inside the image, else clip it
             out = [o - 1 if (o - 1) * st >= s + p else o
                    for o, st, s, p in zip(out, self.stride, self.in_shape, self.pad)]
-        self.check(all(o > 0 for o in out), "pooled output %s is empty for input %s"
-                   % (out, bottom[0].shape_string()))
+        if not all(o > 0 for o in out):
+            raise self.error("pooled output %s is empty for input %s" % (out, bottom[0].shape_string()))
         self.out = out
         # padded plane that holds every window: left pad, then at least up to the last window's end
         self.padded_shape = [max(p + s, (o - 1) * st + k)
@@ -604,6 +620,11 @@ class PoolingLayer(Layer):
         sq = (win * win).sum(axis=(2, 3))
         return xp.where(total > 0, sq / xp.where(total > 0, total, 1), 0), None
 
+    def _tiled(self):
+        """True when the windows tile the input exactly (kernel = stride, no padding, nothing left over)."""
+        return (self.kernel == self.stride and not any(self.pad)
+                and all(o * k == s for o, k, s in zip(self.out, self.kernel, self.in_shape)))
+
     def unpool(self, g, out=None):
         """Bottom diff (N, C, H, W) for the top diff g, from the last `pool` call (written into `out`, a
         contiguous array of g's dtype, by the compiled loops)."""
@@ -617,6 +638,9 @@ class PoolingLayer(Layer):
             g3 = np.ascontiguousarray(g).reshape((-1,) + tuple(self.out))
             result = np.empty(g.shape[:2] + tuple(self.in_shape), dtype=g.dtype) if out is None else out
             dx = result.reshape((g3.shape[0],) + tuple(self.in_shape))
+            if self.method == _PP.MAX and self._tiled():
+                loops.max_unpool_tiled(g3, np.ascontiguousarray(self.arg).reshape(g3.shape), dx, *self.kernel)
+                return result
             dx[...] = 0
             if self.method == _PP.MAX:
                 arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)
@@ -642,6 +666,9 @@ class PoolingLayer(Layer):
             dst[...] = out
         if mask is not None:
             top[1].mut_dev_data[...] = mask
+
+    def backward_reads_data(self, bottom, top):
+        return (), ()                                    # the winners are kept in self.arg
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
