@@ -1,14 +1,15 @@
 """Forward+backward time and peak memory of the zoo's nets: distcaffe vs PyTorch, each in its own process.
 
 usage: python benchmarks/net_speed.py [--nets lenet,cifar10_quick,...] [--threads 1,2] [--rounds 5]
-                                      [--iters 5] [--quick] [--private-diffs] [--out benchmarks/results/net_speed]
+                                      [--iters 5] [--quick] [--private-blobs] [--out benchmarks/results/net_speed]
        python benchmarks/net_speed.py --train [--nets lenet,cifar10_quick] [--threads 1] ...
 
 Each net is a zoo deploy prototxt (/work/shared/zoo, or --zoo DIR) with its input set to the benchmark's batch,
 a label Input and SoftmaxWithLoss in place of the final Softmax, run in the TRAIN phase (BatchNorm on batch
-statistics), with diffs shared as `distcaffe train` runs it (`Net.share_diffs`: each intermediate diff's memory is
-reused once backward is past it, as PyTorch frees a gradient once consumed; `--private-diffs`: every blob keeps its
-own diff, a bare pycaffe Net's default). The PyTorch model is built from the same NetParameter, layer for layer (a BatchNorm + Scale pair is
+statistics), with blobs shared as `distcaffe train` runs it (`Net.share_diffs` and `Net.share_data`: an
+intermediate diff's memory is reused once backward is past it, as PyTorch frees a gradient once consumed, and so is
+a data no backward reads once forward is past it; `--private-blobs`: every blob keeps its own data and diff, a bare
+pycaffe Net's default). The PyTorch model is built from the same NetParameter, layer for layer (a BatchNorm + Scale pair is
 one affine BatchNorm2d, as a PyTorch user writes it). Per net and thread count, one worker process per framework
 (BLAS/OpenMP pools sized by environment before either library loads) is started; the driver then alternates
 rounds between them (the idle one waits on a pipe, not spinning) so that a noisy machine slows both alike.
@@ -191,7 +192,7 @@ def torch_model(net_param):
 
 
 # --- one framework's worker process ---------------------------------------------------------------
-def _build(framework, name, zoo, share_diffs=True):
+def _build(framework, name, zoo, share=True):
     path, batch = NETS[name]
     net_param, classes = train_net_param(os.path.join(zoo, path), batch)
     import numpy as np
@@ -201,7 +202,7 @@ def _build(framework, name, zoo, share_diffs=True):
         from distcaffe.log import set_quiet
         set_quiet()
         net = caffe.Net(net_param, caffe.TRAIN)
-        net.share_diffs = share_diffs
+        net.share_diffs = net.share_data = share
         net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
         net.blobs["label"].data[...] = rng.integers(0, classes, batch)
 
@@ -222,9 +223,9 @@ def _build(framework, name, zoo, share_diffs=True):
     return step
 
 
-def worker(framework, name, zoo, share_diffs=True):
+def worker(framework, name, zoo, share=True):
     """Build the net, warm it up, then answer 'run N' lines with one round's times; 'quit' with peak RSS."""
-    step = _build(framework, name, zoo, share_diffs)
+    step = _build(framework, name, zoo, share)
     step()
     step()
     print(json.dumps({"ready": True}), flush=True)
@@ -256,7 +257,7 @@ def _lmdb_of_random_records(path, shape, count, classes):
             w.put("%08d" % i, array_to_datum(img, int(rng.integers(0, classes))).SerializeToString())
 
 
-def train_worker(name, zoo, rounds, iters, share_diffs=True):
+def train_worker(name, zoo, rounds, iters, share=True):
     """Per-iteration wall/CPU ms of solver.step(1) and of forward+backward alone, alternating rounds."""
     import tempfile
     from distcaffe import solvers
@@ -282,7 +283,7 @@ def train_worker(name, zoo, rounds, iters, share_diffs=True):
     sp.net_param.CopyFrom(net_param)
     solver = solvers.get_solver(sp)
     net = solver.net
-    net.share_diffs = share_diffs
+    net.share_diffs = net.share_data = share
 
     def fwd_bwd():
         net.clear_param_diffs()
@@ -315,15 +316,15 @@ def measure_train(name, threads, rounds, iters, zoo, mode=()):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def diffs_mode(args):
-    """The worker flags and the line saying which distcaffe diff mode a run measures."""
-    if "--private-diffs" in args:
-        return ["--private-diffs"], "distcaffe diffs: private (every blob its own, a bare pycaffe Net's default)"
-    return [], "distcaffe diffs: shared (`Net.share_diffs`, as `distcaffe train` runs)"
+def blobs_mode(args):
+    """The worker flags and the line saying which distcaffe memory mode a run measures."""
+    if "--private-blobs" in args:
+        return ["--private-blobs"], "distcaffe blobs: private (every blob its own data and diff, a bare pycaffe Net)"
+    return [], "distcaffe blobs: shared (`Net.share_diffs` and `Net.share_data`, as `distcaffe train` runs)"
 
 
 def train_markdown(rows, args):
-    out = ["Command: `python benchmarks/net_speed.py %s`" % " ".join(args), "", diffs_mode(args)[1], "",
+    out = ["Command: `python benchmarks/net_speed.py %s`" % " ".join(args), "", blobs_mode(args)[1], "",
            "| net | batch | threads | training iteration ms (wall / CPU) | forward+backward ms (wall / CPU) | "
            "iteration / fwd+bwd (wall / CPU) |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -338,7 +339,7 @@ def main_train(args):
     for threads in [int(t) for t in args.threads.split(",")]:
         for name in args.nets.split(","):
             res = results["%s@%d" % (name, threads)] = measure_train(name, threads, args.rounds, args.iters,
-                                                                     args.zoo, diffs_mode(sys.argv)[0])
+                                                                     args.zoo, blobs_mode(sys.argv)[0])
             med = {k: {m: statistics.median(v[m]) for m in ("wall", "cpu")} for k, v in res.items()}
             rows.append(dict(net=name, batch=NETS[name][1], threads=threads,
                              iter_wall=med["train_iteration"]["wall"], iter_cpu=med["train_iteration"]["cpu"],
@@ -353,7 +354,7 @@ def _write(out, record, md):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(dict({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": sys.argv[1:],
-                        "diffs": diffs_mode(sys.argv)[1]}, **record), f, indent=1)
+                        "blobs": blobs_mode(sys.argv)[1]}, **record), f, indent=1)
     with open(out + ".md", "w") as f:
         f.write(md)
     print(md)
@@ -414,7 +415,7 @@ def summary_rows(results):
 
 
 def markdown(rows, args):
-    out = ["Command: `python benchmarks/net_speed.py %s`" % " ".join(args), "", diffs_mode(args)[1], "",
+    out = ["Command: `python benchmarks/net_speed.py %s`" % " ".join(args), "", blobs_mode(args)[1], "",
            "| net | batch | threads | distcaffe wall ms | PyTorch wall ms | wall ratio | distcaffe CPU ms | "
            "PyTorch CPU ms | CPU ratio | distcaffe peak RSS MB | PyTorch peak RSS MB |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -435,16 +436,16 @@ def main():
     ap.add_argument("--zoo", default=os.environ.get("DISTCAFFE_ZOO", "/work/shared/zoo"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "net_speed"))
     ap.add_argument("--train", action="store_true", help="a full training iteration vs forward+backward")
-    ap.add_argument("--private-diffs", action="store_true", help="distcaffe without diff sharing (pycaffe's Net)")
+    ap.add_argument("--private-blobs", action="store_true", help="distcaffe without blob sharing (pycaffe's Net)")
     ap.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     ap.add_argument("--train-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.nets, args.zoo, not args.private_diffs)
+        return worker(args.worker, args.nets, args.zoo, not args.private_blobs)
     if args.quick:
         args.rounds, args.iters = 3, 2
     if args.train_worker:
-        return train_worker(args.nets, args.zoo, args.rounds, args.iters, not args.private_diffs)
+        return train_worker(args.nets, args.zoo, args.rounds, args.iters, not args.private_blobs)
     if args.train:
         return main_train(args)
     results = {}
@@ -454,7 +455,7 @@ def main():
                 raise SystemExit("net_speed: unknown net %s (known: %s)" % (name, ", ".join(NETS)))
             t0 = time.time()
             results["%s@%d" % (name, threads)] = measure(name, threads, args.rounds, args.iters, args.zoo,
-                                                         diffs_mode(sys.argv)[0])
+                                                         blobs_mode(sys.argv)[0])
             row = summary_rows({"%s@%d" % (name, threads): results["%s@%d" % (name, threads)]})[0]
             print("%-14s %d thr: distcaffe %.1f ms (cpu %.1f) | pytorch %.1f ms (cpu %.1f) | wall %.2fx cpu %.2fx"
                   " | rss %.0f / %.0f MB  [%.0f s]" % (

@@ -96,9 +96,20 @@ class Net:
         if level:
             param.state.level = level
         self._source = str(network) if not isinstance(network, caffe_pb2.NetParameter) else "<NetParameter>"
-        self._init(param)
+        try:
+            self._init(param)
+        except BaseException:
+            self.close()          # a failed build must not leave data layers' threads and databases behind
+            raise
         if weights:
             self.copy_from(weights)
+
+    def close(self):
+        """Stop the data layers' prefetch threads and close their databases (the net cannot forward after)."""
+        for layer in getattr(self, "layers", ()):
+            close = getattr(layer, "close", None)
+            if close is not None:
+                close()
 
     # --- construction (Caffe's Net::Init) ----------------------------------------------------------
     def _init(self, in_param):
@@ -208,27 +219,41 @@ class Net:
         self._build_pycaffe_views()
         from . import lms
         self.lms = lms.attach(self)
-        self._diff_sharing = None
+        self._sharing = {"_diff": None, "_data": None}
 
     @property
     def share_diffs(self):
-        """True when intermediate blobs' diffs share buffers in backward (`distcaffe.diff_sharing`): the memory
-        of the diffs live at once instead of every blob's; off by default, as afterwards only the diffs of the
-        net's inputs, outputs and parameters keep their values. Large Model Support manages its own memory, so
-        under it this stays off."""
-        return self._diff_sharing is not None
+        """True when intermediate blobs' diffs share buffers in backward (`distcaffe.blob_sharing`): the memory
+        of the diffs live at once instead of every blob's; afterwards only the diffs of the net's inputs,
+        outputs and parameters keep their values. Off by default; `distcaffe train` turns it on."""
+        return self._sharing["_diff"] is not None
 
     @share_diffs.setter
     def share_diffs(self, on):
+        self._share("_diff", on)
+
+    @property
+    def share_data(self):
+        """True when blobs' data that no backward reads (a Convolution's output feeding an Eltwise SUM, ...)
+        share buffers in forward: only the net's inputs, outputs and the data backward needs keep their values
+        after forward. Off by default; `distcaffe train` turns it on."""
+        return self._sharing["_data"] is not None
+
+    @share_data.setter
+    def share_data(self, on):
+        self._share("_data", on)
+
+    def _share(self, field, on):
+        """Large Model Support manages its own memory, so under it nothing is shared."""
+        from .blob_sharing import SharedBuffers
         if on and self.lms is not None:
-            log.info("Diff sharing stays off: Large Model Support manages this net's memory")
+            log.info("Blob sharing stays off: Large Model Support manages this net's memory")
             on = False
-        if on and self._diff_sharing is None:
-            from .diff_sharing import DiffSharing
-            self._diff_sharing = DiffSharing(self)
-        elif not on and self._diff_sharing is not None:
-            self._diff_sharing.release()
-            self._diff_sharing = None
+        if on and self._sharing[field] is None:
+            self._sharing[field] = SharedBuffers(self, field)
+        elif not on and self._sharing[field] is not None:
+            self._sharing[field].release()
+            self._sharing[field] = None
 
     def _append_bottom(self, lp, layer_id, j, available):
         name = lp.bottom[j]
@@ -383,6 +408,8 @@ class Net:
 
     def forward_device(self, start, end):
         """forward_from_to, the loss left as a 0-d array of the current device (no host sync on a GPU)."""
+        if self._sharing["_data"] is not None and start == 0:
+            self._sharing["_data"].apply()
         loss = 0.0
         for i in range(start, end + 1):
             for cb in self.before_forward:
@@ -408,8 +435,8 @@ class Net:
 
     def backward_from_to(self, start, end):
         """Backward through layers start down to end (inclusive)."""
-        if self._diff_sharing is not None:
-            self._diff_sharing.apply()
+        if self._sharing["_diff"] is not None:
+            self._sharing["_diff"].apply()
         for i in range(start, end - 1, -1):
             for cb in self.before_backward:
                 cb(i)

@@ -46,7 +46,7 @@ class TrainOptions:
     placement: str = "PACK"       # Ray placement group strategy: PACK or SPREAD
     level: int = 0                # -level / -stage: the train net's NetState, as in `caffe train`
     stage: str = ""
-    share_diffs: bool = True      # -share_diffs: intermediate diffs share memory in backward (Net.share_diffs)
+    share_blobs: bool = True      # -share_blobs: Net.share_diffs and Net.share_data
 
     @classmethod
     def from_any(cls, obj=None, **overrides):
@@ -210,7 +210,7 @@ class Worker:
         set_shard(self.comm.rank, self.comm.size)
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
         solver = get_solver(param, is_root=self.rank == 0, base_dir=solver_dir, name=name)
-        solver.net.share_diffs = bool(self.options.share_diffs)
+        solver.net.share_diffs = solver.net.share_data = bool(self.options.share_blobs)
         seed = solver.param.random_seed
         if seed >= 0:
             backend.set_random_seed(seed + self.rank)  # fillers ran with `seed`; dropout/shuffles now differ

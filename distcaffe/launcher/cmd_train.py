@@ -18,8 +18,8 @@ TRAIN_FLAGS = [
     F.GPU, F.LEVEL, F.STAGE,
     F.Flag("sigint_effect", str, "stop", "action on SIGINT: snapshot, stop or none"),
     F.Flag("sighup_effect", str, "snapshot", "action on SIGHUP: snapshot, stop or none"),
-    F.Flag("share_diffs", bool, True, "intermediate blobs' diffs share memory in backward (the same numbers; "
-                                      "off under -lms)"),
+    F.Flag("share_blobs", bool, True, "intermediate blobs' diffs, and data no backward reads, share memory (the "
+                                      "same numbers; off under -lms)"),
 ] + F.LMS_FLAGS + distributed.DIST_FLAGS
 
 
@@ -59,7 +59,7 @@ def train(argv):
     _select_device(param, F.parse_gpus("train", args["gpu"]))
     solver = solvers.solver_class(param, "solver %s" % args["solver"])(param, base_dir=base_dir, name=args["solver"])
     solver.action_request_function = handler.requested_action
-    solver.net.share_diffs = args["share_diffs"]
+    solver.net.share_diffs = solver.net.share_data = args["share_blobs"]
     if args["weights"]:
         solver.copy_weights(args["weights"])
     log.info("Starting Optimization")

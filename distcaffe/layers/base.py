@@ -73,6 +73,7 @@ class Layer:
     auto_top_blobs = False
     precise = False          # accumulates in fp32 whatever the math type (BN, LRN, softmax, losses, reductions)
     holds_bottom_diff = False  # forward leaves values in a diff that backward reads: diff sharing skips its blobs
+    tops_share_data = False    # forward makes every top share bottom[0]'s data (Split)
 
     def __init__(self, layer_param, dtype=np.float32, bwd_dtype=None):
         self.layer_param = layer_param
@@ -150,6 +151,11 @@ class Layer:
         """Default: nothing to propagate (layers with no differentiable bottoms and no parameters)."""
         if any(propagate_down):
             raise self.error("cannot backpropagate to its inputs")
+
+    def backward_reads_data(self, bottom, top):
+        """(bottom indices, top indices) whose data this layer's backward reads; data no backward reads may
+        share memory once forward is past it (blob_sharing). Default: all of them."""
+        return range(len(bottom)), range(len(top))
 
     def allow_force_backward(self, bottom_index):
         return True

@@ -97,6 +97,9 @@ class EltwiseLayer(Layer):
             self.max_idx = idx
         top[0].mut_dev_data[...] = y
 
+    def backward_reads_data(self, bottom, top):
+        return ((), ()) if self.op == SUM else super().backward_reads_data(bottom, top)
+
     def backward(self, top, propagate_down, bottom):
         dy = self.m(top[0].dev_diff)
         for i, b in enumerate(bottom):
@@ -222,6 +225,10 @@ class ScaleLayer(_BroadcastParamLayer):
         if self.bias_id is not None:
             y = y.reshape(self.bias_dims) + self.m(self.blobs[self.bias_id].dev_data).reshape(1, -1, 1)
         out[...] = y.reshape(top[0].shape)
+
+    def backward_reads_data(self, bottom, top):
+        """In place the input is kept (saved_x); the scale operand when it is bottom[1]."""
+        return (range(1, len(bottom)) if top[0] is bottom[0] else range(len(bottom))), ()
 
     def backward(self, top, propagate_down, bottom):
         dy = self.m(top[0].dev_diff)

@@ -51,6 +51,9 @@ class InnerProductLayer(Layer):
         else:
             out[...] = y
 
+    def backward_reads_data(self, bottom, top):
+        return (0,), ()
+
     def backward(self, top, propagate_down, bottom):
         g = self.m(top[0].dev_diff).reshape(self.M, self.num_output)
         pd = self.param_propagate_down

@@ -55,6 +55,7 @@ class SplitLayer(Layer):
 
     exact_num_bottom = 1
     min_top = 1
+    tops_share_data = True
 
     def reshape(self, bottom, top):
         for t in top:
@@ -64,6 +65,9 @@ class SplitLayer(Layer):
     def forward(self, bottom, top):
         for t in top:
             t.share_data(bottom[0])
+
+    def backward_reads_data(self, bottom, top):
+        return (), ()
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -277,6 +277,9 @@ class DropoutLayer(NeuronLayer):
         elif top[0] is not bottom[0]:
             top[0].mut_dev_data[...] = x
 
+    def backward_reads_data(self, bottom, top):
+        return (), ()                                    # the mask is kept
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return

@@ -79,6 +79,9 @@ class BatchNormLayer(NeuronLayer):
             y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
         top[0].mut_dev_data[...] = y.reshape(top[0].shape)
 
+    def backward_reads_data(self, bottom, top):
+        return (), ()                                    # x_norm and std are kept
+
     def backward(self, top, propagate_down, bottom):
         xp = self.xp
         g = self._view(top[0].dev_diff)

@@ -82,6 +82,9 @@ class ConcatLayer(Layer):
             y[axis_slice(self.axis, off, off + n)] = b.dev_data
             off += n
 
+    def backward_reads_data(self, bottom, top):
+        return (), ()
+
     def backward(self, top, propagate_down, bottom):
         if len(bottom) == 1:
             return
@@ -140,6 +143,9 @@ class SliceLayer(Layer):
         x = bottom[0].dev_data
         for t, lo, hi in zip(top, self.bounds, self.bounds[1:]):
             t.mut_dev_data[...] = x[axis_slice(self.axis, lo, hi)]
+
+    def backward_reads_data(self, bottom, top):
+        return (), ()
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0] or len(top) == 1:

@@ -386,6 +386,9 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     elif dx is not None:
                         dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
 
+    def backward_reads_data(self, bottom, top):
+        return range(len(bottom)), ()
+
     def _cudnn_backward(self, run, g, b, want_w, want_x):
         """Weight and bottom diffs through cuDNN (for Deconvolution the top diff is the convolution's image)."""
         x = self._as_batch(b.dev_data, self.channels)
@@ -663,6 +666,9 @@ class PoolingLayer(Layer):
             dst[...] = out
         if mask is not None:
             top[1].mut_dev_data[...] = mask
+
+    def backward_reads_data(self, bottom, top):
+        return (), ()                                    # the winners are kept in self.arg
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

@@ -1,9 +1,10 @@
-"""Diff sharing (`Net.share_diffs`, distcaffe.diff_sharing): with every shared buffer poisoned with NaN before
-each backward, every layer's backward reads the same top diffs bit for bit as with private diffs, and the
-parameter, input and output diffs and the loss are identical, on a branchy net (in-place BatchNorm/Scale/ReLU
-chains, Splits, Concat, Eltwise, Flatten sharing its bottom's diff, Slice, a second HingeLoss loss, Silence)
-and on the zoo's GoogLeNet and ResNet-50 through solver steps; reshapes re-plan; off and under LMS every diff
-is private; `distcaffe train` turns it on (-share_diffs)."""
+"""Blob sharing (`Net.share_diffs`, `Net.share_data`, distcaffe.blob_sharing): with every shared buffer
+poisoned with NaN (diffs before each backward; data before each forward and again as soon as its last user in
+forward has run), every layer's backward reads the same top diffs bit for bit as with private blobs, and the
+parameter, input and output values and the loss are identical, on a branchy net (in-place BatchNorm/Scale/ReLU
+chains, Splits, Concat, Eltwise, Flatten sharing its bottom's arrays, Slice, a second HingeLoss loss, Silence)
+and on the zoo's GoogLeNet and ResNet-50 through solver steps; reshapes re-plan; off and under LMS every array
+is private; `distcaffe train` shares both (-share_blobs)."""
 import numpy as np
 import pytest
 
@@ -43,6 +44,8 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 layer { name: "hinge" type: "HingeLoss" bottom: "ip" bottom: "label" top: "hinge" loss_weight: 0.5 }
 layer { name: "out" type: "TanH" bottom: "conv2a" top: "out" }
 """
+ZOO = {"googlenet": "BVLC__caffe/models/bvlc_googlenet/deploy.prototxt",
+       "resnet50": "KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt"}
 
 
 def branchy(batch=2):
@@ -56,25 +59,44 @@ def branchy(batch=2):
     return net
 
 
+def share(net, on=True):
+    net.share_diffs = net.share_data = on
+    return net
+
+
 def watch(net, poison):
     """Record, for each backward, the top diffs every layer reads; with `poison`, fill the shared buffers with
-    NaN first (a diff read before it is written would then spread NaN)."""
+    NaN (a value read before it is written, or after its span, would then spread NaN)."""
     reads = []
 
-    def before(i):
+    def before_forward(i):
+        if poison and net.share_data and i == 0:
+            for arr in net._sharing["_data"].buffers:
+                arr.mutable_host()[...] = np.nan
+
+    def after_forward(i):
+        if poison and net.share_data:
+            for _, end, ids in net._sharing["_data"].intervals:
+                if end == i:
+                    net._blobs[ids[0]].data[...] = np.nan
+
+    def before_backward(i):
         if poison and net.share_diffs and i == len(net.layers) - 1:
-            for arr in net._diff_sharing.buffers:
+            for arr in net._sharing["_diff"].buffers:
                 arr.mutable_host()[...] = np.nan
         if net.layer_need_backward[i]:
             reads.extend((net._layer_names[i], t.name, t.diff.copy()) for t in net._top(i))
-    net.before_backward.append(before)
+    net.before_forward.append(before_forward)
+    net.after_forward.append(after_forward)
+    net.before_backward.append(before_backward)
     return reads
 
 
 def promised(net):
-    """What a user may read after backward: loss, every parameter diff, input and output diffs."""
-    out = [("loss", net.blobs["loss"].data.copy())]
+    """What a training loop may read after a pass: loss, every parameter, input and output diffs and data."""
+    out = [(lay.name, b.data.copy()) for lay in net.layers for b in lay.blobs]
     out += [(lay.name, b.diff.copy()) for lay in net.layers for b in lay.blobs]
+    out += [(name, net.blobs[name].data.copy()) for name in net.inputs + net.outputs]
     out += [(name, net.blobs[name].diff.copy()) for name in net.inputs + net.outputs]
     return out
 
@@ -86,33 +108,32 @@ def equal(a, b):
         assert x[-1].tobytes() == y[-1].tobytes(), x[:-1]
 
 
-def passes(net, n=2, seed=5):
+def passes(net, n=3, seed=5):
     for k in range(n):
         distcaffe.set_random_seed(seed + k)          # Dropout's masks
         net.clear_param_diffs()
         net.forward_backward()
 
 
-def diff_bytes(net):
-    return sum(a.nbytes() for a in {id(b._diff): b._diff for b in net._blobs}.values())
+def nbytes(net, field):
+    return sum(a.nbytes() for a in {id(getattr(b, field)): getattr(b, field) for b in net._blobs}.values())
 
 
 def test_branchy_net_reads_and_results_are_bit_identical():
-    ref, got = branchy(), branchy()
-    got.share_diffs = True
+    ref, got = branchy(), share(branchy())
     ref_reads, got_reads = watch(ref, False), watch(got, True)
     passes(ref)
     passes(got)
     equal(ref_reads, got_reads)
     equal(promised(ref), promised(got))
-    assert got.share_diffs and diff_bytes(got) < 0.6 * diff_bytes(ref)
+    assert nbytes(got, "_diff") < 0.6 * nbytes(ref, "_diff") and nbytes(got, "_data") < nbytes(ref, "_data")
+    assert got.share_diffs and got.share_data and not ref.share_diffs and not ref.share_data
 
 
-def test_which_diffs_are_shared():
-    net = branchy()
-    net.share_diffs = True
-    passes(net, 1)
-    shared = {b.name for b, _, _ in net._diff_sharing.assigned}
+def test_which_blobs_are_shared():
+    net = share(branchy())
+    passes(net, 2)
+    shared = {b.name for b, _, _ in net._sharing["_diff"].assigned}
     # intermediate blobs of in-place chains, Split branches, Concat/Slice/Flatten (sharing its bottom's) share;
     # so does Silence's bottom (force_backward: Silence writes zeros, Slice reads them)
     assert {"conv1", "conv2a", "sum", "cat", "pool", "s1", "flat", "ip", "s2"} <= shared
@@ -121,14 +142,18 @@ def test_which_diffs_are_shared():
     # (it keeps values in that diff from forward to backward) stay private
     assert not shared & {"data", "label", "loss", "hinge", "out"}
     assert "ip_ip_0_split_0" in shared and "ip_ip_0_split_1" not in shared    # the second feeds the HingeLoss
-    assert len(net._diff_sharing.buffers) < len(shared)
+    assert len(net._sharing["_diff"].buffers) < len(shared)
+    # data: what no backward reads (the Eltwise SUM, Concat and MAX pooling outputs: sum's buffer is pool's
+    # again); Convolution and InnerProduct inputs (flat, which s1 shares), ReLU's blobs, inputs and outputs
+    # keep theirs, as does Silence's bottom (Silence may read what it likes)
+    shared = {b.name for b, _, _ in net._sharing["_data"].assigned}
+    assert shared == {"sum", "cat", "pool"} and len(net._sharing["_data"].buffers) == 2
 
 
-def test_reshape_replans_and_off_restores_private_diffs():
-    ref, got = branchy(), branchy()
-    got.share_diffs = True
-    passes(ref, 1)
-    passes(got, 1)
+def test_reshape_replans_and_off_restores_private_arrays():
+    ref, got = branchy(), share(branchy())
+    passes(ref, 2)
+    passes(got, 2)
     for net in (ref, got):
         net.blobs["data"].reshape(4, 3, 8, 8)
         net.blobs["label"].reshape(4)
@@ -138,17 +163,25 @@ def test_reshape_replans_and_off_restores_private_diffs():
         net.blobs["data"].data[...] = rng.randn(4, 3, 8, 8)
         net.blobs["label"].data[...] = rng.randint(0, 5, 4)
         net.blobs["out"].diff[...] = 1.0
-    plan = got._diff_sharing.buffers
+    plans = [list(got._sharing[f].buffers) for f in ("_diff", "_data")]
     ref_reads, got_reads = watch(ref, False), watch(got, True)
     passes(ref)
     passes(got)
-    assert got._diff_sharing.buffers is not plan
+    for before, field in zip(plans, ("_diff", "_data")):
+        assert not set(map(id, before)) & set(map(id, got._sharing[field].buffers))
     equal(ref_reads, got_reads)
     equal(promised(ref), promised(got))
-    got.share_diffs = False
-    arrays = [b._diff for b in got._blobs if b.name not in ("flat",)]
-    assert len({id(a) for a in arrays}) == len(arrays)              # every diff private again
-    assert got.blobs["flat"]._diff is got.blobs["s1"]._diff        # Flatten still shares its bottom's
+    share(got, False)
+    for field in ("_diff", "_data"):
+        arrays = {b.name: getattr(b, field) for b in got._blobs}
+        assert arrays.pop("flat") is arrays["s1"]                 # Flatten still shares its bottom's
+        if field == "_data":                                     # so do Split's tops, with their bottom
+            assert arrays.pop("conv1_relu1_0_split_0") is arrays["conv1"]
+            for name in ("conv1_relu1_0_split_1", "conv1_relu1_0_split_2", "label_data_1_split_0",
+                         "label_data_1_split_1", "conv2a_conv2a_0_split_0", "conv2a_conv2a_0_split_1",
+                         "ip_ip_0_split_0", "ip_ip_0_split_1"):
+                arrays.pop(name)
+        assert len({id(a) for a in arrays.values()}) == len(arrays)
     passes(ref)
     passes(got)
     equal(promised(ref), promised(got))
@@ -160,41 +193,41 @@ def test_stays_off_under_large_model_support():
         net = branchy()
     finally:
         lms.set_lms(0)
-    net.share_diffs = True
-    assert not net.share_diffs and net.lms is not None
+    share(net)
+    assert not net.share_diffs and not net.share_data and net.lms is not None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["googlenet", "resnet50"])
+@pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_training_is_bit_identical(zoo, name):
-    """Forward, backward and an SGD step of the zoo net at batch 2: every layer's reads and every value the
-    same with shared (NaN-poisoned) diffs as with private ones, in less diff memory."""
-    path = {"googlenet": "BVLC__caffe/models/bvlc_googlenet/deploy.prototxt",
-            "resnet50": "KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt"}[name]
-    param = train_param(zoo / path, 2)
+    """Forward, backward and two SGD steps of the zoo net at batch 2: every layer's reads and every value the
+    same with shared (NaN-poisoned) blobs as with private ones, in less memory."""
+    param = train_param(zoo / ZOO[name], 2)
     ref, got = make_solver(param), make_solver(param)
-    got.net.share_diffs = True
+    share(got.net)
     ref_reads, got_reads = watch(ref.net, False), watch(got.net, True)
     for solver in (ref, got):
         distcaffe.set_random_seed(1)
         solver.net.forward_prefilled()
         solver.net.backward()
-        distcaffe.set_random_seed(2)
-        solver.step(1)
+        for k in range(2):
+            distcaffe.set_random_seed(k + 2)
+            solver.step(1)
     equal(ref_reads, got_reads)
     equal(promised(ref.net), promised(got.net))
-    assert diff_bytes(got.net) < 0.25 * diff_bytes(ref.net)
+    assert nbytes(got.net, "_diff") < 0.25 * nbytes(ref.net, "_diff")
+    assert nbytes(got.net, "_data") < (0.8 if name == "resnet50" else 1) * nbytes(ref.net, "_data")
 
 
 @pytest.mark.slow
-def test_distcaffe_train_shares_diffs_with_the_same_weights(tmp_path, mnist):
-    """`distcaffe train` shares diffs unless -share_diffs=false; the trained weights are the same bytes."""
+def test_distcaffe_train_shares_blobs_with_the_same_weights(tmp_path, mnist):
+    """`distcaffe train` shares blobs unless -share_blobs=false; the trained weights are the same bytes."""
     weights = {}
-    for flag in ("-share_diffs=true", "-noshare_diffs"):
+    for flag in ("-share_blobs=true", "-noshare_blobs"):
         (tmp_path / flag).mkdir()
         wd = workdir(tmp_path / flag, mnist, max_iter=6, snapshot=6, test_interval=3)
         r = run(["train", "-solver", "solver.prototxt", flag], cwd=wd)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert ("Diff sharing: " in r.stderr) == (flag == "-share_diffs=true")
+        assert ("Blob sharing (diff): " in r.stderr) == (flag == "-share_blobs=true")
         weights[flag] = (wd / "snap" / "lenet_iter_6.caffemodel").read_bytes()
-    assert weights["-share_diffs=true"] == weights["-noshare_diffs"]
+    assert weights["-share_blobs=true"] == weights["-noshare_blobs"]
