@@ -641,7 +641,6 @@ class PoolingLayer(Layer):
             if self.method == _PP.MAX and self._tiled():
                 loops.max_unpool_tiled(g3, np.ascontiguousarray(self.arg).reshape(g3.shape), dx, *self.kernel)
                 return result
-            dx[...] = 0
             if self.method == _PP.MAX:
                 arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)
                 loops.max_unpool(g3, arg3, dx, *self._loop_args())

@@ -121,7 +121,8 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
 # increasing kernel offset, the order of the numpy fallback's offset-by-offset slice adds.
 @njit(cache=True, error_model="numpy")
 def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
-    """dx (P, H, W, zeroed) += g routed to each window's winner."""
+    """dx (P, H, W) = g routed to each window's winner, summed from zero (each plane zeroed just before its
+    adds, while it is in the cache)."""
     P, OH, OW = g.shape
     di = np.empty(kh * kw, np.int64)           # offset -> (row, column): no integer division per element
     dj = np.empty(kh * kw, np.int64)
@@ -129,6 +130,7 @@ def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
         di[k] = k // kw
         dj[k] = k % kw
     for p in range(P):
+        dx[p] = 0
         for oh in range(OH - 1, -1, -1):
             for ow in range(OW - 1, -1, -1):
                 k = arg[p, oh, ow]
@@ -188,10 +190,12 @@ def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
 
 @njit(cache=True, error_model="numpy")
 def ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
-    """dx (P, H, W, zeroed) += each window's already divided top diff gd (P, OH, OW)."""
+    """dx (P, H, W) = the sum from zero of each window's already divided top diff gd (P, OH, OW) (each plane
+    zeroed just before its adds)."""
     P, OH, OW = gd.shape
     H, W = dx.shape[1], dx.shape[2]
     for p in range(P):
+        dx[p] = 0
         for oh in range(OH - 1, -1, -1):
             _, hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW - 1, -1, -1):
