@@ -19,10 +19,12 @@ def _tap(o, k, stride, dilation, pad, size):
 
 @njit(cache=True, error_model="numpy")
 def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
-    """out (C, H, W, B) += columns (C, kh, kw, OH, OW, B), offset by offset; padding positions are dropped."""
+    """out (C, H, W, B) = the sum from zero of columns (C, kh, kw, OH, OW, B), offset by offset (each channel
+    zeroed just before its adds); padding positions are dropped."""
     C, kh, kw, OH, OW, B = col.shape
     H, W = out.shape[1], out.shape[2]
     for c in range(C):
+        out[c] = 0
         for i in range(kh):
             for j in range(kw):
                 for oh in range(OH):
