@@ -96,9 +96,20 @@ class Net:
         if level:
             param.state.level = level
         self._source = str(network) if not isinstance(network, caffe_pb2.NetParameter) else "<NetParameter>"
-        self._init(param)
+        try:
+            self._init(param)
+        except BaseException:
+            self.close()          # a failed build must not leave data layers' threads and databases behind
+            raise
         if weights:
             self.copy_from(weights)
+
+    def close(self):
+        """Stop the data layers' prefetch threads and close their databases (the net cannot forward after)."""
+        for layer in getattr(self, "layers", ()):
+            close = getattr(layer, "close", None)
+            if close is not None:
+                close()
 
     # --- construction (Caffe's Net::Init) ----------------------------------------------------------
     def _init(self, in_param):

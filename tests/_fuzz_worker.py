@@ -105,11 +105,13 @@ def run_case(path, seed):
     from distcaffe.errors import CaffeError
     from distcaffe.io import parse_net_text
     from distcaffe.proto import caffe_pb2
-    from _zoo_data import close_net
-    text = (seed % 4 and with_data(path)) or open(path, "rb").read()
-    outcome = {"file": path, "seed": seed, "data": text is _PREPARED.get(path), "stage": "parse"}
+    prepared = with_data(path)
+    deep = bool(seed % 4 and prepared)
+    text = prepared if deep else open(path, "rb").read()
+    outcome = {"file": path, "seed": seed, "stage": "parse",
+               "input": "generated data" if deep else "zoo text, data absent" if prepared else "zoo text, no data layer"}
     if seed:
-        text = mutate(text, seed, deep=outcome["data"])
+        text = mutate(text, seed, deep=deep)
     net = None
     try:
         param = parse_net_text(text, filename=path)
@@ -123,7 +125,7 @@ def run_case(path, seed):
                     blob = net.blobs[name]
                     blob.data[...] = np.random.default_rng(0).random(blob.shape)
                 net.forward()
-            close_net(net)
+            net.close()
         outcome["result"] = "valid"
     except CaffeError as e:
         line = str(e)
@@ -136,7 +138,7 @@ def run_case(path, seed):
         outcome["where"] = traceback.format_exc().splitlines()[-3:]
     finally:
         if net is not None:
-            close_net(net)
+            net.close()
     return outcome
 
 

@@ -159,10 +159,3 @@ def point_data(p, rel, data, shrink=1):
             tp.mean_file = mean
     return p
 
-
-def close_net(net):
-    """Stop the net's data layers' prefetch threads and close their databases."""
-    for layer in net.layers:
-        close = getattr(layer, "close", None)
-        if close is not None:
-            close()

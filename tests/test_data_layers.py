@@ -12,7 +12,7 @@ from google.protobuf import text_format
 
 import distcaffe as caffe
 from distcaffe.data import LMDBWriter, array_to_datum, encoded_datum, set_shard
-from distcaffe.errors import DataError
+from distcaffe.errors import DataError, NetError
 from distcaffe.proto import caffe_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,6 +206,27 @@ def test_threads_end_at_interpreter_exit(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
     assert time.time() - start < 30
+
+
+def test_a_batch_too_big_to_hold_is_refused_before_threads_start(tmp_path, monkeypatch):
+    """batch_size 2^31 / record size: the top's INT_MAX check comes before the pipeline (whose threads would
+    build the batch: the fuzzer's worker filled its address space so); a failed build closes its data layers."""
+    from distcaffe.layers import data_layers
+    started = []
+    real = data_layers.Pipeline
+    monkeypatch.setattr(data_layers, "Pipeline", lambda *a, **k: started.append(a) or real(*a, **k))
+    src = make_lmdb(tmp_path / "db", 4)
+    with pytest.raises(NetError, match="blob data: shape 200000000x1x4x4 has 3200000000 elements"):
+        data_net(src, batch=200000000)
+    assert not started
+    closed = []
+    monkeypatch.setattr(data_layers._PrefetchingLayer, "close", lambda self: closed.append(self.name))
+    text = ('layer { name: "d" type: "Data" top: "data" top: "label" data_param { source: "%s" batch_size: 2 '
+            'backend: LMDB } } layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+            'convolution_param { num_output: 1 kernel_size: 9 } }' % src)       # a 9x9 kernel on 4x4 data
+    with pytest.raises(NetError, match="layer 'c'"):
+        caffe.Net(text_format.Parse(text, caffe_pb2.NetParameter()), caffe.TRAIN)
+    assert started and closed == ["d"]
 
 
 # --- bad input --------------------------------------------------------------------------------------------

@@ -125,13 +125,19 @@ def test_every_zoo_and_example_prototxt_gives_text_formats_bytes(zoo):
 @pytest.mark.parametrize("cls", [pb.NetParameter, pb.SolverParameter, pb.LabelMap])
 def test_generated_texts_and_their_damage_match_text_format(cls):
     rng = random.Random(13)
-    valid = 0
+    valid = rejected = 0
     for _ in range(700):
         text = message_text(rng, cls.DESCRIPTOR, 0)
         check_same(text, cls)
         valid += outcome(text_format.Parse, text, cls) is not None
-        check_same(damage(rng, text), cls)
-    assert valid > 100                     # the generator makes mostly valid texts, not only errors
+        damaged = damage(rng, text)
+        check_same(damaged, cls)
+        if outcome(text_format.Parse, damaged, cls) is None and damaged.strip():
+            with pytest.raises(ParseError) as e:       # distcaffe's read path: text_format's error, one line
+                parse_text(damaged, cls, "gen.prototxt")
+            assert e.value.args[0].startswith("gen.prototxt:") and "\n" not in e.value.args[0]
+            rejected += 1
+    assert valid > 100 and rejected > 100  # the generator makes mostly valid texts, not only errors
 
 
 @pytest.mark.parametrize("text", [

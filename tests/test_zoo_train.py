@@ -19,7 +19,7 @@ from conftest import ZOO
 from distcaffe import solvers
 from distcaffe.errors import NetError
 from distcaffe.proto import caffe_pb2
-from _zoo_data import DATA_TYPES, PYLOSS_DIR, Data, close_net, prepare
+from _zoo_data import DATA_TYPES, PYLOSS_DIR, Data, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def smallest(rel, data):
         p = prepare(rel, data, shrink)
         if any(layer.transform_param.crop_size for layer in p.layer):
             try:
-                close_net(caffe.Net(p, caffe.TRAIN))
+                caffe.Net(p, caffe.TRAIN).close()
                 return p
             except NetError:
                 continue
@@ -100,7 +100,7 @@ def run_net(rel, data):
     s.step(2)
     assert s.iter == 2 and np.isfinite(s.smoothed_loss)
     for net in [s.net] + s.test_nets:
-        close_net(net)
+        net.close()
     _DONE[key] = float(s.smoothed_loss)
     return _DONE[key]
 

@@ -6,9 +6,8 @@ AnnotatedData layer emits). Writing groups boxes by label in order of first appe
 convert_annoset does.
 """
 import numpy as np
-from google.protobuf import text_format
-
-from ..errors import DataError
+from ..errors import DataError, ParseError
+from ..io.text import parse_text
 from ..proto import caffe_pb2
 from .datum import datum_to_array, parse_record
 
@@ -89,11 +88,10 @@ def read_label_map(path, what="label map"):
             text = f.read()
     except OSError as e:
         raise DataError("%s %s cannot be read: %s" % (what, path, e.strerror)) from None
-    label_map = caffe_pb2.LabelMap()
     try:
-        text_format.Parse(text, label_map)
-    except text_format.ParseError as e:
-        raise DataError("%s %s: %s" % (what, path, e)) from None
+        label_map = parse_text(text, caffe_pb2.LabelMap, filename=str(path), what="LabelMap")
+    except ParseError as e:
+        raise DataError("%s: %s" % (what, e)) from None
     names, labels = set(), set()
     for item in label_map.item:
         if item.name in names or item.label in labels:

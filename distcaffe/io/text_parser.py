@@ -99,6 +99,7 @@ def parse(text, message):
 
 
 def _parse(text, message):
+    """parse's walk over the items; raises _Decline (or any error a conversion raises) where text_format decides."""
     stack = []                # (message, plan, closing token, name of the list it is an element of) of parents
     plan, close_token, element_of = _plan(message.DESCRIPTOR), "", None
     in_list = None            # (name, kind, convert) of the open `[...]` list

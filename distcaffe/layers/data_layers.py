@@ -49,13 +49,13 @@ class _PrefetchingLayer(Layer):
         first = int(rank) % len(source)
         sample, _ = source.read(first)
         self.device_transform = bool(tp.use_gpu_transform and backend.is_gpu() and not self.transformer.resize_enabled)
+        top[0].reshape((batch_size,) + self.transformer.output_shape(sample.shape, source.key(first)))
+        if len(top) > 1:        # the tops first: a batch too big to hold is refused before threads start on it
+            top[1].reshape((batch_size,))
         self.pipeline = Pipeline(source, batch_size, self.transformer, _layer_seed(tp, rank), what, threads=threads,
                                  parser_threads=parsers, prefetch=prefetch, cache=cache, precache=precache,
                                  shuffle=shuffle,
                                  rand_skip=rand_skip, shard=(rank, world), device_transform=self.device_transform)
-        top[0].reshape((batch_size,) + self.transformer.output_shape(sample.shape, source.key(first)))
-        if len(top) > 1:
-            top[1].reshape((batch_size,))
 
     def reshape(self, bottom, top):
         pass
