@@ -117,12 +117,13 @@ def im2col(xp, x, kernel, stride, pad, dilation, out_shape, axis=2, out=None):
 
 
 def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
-    """Caffe's col2im: sum the (.., *kernel, *out, ..) columns back into the (.., *spatial, ..) input."""
+    """Caffe's col2im: sum the (.., *kernel, *out, ..) columns back into the (.., *spatial, ..) input (on the
+    compiled path a scratch array, valid until the next col2im)."""
     loops = fastpath.loops(xp, col.dtype)
     if loops is not None and len(spatial) == 2:
         lead, trail = prod(col.shape[:axis]), prod(col.shape[axis + 4:])
         c6 = np.ascontiguousarray(col).reshape((lead,) + col.shape[axis:axis + 4] + (trail,))
-        out = np.zeros((lead,) + tuple(spatial) + (trail,), dtype=col.dtype)
+        out = workspace(np, "col2im", (lead,) + tuple(spatial) + (trail,), col.dtype)
         loops.col2im_2d(c6, out, stride[0], stride[1], dilation[0], dilation[1], pad[0], pad[1])
         return out.reshape(col.shape[:axis] + tuple(spatial) + col.shape[axis + 4:])
     acc = accumulate_windows(xp, col, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis)
@@ -132,8 +133,9 @@ def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
 def col2im_rows(xp, col, spatial, stride, pad, dilation):
     """col2im of row columns `col` (G, *out, n, *kernel, cg): each output position's receptive field one
     contiguous row, channels fastest (the layout of the transposed data-gradient GEMM, which OpenBLAS runs
-    faster than the (kernel_dim, positions) one). Returns the (n, G, cg, *spatial) sum, possibly a view, with
-    the additions of `col2im` in its kernel-offset order."""
+    faster than the (kernel_dim, positions) one). Returns the (n, G, cg, *spatial) sum (a view; on the compiled
+    path of a scratch array, valid until the next col2im), with the additions of `col2im` in its kernel-offset
+    order."""
     n = len(spatial)
     groups, num, cg = col.shape[0], col.shape[1 + n], col.shape[-1]
     loops = fastpath.loops(xp, col.dtype)

@@ -557,9 +557,13 @@ class PoolingLayer(Layer):
         result = np.empty(x.shape[:2] + tuple(self.out), dtype=x.dtype) if out is None else out
         out3 = result.reshape((x3.shape[0],) + tuple(self.out))
         if self.method == _PP.MAX:
-            arg = np.empty(out3.shape, dtype=np.int32)
-            loops.max_pool(x3, out3, arg, *self._loop_args(), x.dtype.type(np.finfo(x.dtype).min))
-            self.arg = arg.reshape(x.shape[:2] + tuple(self.out))
+            arg = getattr(self, "arg", None)         # the last pass's winners: refilled, not reallocated
+            if not (type(arg) is np.ndarray and arg.shape == result.shape and arg.dtype == np.int32
+                    and arg.flags.c_contiguous):
+                arg = np.empty(result.shape, dtype=np.int32)
+            loops.max_pool(x3, out3, arg.reshape(out3.shape), *self._loop_args(),
+                           x.dtype.type(np.finfo(x.dtype).min))
+            self.arg = arg
         else:
             loops.ave_pool(x3, out3, self._ave_divisor(), *self._loop_args(), x.dtype.type(0))
         return result
@@ -641,7 +645,6 @@ class PoolingLayer(Layer):
             if self.method == _PP.MAX and self._tiled():
                 loops.max_unpool_tiled(g3, np.ascontiguousarray(self.arg).reshape(g3.shape), dx, *self.kernel)
                 return result
-            dx[...] = 0
             if self.method == _PP.MAX:
                 arg3 = np.ascontiguousarray(self.arg).reshape(g3.shape)
                 loops.max_unpool(g3, arg3, dx, *self._loop_args())

@@ -19,10 +19,12 @@ def _tap(o, k, stride, dilation, pad, size):
 
 @njit(cache=True, error_model="numpy")
 def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
-    """out (C, H, W, B) += columns (C, kh, kw, OH, OW, B), offset by offset; padding positions are dropped."""
+    """out (C, H, W, B) = the sum from zero of columns (C, kh, kw, OH, OW, B), offset by offset (each channel
+    zeroed just before its adds); padding positions are dropped."""
     C, kh, kw, OH, OW, B = col.shape
     H, W = out.shape[1], out.shape[2]
     for c in range(C):
+        out[c] = 0
         for i in range(kh):
             for j in range(kw):
                 for oh in range(OH):
@@ -66,6 +68,12 @@ def _window(o, stride, pad, kernel, size):
 
 
 @njit(cache=True, error_model="numpy")
+def _four_inside(ow, OW, w0, ws, sw, pw, kw, W):
+    """True when windows ow..ow+3 of a row exist and lie wholly inside it (no clipping on either side)."""
+    return ow + 3 < OW and ws == w0 and (ow + 3) * sw - pw + kw <= W
+
+
+@njit(cache=True, error_model="numpy")
 def _better(v, best, k, offset):
     """One step of Caffe's MAX scan: v replaces (best, k) only when strictly greater (NaN never does)."""
     take = v > best
@@ -86,7 +94,7 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
             ow = 0
             while ow < OW:
                 w0, ws, we = _window(ow, sw, pw, kw, W)
-                if ow + 3 < OW and ws == w0 and (ow + 3) * sw - pw + kw <= W:
+                if _four_inside(ow, OW, w0, ws, sw, pw, kw, W):
                     b0 = b1 = b2 = b3 = lowest
                     k0 = k1 = k2 = k3 = -1
                     for h in range(hs, he):
@@ -115,7 +123,8 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
 # increasing kernel offset, the order of the numpy fallback's offset-by-offset slice adds.
 @njit(cache=True, error_model="numpy")
 def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
-    """dx (P, H, W, zeroed) += g routed to each window's winner."""
+    """dx (P, H, W) = g routed to each window's winner, summed from zero (each plane zeroed just before its
+    adds, while it is in the cache)."""
     P, OH, OW = g.shape
     di = np.empty(kh * kw, np.int64)           # offset -> (row, column): no integer division per element
     dj = np.empty(kh * kw, np.int64)
@@ -123,6 +132,7 @@ def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
         di[k] = k // kw
         dj[k] = k % kw
     for p in range(P):
+        dx[p] = 0
         for oh in range(OH - 1, -1, -1):
             for ow in range(OW - 1, -1, -1):
                 k = arg[p, oh, ow]
@@ -150,27 +160,44 @@ def max_unpool_tiled(g, arg, dx, kh, kw):
 @njit(cache=True, error_model="numpy")
 def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
     """Window sums of x (P, H, W) from zero, row by row, divided by div (OH, OW). Padding adds nothing: a
-    sum started at +0 is never -0, so the fallback's added padding zeros change no bit."""
+    sum started at +0 is never -0, so the fallback's added padding zeros change no bit. Four neighbouring
+    interior windows are summed side by side, as in max_pool."""
     P, H, W = x.shape
     OH, OW = out.shape[1], out.shape[2]
     for p in range(P):
         for oh in range(OH):
             _, hs, he = _window(oh, sh, ph, kh, H)
-            for ow in range(OW):
-                _, ws, we = _window(ow, sw, pw, kw, W)
+            ow = 0
+            while ow < OW:
+                w0, ws, we = _window(ow, sw, pw, kw, W)
+                if _four_inside(ow, OW, w0, ws, sw, pw, kw, W):
+                    s0 = s1 = s2 = s3 = zero
+                    for h in range(hs, he):
+                        for w in range(w0, w0 + kw):
+                            s0 += x[p, h, w]
+                            s1 += x[p, h, w + sw]
+                            s2 += x[p, h, w + 2 * sw]
+                            s3 += x[p, h, w + 3 * sw]
+                    out[p, oh, ow], out[p, oh, ow + 1] = s0 / div[oh, ow], s1 / div[oh, ow + 1]
+                    out[p, oh, ow + 2], out[p, oh, ow + 3] = s2 / div[oh, ow + 2], s3 / div[oh, ow + 3]
+                    ow += 4
+                    continue
                 s = zero
                 for h in range(hs, he):
                     for w in range(ws, we):
                         s += x[p, h, w]
                 out[p, oh, ow] = s / div[oh, ow]
+                ow += 1
 
 
 @njit(cache=True, error_model="numpy")
 def ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
-    """dx (P, H, W, zeroed) += each window's already divided top diff gd (P, OH, OW)."""
+    """dx (P, H, W) = the sum from zero of each window's already divided top diff gd (P, OH, OW) (each plane
+    zeroed just before its adds)."""
     P, OH, OW = gd.shape
     H, W = dx.shape[1], dx.shape[2]
     for p in range(P):
+        dx[p] = 0
         for oh in range(OH - 1, -1, -1):
             _, hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW - 1, -1, -1):
