@@ -241,11 +241,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
     # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
     # need no batch-last reordering of the input, the top or its diff; a 1x1/stride-1 convolution then copies
-    # nothing at all. Measured (1 thread): forward 1.1-2x faster from 256 positions up (8x8 and 13x13 planes are
-    # faster batched); backward (ResNet-50 shapes) 1.4-1.9x for 1x1 but slower for larger kernels (per-image
-    # col2im), which keep the batched backward. Small per-image GEMMs lose with 2 BLAS threads (each call
-    # wakes the pool: CIFAR-10 quick went 3.4x -> 5.1x PyTorch's CPU time), hence the work floor.
-    PER_IMAGE_POSITIONS = 256
+    # nothing at all. Measured (1 thread): forward 1.1-2x faster from 14x14 planes up (ResNet-50's 14x14 1x1
+    # layers 10-20% forward and backward; 7x7, 8x8 and 13x13 planes are faster batched: AlexNet's 13x13 3x3
+    # forward 51 vs 61 ms); backward (ResNet-50 shapes) 1.4-1.9x for 1x1 but slower for larger kernels
+    # (per-image col2im), which keep the batched backward. Small per-image GEMMs lose with 2 BLAS threads (each
+    # call wakes the pool: CIFAR-10 quick went 3.4x -> 5.1x PyTorch's CPU time), hence the work floor.
+    PER_IMAGE_POSITIONS = 196
     PER_IMAGE_MACS = 8 << 20
 
     def _per_image(self, blob, diff=False):
