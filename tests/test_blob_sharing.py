@@ -48,10 +48,11 @@ ZOO = {"googlenet": "BVLC__caffe/models/bvlc_googlenet/deploy.prototxt",
        "resnet50": "KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt"}
 
 
-def branchy(batch=2):
+def branchy(batch=2, precision=""):
     distcaffe.set_random_seed(0)                     # the fillers'
-    net = Net(parse_net_text(BRANCHY.replace("dim: 2 dim: 3", "dim: %d dim: 3" % batch)
-                             .replace("shape { dim: 2 }", "shape { dim: %d }" % batch)), TRAIN)
+    text = BRANCHY.replace("dim: 2 dim: 3", "dim: %d dim: 3" % batch).replace("shape { dim: 2 }", "shape { dim: %d }"
+                                                                              % batch)
+    net = Net(parse_net_text(precision + text), TRAIN)
     rng = np.random.RandomState(1)
     net.blobs["data"].data[...] = rng.randn(*net.blobs["data"].shape)
     net.blobs["label"].data[...] = rng.randint(0, 5, batch)
@@ -119,8 +120,11 @@ def nbytes(net, field):
     return sum(a.nbytes() for a in {id(getattr(b, field)): getattr(b, field) for b in net._blobs}.values())
 
 
-def test_branchy_net_reads_and_results_are_bit_identical():
-    ref, got = branchy(), share(branchy())
+@pytest.mark.parametrize("precision", ["", "default_forward_type: FLOAT16 default_backward_type: FLOAT16",
+                                       "default_backward_type: FLOAT16"])
+def test_branchy_net_reads_and_results_are_bit_identical(precision):
+    """Also with NVCaffe's float16 storage, and float16 diffs of float32 data (buffers are shared per type)."""
+    ref, got = branchy(precision=precision), share(branchy(precision=precision))
     ref_reads, got_reads = watch(ref, False), watch(got, True)
     passes(ref)
     passes(got)

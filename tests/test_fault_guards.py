@@ -67,3 +67,24 @@ def test_forward_on_an_empty_blob_names_the_layer():
     net = Net(parse_net_text(text), phase=caffe_pb2.TEST)
     with pytest.raises(CaffeError, match=r"layer 'c' \(Convolution\): forward failed for bottoms data 0 3 8 8"):
         net.forward()
+
+
+def test_prefetch_beyond_memory_is_refused_before_threads_start(tmp_path):
+    """A batch that fits but whose prefetch queue would not: one line naming the layer, and no thread started."""
+    import threading
+
+    import psutil
+
+    from _dist_helpers import make_lmdb
+    source = make_lmdb(tmp_path / "lmdb", n=4)
+    machine = psutil.virtual_memory().total
+    per_image = 1 * 4 * 4 * 4                               # a 1x4x4 float32 image
+    batch = min(machine // 8, 1 << 33) // per_image         # a batch that fits the machine and INT_MAX
+    prefetch = machine // (batch * per_image) + 2           # a queue that does not
+    text = ('layer { name: "d" type: "Data" top: "data" top: "label" data_param { source: "%s" batch_size: %d '
+            'backend: LMDB threads: 1 prefetch: %d } }' % (source, batch, prefetch))
+    before = threading.active_count()
+    with pytest.raises(CaffeError, match=r"layer 'd' \(Data\).*prefetched batches.*more than the") as e:
+        Net(parse_net_text(text), phase=caffe_pb2.TRAIN)
+    assert "\n" not in str(e.value)
+    assert threading.active_count() == before

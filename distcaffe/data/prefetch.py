@@ -49,7 +49,8 @@ class Pipeline:
     close())."""
 
     def __init__(self, source, batch_size, transformer, seed, what, threads=0, parser_threads=0, prefetch=4,
-                 cache=False, precache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False):
+                 cache=False, precache=False, shuffle=False, rand_skip=0, shard=(0, 1), device_transform=False,
+                 batch_nbytes=0):
         if batch_size <= 0:
             raise DataError("%s: batch_size must be positive" % what)
         self.source, self.batch_size, self.transformer, self.what = source, int(batch_size), transformer, what
@@ -66,11 +67,24 @@ class Pipeline:
         self.threads = int(threads) or auto_threads()
         self.parsers = ThreadPoolExecutor(int(parser_threads) or self.threads, thread_name_prefix="caffe-parser")
         self.depth = max(1, -(-int(prefetch or 4) // self.threads))
+        self._check_memory(batch_nbytes)
         self.wait_seconds = 0.0
         if precache:
             self._precache()
         self._start(0)
         _live.add(self)
+
+    def _check_memory(self, batch_nbytes):
+        """Refuse, before any thread starts, a queue whose batches (`depth` queued plus one being built, per
+        transformer thread) would not fit in this machine's memory: one line, not a thread dying in MemoryError."""
+        import psutil
+        held = self.threads * (self.depth + 1)
+        machine = psutil.virtual_memory().total
+        if held * batch_nbytes > machine:
+            raise DataError("%s: %d threads x %d prefetched batches of %.3g GB need %.3g GB, more than the %.3g GB of "
+                            "memory of this machine (lower batch_size, prefetch or threads)"
+                            % (self.what, self.threads, self.depth + 1, batch_nbytes / 1e9,
+                               held * batch_nbytes / 1e9, machine / 1e9))
 
     def _skip(self):
         return int(np.random.default_rng([self.seed, 1 << 30]).integers(self.rand_skip)) if self.rand_skip else 0

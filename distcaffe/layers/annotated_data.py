@@ -71,14 +71,15 @@ class AnnotatedDataLayer(_PrefetchingLayer):
         rank, world = get_shard()
         first = int(rank) % len(source)
         sample, boxes = source.read(first)
+        self.device_transform = False
+        top[0].reshape((dp.batch_size,) + self.transformer.output_shape(sample.shape))
+        if len(top) > 1:   # the tops first: a batch too big to hold is refused before threads start on it
+            top[1].reshape((1, 1, max(1, len(boxes)), 8))
         self.pipeline = AnnotatedPipeline(source, dp.batch_size, self.transformer, _layer_seed(tp, rank), what,
                                           threads=dp.threads, parser_threads=dp.parser_threads,
                                           prefetch=dp.prefetch, cache=dp.cache, precache=dp.precache,
-                                          shuffle=dp.shuffle, rand_skip=dp.rand_skip, shard=(rank, world))
-        self.device_transform = False
-        top[0].reshape((dp.batch_size,) + self.transformer.output_shape(sample.shape))
-        if len(top) > 1:
-            top[1].reshape((1, 1, max(1, len(boxes)), 8))
+                                          shuffle=dp.shuffle, rand_skip=dp.rand_skip, shard=(rank, world),
+                                          batch_nbytes=top[0].count * np.dtype(self.dtype).itemsize)
 
     def forward(self, bottom, top):
         batch = self.pipeline.next()

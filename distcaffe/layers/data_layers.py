@@ -3,7 +3,7 @@
 Data and ImageData read through the threaded prefetch pipeline of distcaffe.data (NVCaffe's `threads`,
 `parser_threads`, `prefetch`, `cache`, `shuffle`), each rank reading its own shard (distcaffe.data.set_shard).
 Seeds come from the framework RNG at construction (distcaffe.set_random_seed) plus the rank, or from
-transform_param.random_seed when set. `WindowData` (R-CNN windows) is not provided.
+transform_param.random_seed when set. R-CNN's `WindowData` is in window_data, SSD's `AnnotatedData` in annotated_data.
 """
 
 import numpy as np
@@ -55,7 +55,8 @@ class _PrefetchingLayer(Layer):
         self.pipeline = Pipeline(source, batch_size, self.transformer, _layer_seed(tp, rank), what, threads=threads,
                                  parser_threads=parsers, prefetch=prefetch, cache=cache, precache=precache,
                                  shuffle=shuffle,
-                                 rand_skip=rand_skip, shard=(rank, world), device_transform=self.device_transform)
+                                 rand_skip=rand_skip, shard=(rank, world), device_transform=self.device_transform,
+                                 batch_nbytes=top[0].count * np.dtype(self.dtype).itemsize)
 
     def reshape(self, bottom, top):
         pass
