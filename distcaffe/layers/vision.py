@@ -558,9 +558,9 @@ class PoolingLayer(Layer):
         result = np.empty(x.shape[:2] + tuple(self.out), dtype=x.dtype) if out is None else out
         out3 = result.reshape((x3.shape[0],) + tuple(self.out))
         if self.method == _PP.MAX:
-            arg = getattr(self, "arg", None)         # the last pass's winners: refilled, not reallocated
+            arg = getattr(self, "arg", None)         # the last pass's winners: refilled, not reallocated,
             if not (type(arg) is np.ndarray and arg.shape == result.shape and arg.dtype == np.int32
-                    and arg.flags.c_contiguous):
+                    and arg.flags.c_contiguous and arg.flags.owndata):    # unless LMS moved it into its pool
                 arg = np.empty(result.shape, dtype=np.int32)
             loops.max_pool(x3, out3, arg.reshape(out3.shape), *self._loop_args(),
                            x.dtype.type(np.finfo(x.dtype).min))
