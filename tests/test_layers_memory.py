@@ -125,6 +125,18 @@ USER_LAYER = textwrap.dedent('''
     class Picky(Plain):
         def setup(self, bottom, top):
             raise Exception("Need two bottoms to compute distance.")
+
+    class Odd(Exception):
+        def __init__(self, a, b):
+            super().__init__("%s/%s" % (a, b))
+
+    class Strict(Plain):
+        def reshape(self, bottom, top):
+            raise RuntimeError("bad shape")
+
+    class Stranger(Plain):
+        def setup(self, bottom, top):
+            raise Odd(1, 2)
 ''')
 
 
@@ -182,3 +194,13 @@ def test_python_layer_errors(user_module):
     with pytest.raises(NetError, match=r"^layer 'layer' \(Python\): %s\.Picky\.setup raised Exception: Need two "
                                        r"bottoms to compute distance\. \(\S+%s\.py:\d+\)$" % (user_module, user_module)):
         setup('type: "Python" python_param { module: "%s" layer: "Picky" }' % user_module)
+
+
+def test_python_layer_setup_errors_keep_the_users_exception_class(user_module):
+    """BVLC's test_python_layer expects a RuntimeError from a layer's setup: the one-line NetError is one too."""
+    with pytest.raises(RuntimeError, match=r"^layer 'layer' \(Python\): %s\.Strict\.reshape raised RuntimeError: "
+                                           r"bad shape" % user_module) as e:
+        setup('type: "Python" python_param { module: "%s" layer: "Strict" }' % user_module)
+    assert isinstance(e.value, NetError)
+    with pytest.raises(NetError, match=r"Stranger\.setup raised Odd: 1/2"):   # cannot be rebuilt as an Odd
+        setup('type: "Python" python_param { module: "%s" layer: "Stranger" }' % user_module)

@@ -303,3 +303,54 @@ def test_spp_shapes_and_values():
 def test_spp_gradient(pool):
     x = RNG.permutation(2 * 2 * 5 * 4).reshape(2, 2, 5, 4) / 10.0
     check_gradient('type: "SPP" spp_param { pyramid_height: 2 pool: %s }' % pool, [x])
+
+
+GPU_PATH_NET = """force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 20 dim: 26 dim: 26 } } }
+layer { name: "rows" type: "Convolution" bottom: "data" top: "rows" convolution_param { num_output: 8
+  kernel_size: 5 pad: 1 weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "grouped" type: "Convolution" bottom: "rows" top: "grouped" convolution_param { num_output: 64
+  kernel_size: 3 stride: 2 group: 2 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "pool" type: "Pooling" bottom: "grouped" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "point" type: "Convolution" bottom: "pool" top: "point" convolution_param { num_output: 4
+  kernel_size: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "point" top: "ip" inner_product_param { num_output: 3
+  weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "gaussian" std: 0.1 } } }
+"""
+
+
+def test_convolution_layouts_on_the_gpu_path_match_the_cpu():
+    """The GPU code path (tests/hostcupy: numpy standing in for cupy, whole batch in one run, numpy col2im and
+    pooling) gives the CPU path's numbers for the layouts the CPU picks: receptive-field-row data gradient and
+    wide image-major columns (`rows`), groups, pooling, 1x1, InnerProduct."""
+    import hostcupy
+    from distcaffe import backend
+    from distcaffe.io import parse_net_text
+    from distcaffe.net import Net
+
+    def run(gpu):
+        if gpu:
+            hostcupy.install()
+            backend.set_mode_gpu()
+        try:
+            net = Net(parse_net_text(GPU_PATH_NET), TRAIN)
+            rng = np.random.default_rng(5)
+            for name in net.params:
+                for p in net.params[name]:
+                    p.data[...] = rng.standard_normal(p.data.shape) * 0.1
+            net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+            net.forward()
+            net.blobs["ip"].diff[...] = rng.standard_normal(net.blobs["ip"].shape)
+            net.clear_param_diffs()
+            net.backward()
+            out = {"top": np.array(net.blobs["ip"].data), "data_diff": np.array(net.blobs["data"].diff)}
+            out.update(("%s/%d" % (k, i), np.array(p.diff)) for k, ps in net.params.items() for i, p in enumerate(ps))
+            return out
+        finally:
+            if gpu:
+                hostcupy.uninstall()
+
+    cpu, gpu = run(False), run(True)
+    assert cpu.keys() == gpu.keys()
+    for k in cpu:
+        np.testing.assert_allclose(gpu[k], cpu[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -3,20 +3,36 @@ text into field items, which are assigned straight into the message by its descr
 `text_format.Parse` gives (same tokens, same value conversions -- text_format's own functions -- same
 duplicate-field rule) and declines (returns False) for anything else: every error, extensions, Any, groups,
 maps, oneofs. The caller then runs text_format, so errors keep its file:line:col messages."""
+import itertools
 import re
 
 from google.protobuf import text_encoding, text_format
 from google.protobuf.descriptor import FieldDescriptor as FD
 
-_SKIP = r"\s*+(?:#[^\n]*+\s*+)*+"                                  # text_format's whitespace and comments
-_WORD = r"(?:[a-zA-Z_][0-9a-zA-Z_+-]*+|(?:[0-9+-]|\.[0-9])[0-9a-zA-Z_.+-]*+)"  # its identifier / number token
-_PIECE = r"""(?:"[^"\n\\]*+(?:\\.[^"\n\\]*+)*+"|'[^'\n\\]*+(?:\\.[^'\n\\]*+)*+')"""  # its quoted string token
-_STRINGS = _PIECE + "(?:" + _SKIP + _PIECE + ")*+"            # adjacent strings concatenate
+_atoms = itertools.count()
+
+
+def _atomic(pattern, name=None):
+    """`pattern` matched atomically (never backtracked into, so a comment's text cannot turn into a value), written
+    as a lookahead plus a backreference: Python 3.11.2's re gets possessive repeats of groups wrong."""
+    name = name or "a%d" % next(_atoms)
+    return "(?=(?P<%s>%s))(?P=%s)" % (name, pattern, name)
+
+
+def _skip():
+    return _atomic(r"\s*(?:#[^\n]*\s*)*")                                # text_format's whitespace and comments
+
+
+_WORD = r"(?:[a-zA-Z_][0-9a-zA-Z_+-]*|(?:[0-9+-]|\.[0-9])[0-9a-zA-Z_.+-]*)"  # its identifier / number token
+_PIECE = r"""(?:"[^"\n\\]*(?:\\.[^"\n\\]*)*"|'[^'\n\\]*(?:\\.[^'\n\\]*)*')"""  # its quoted string token
 # One item per match: `[name [:]] {|<|[`, `[name [:]] value` (no name: an element of a `[...]` list), a closing
 # `}`/`>`/`]`, any other character (never valid here) or the end; each with the `,` or `;` that may follow it.
 _ITEM = re.compile(
-    _SKIP + r"(?:(?:([a-zA-Z_][0-9a-zA-Z_+-]*+)" + _SKIP + r"(:)?" + _SKIP + r")?(?:([{<\[])|(" + _WORD +
-    r")|(" + _STRINGS + r"))|([}>\]])|(.)|\Z)" + _SKIP + r"([,;]?)", re.DOTALL)
+    _skip() + r"(?:(?:" + _atomic(r"[a-zA-Z_][0-9a-zA-Z_+-]*", "name") + _skip() + r"(?P<colon>:)?" + _skip() +
+    r")?(?:(?P<opening>[{<\[])|" + _atomic(_WORD, "word") + "|" +
+    _atomic(_PIECE + "(?:" + _skip() + _PIECE + ")*", "strings") + r")|(?P<closing>[}>\]])|(?P<other>.)|\Z)" +
+    _skip() + r"(?P<sep>[,;]?)", re.DOTALL)
+_GROUPS = ("name", "colon", "opening", "word", "strings", "closing", "other", "sep")
 _PIECES = re.compile("(" + _PIECE + r")|#[^\n]*")           # the strings, not the comments between
 _CLOSE = {"{": "}", "<": ">"}
 MESSAGE, WORD, STRING, BYTES = range(4)                      # how a field's value is written
@@ -105,7 +121,7 @@ def _parse(text, message):
     in_list = None            # (name, kind, convert) of the open `[...]` list
     expect = _ANY             # in that list: a value or `]` (_ANY), a value (_VALUE, after `,`), `]` (_END)
     for item in _ITEM.finditer(text):
-        name, colon, opening, word, strings, closing, other, sep = item.groups()
+        name, colon, opening, word, strings, closing, other, sep = item.group(*_GROUPS)
         if in_list is None:
             if name:
                 kind, repeated, convert = plan[name]

@@ -1,5 +1,6 @@
 """Layers fed from memory or from Python: DummyData (filler-generated tops), MemoryData (arrays handed in with
 `set_input_arrays`, as pycaffe does) and Python (a user's layer class, loaded from `python_param`)."""
+import functools
 import importlib
 import inspect
 import traceback
@@ -7,7 +8,7 @@ import traceback
 import numpy as np
 
 from ..blob import Blob
-from ..errors import CaffeError
+from ..errors import CaffeError, NetError
 from ..fillers import fill
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -138,6 +139,13 @@ class BlobVec(list):
         self.append(Blob(shape, self.dtype, name="%s[%d]" % (self.owner, len(self))))
 
 
+@functools.lru_cache(maxsize=None)
+def _user_error_class(kind):
+    """A NetError that is also a `kind` (the user's exception class): the CLI prints it as one line, while pycaffe
+    code catching, say, RuntimeError from a Python layer's setup (BVLC's test_python_layer does) still catches it."""
+    return type(kind.__name__, (NetError, kind), {"__module__": kind.__module__})
+
+
 @register("Python")
 class PythonLayer(Layer):
     """A layer written in Python, as in pycaffe: `python_param.module` is imported, its class `layer` is built with
@@ -192,8 +200,13 @@ class PythonLayer(Layer):
         except Exception as e:
             frame = traceback.extract_tb(e.__traceback__)[-1]
             p = self.layer_param.python_param
-            raise self.error("%s.%s.%s raised %s: %s (%s:%d)" % (p.module, p.layer, method, type(e).__name__, e,
-                                                                frame.filename, frame.lineno)) from e
+            message = str(self.error("%s.%s.%s raised %s: %s (%s:%d)" % (p.module, p.layer, method, type(e).__name__,
+                                                                        e, frame.filename, frame.lineno)))
+            try:
+                error = _user_error_class(type(e))(message)
+            except TypeError:   # an exception class that takes other arguments or cannot be combined
+                error = NetError(message)
+            raise error from e
 
     def forward(self, bottom, top):
         self.impl.forward(bottom, top)

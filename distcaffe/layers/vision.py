@@ -229,8 +229,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
         the weights ordered (kernel offset, channel), then col2im of those rows."""
         cg = self.conv_in_channels // self.group
         kk = prod(self.kernel)
-        wr = self.xp.ascontiguousarray(w.reshape(self.group, -1, cg, kk).transpose(0, 1, 3, 2)).reshape(
-            self.group, -1, kk * cg)
+        wr = w.reshape(self.group, -1, cg, kk).transpose(0, 1, 3, 2).copy().reshape(self.group, -1, kk * cg)
         rows = self._gmm(gg.transpose(0, 2, 1), wr)
         rows = rows.reshape((self.group,) + tuple(self.col_shape) + (n,) + tuple(self.kernel) + (cg,))
         return col2im_rows(self.xp, rows, self.conv_input_shape, self.stride, self.pad, self.dilation)
