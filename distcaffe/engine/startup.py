@@ -27,6 +27,9 @@ ABORT_GRACE = 0.3   # seconds between printing the error and MPI_Abort: the prox
 _UP, _SPOKEN = b"U", b"X"
 _TICK = 0.2         # seconds between two looks at the sibling ranks while MPI comes up
 _SIBLING_GRACE = 1.0  # a rank of this node not seen after this long has exited already
+# processes that start every rank of a node as their children (MPICH/Intel MPI hydra, SLURM, Open MPI 4/5): only
+# under one of them does a rank missing from the parent's children mean a rank that has exited
+_NODE_LAUNCHERS = ("hydra_pmi_proxy", "slurmstepd", "orted", "prted")
 _spoken_fd = None
 _supervisor = None
 
@@ -79,6 +82,7 @@ class _Siblings:
         while self.top.parent() is not None and self._rank(self.top.parent()) == rank:
             self.top = self.top.parent()
         self.proxy = self.top.parent()
+        self.counting = self.proxy is not None and self.proxy.name() in _NODE_LAUNCHERS
         self.seen = {}
         self.since = time.monotonic()
 
@@ -110,7 +114,8 @@ class _Siblings:
                 return "%s exited before the MPI world came up" % describe(rank, pid)
         ranks = {rank for rank, _ in self.seen.values() if rank is not None} | {self.rank}
         unreadable = any(rank is None for rank, _ in self.seen.values())   # then counting could be wrong
-        if not unreadable and len(ranks) < self.local_size and time.monotonic() - self.since > _SIBLING_GRACE:
+        if (self.counting and not unreadable and len(ranks) < self.local_size
+                and time.monotonic() - self.since > _SIBLING_GRACE):
             missing = sorted(set(range(self.size)) - ranks) if self.local_size == self.size else []
             who = ", ".join("rank %d" % r for r in missing) or "%d of the %d ranks of this node" % (
                 self.local_size - len(ranks), self.local_size)
