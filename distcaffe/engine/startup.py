@@ -122,6 +122,16 @@ class _Siblings:
             return "%s exited before the MPI world came up" % who
         return None
 
+    def claim(self):
+        """True for the one supervisor of this node that names a lost rank: the first to bind an abstract socket
+        named by the launcher proxy's pid wins (released when it exits); the others end their ranks in silence."""
+        self._claim = socket.socket(socket.AF_UNIX)
+        try:
+            self._claim.bind("\0distcaffe-lost-rank-%d" % self.proxy.pid)
+        except OSError:
+            return False
+        return True
+
     def end_all(self):
         """SIGKILL the other ranks of this node, each with its process group when it leads its own (as under
         hydra): the job is over, and each would otherwise report the one ended first as the rank that failed."""
@@ -163,9 +173,11 @@ def _supervise(rank_pid, fd, rank, size, timeout, siblings):
         lost = None if siblings is None else siblings.gone()
         if lost is None and time.monotonic() < deadline:
             continue
-        say(rank, "%s; ending this rank so that the job ends" % lost if lost else
-            "the MPI world of %d ranks did not come up within %.0f s: another rank failed before it started MPI "
-            "(see its output; DISTCAFFE_STARTUP_TIMEOUT sets the limit)" % (size, timeout), pid=rank_pid)
+        if not lost:
+            say(rank, "the MPI world of %d ranks did not come up within %.0f s: another rank failed before it started "
+                      "MPI (see its output; DISTCAFFE_STARTUP_TIMEOUT sets the limit)" % (size, timeout), pid=rank_pid)
+        elif siblings.claim():   # two supervisors may see the same death in the same tick: one line, not two
+            say(rank, "%s; ending this rank so that the job ends" % lost, pid=rank_pid)
         os.kill(rank_pid, signal.SIGKILL)
         if siblings is not None:
             siblings.end_all()
