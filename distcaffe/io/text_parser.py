@@ -130,14 +130,9 @@ def _parse(text, message):
                         raise _Decline
                     value = convert(word)
                 elif strings:
-                    if kind == STRING and "\\" not in strings and strings.find(strings[0], 1) == len(strings) - 1:
-                        value = strings[1:-1]
-                    elif colon and (kind == STRING or kind == BYTES):
-                        value = _string(strings, kind)
-                    else:
+                    if not colon or (kind != STRING and kind != BYTES):
                         raise _Decline
-                    if not colon:
-                        raise _Decline
+                    value = _string(strings, kind)
                 elif opening == "[":
                     if not repeated or (kind != MESSAGE and not colon) or sep:
                         raise _Decline
