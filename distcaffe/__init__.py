@@ -4,6 +4,15 @@ Every name loads on first use, so `import distcaffe.launcher.cli` pays for no nu
 sized its thread pools, and `import distcaffe` stays light.
 """
 import importlib
+import os
+import sys
+
+# OpenBLAS's idle threads spin for 2^28 cycles after each GEMM (its default), holding the cores that the layers'
+# own split work (layers/cpu_split.py) needs between GEMMs: a part run next to a spinning thread took 1.9x as
+# long (benchmarks/RESULTS.md). OpenBLAS reads this as it loads, so it is set only before numpy is imported and
+# only when the site has not chosen its own.
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 __version__ = "0.1.0"
 

@@ -1,12 +1,14 @@
 """The compiled CPU loops (numba, the `fast` extra) against the numpy fallback: bit-identical tops and diffs
 for pooling (MAX with mask, AVE), convolution / deconvolution / Im2col (col2im) on random shapes, including odd
-strides, padding and ceil-mode edge windows. `make test` installs the extra, so numba must be there."""
+strides, padding and ceil-mode edge windows, and BatchNorm / Scale (pointwise loops) in place and not; and the
+loops split over 2 threads (cpu_split) against one thread. `make test` installs the extra, so numba must be
+there."""
 import numpy as np
 import pytest
 
 from distcaffe.blob import Blob
 from distcaffe.layers import fastpath
-from distcaffe.net import TRAIN
+from distcaffe.net import TEST, TRAIN
 from layer_harness import make_layer
 
 RNG = np.random.default_rng(7)
@@ -21,14 +23,14 @@ def _bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64) if a.dtype.kind == "f" else a
 
 
-def _pass(text, x, dtype, with_fast, num_top=1):
+def _pass(text, x, dtype, with_fast, num_top=1, in_place=False, phase=TRAIN):
     """Forward + backward of one layer; returns its tops, the bottom diff and any parameter diffs."""
     before = fastpath.set_enabled(with_fast)
     try:
-        layer = make_layer(text, dtype, TRAIN)
+        layer = make_layer(text, dtype, phase)
         bottom = Blob(x.shape, dtype)
         bottom.data[...] = x
-        top = [Blob(dtype=dtype) for _ in range(num_top)]
+        top = [bottom] if in_place else [Blob(dtype=dtype) for _ in range(num_top)]
         layer.setup([bottom], top)
         for p in layer.blobs:
             p.data[...] = np.random.default_rng(1).standard_normal(p.shape)
@@ -40,13 +42,13 @@ def _pass(text, x, dtype, with_fast, num_top=1):
         fastpath.set_enabled(before)
 
 
-def _same(text, shape, dtype=np.float32, num_top=1, ties=False):
+def _same(text, shape, dtype=np.float32, num_top=1, ties=False, **how):
     x = RNG.standard_normal(shape).astype(dtype)
     if ties:                                   # repeated values and signed zeros: first-max and -0 rules
         x = np.round(x).astype(dtype)
         x[x == 0] = np.where(RNG.random((x == 0).sum()) < 0.5, -0.0, 0.0)
-    fast = _pass(text, x, dtype, True, num_top)
-    slow = _pass(text, x, dtype, False, num_top)
+    fast = _pass(text, x, dtype, True, num_top, **how)
+    slow = _pass(text, x, dtype, False, num_top, **how)
     assert len(fast) == len(slow)
     for i, (a, b) in enumerate(zip(fast, slow)):
         assert a.shape == b.shape
@@ -113,6 +115,80 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)
+
+
+BN_SCALE = [
+    'type: "BatchNorm"',
+    'type: "BatchNorm" batch_norm_param { eps: 0.001 }',
+    'type: "Scale" scale_param { bias_term: true }',
+    'type: "Scale" scale_param { bias_term: true axis: 1 num_axes: 1 }',
+]
+
+
+@pytest.mark.parametrize("text", BN_SCALE)
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 16, 9), (3, 7)])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_pointwise_fast_path_is_bit_identical(text, shape, in_place):
+    _same(text, shape, in_place=in_place)
+    _same(text, shape, np.float64, in_place=in_place)
+
+
+def test_batchnorm_global_stats_fast_path_is_bit_identical():
+    text = 'type: "BatchNorm" batch_norm_param { use_global_stats: true }'
+    for in_place in (False, True):
+        _same(text, (3, 4, 5, 5), in_place=in_place, phase=TEST)
+
+
+@pytest.mark.parametrize("text,shape", [
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }', (3, 5, 13, 11)),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 }', (3, 5, 13, 11)),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }', (3, 5, 12, 10)),
+    ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 }', (5, 3, 9, 8)),
+    ('type: "Convolution" convolution_param { num_output: 8 kernel_size: 5 pad: 2 }', (5, 32, 8, 8)),
+    ('type: "BatchNorm"', (4, 6, 7, 5)),
+    ('type: "Scale" scale_param { bias_term: true }', (4, 6, 7, 5)),
+])
+def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
+    """cpu_split cuts every compiled loop into parts for the BLAS pool's threads: 1 and 3 threads (parts of
+    every size, down to one plane or row: MIN_PART 1) give the same bits, and the parts really ran apart."""
+    from threadpoolctl import threadpool_limits
+    from distcaffe.layers import cpu_split
+    from distcaffe.layers.vision import ConvolutionLayer
+    monkeypatch.setattr(cpu_split, "MIN_PART", 1)
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30)       # col2im_rows_2d too
+    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
+    seen = []
+    real = cpu_split.run
+
+    def run(fn, n, work):
+        seen.append(len(cpu_split.parts(n, work)))
+        real(fn, n, work)
+    monkeypatch.setattr(cpu_split, "run", run)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        with threadpool_limits(threads):
+            results.append(_pass(text, x, np.float32, True, in_place=text.startswith('type: "Scale"')))
+    assert max(seen) == 3 and min(seen) == 1
+    for i, (a, b) in enumerate(zip(*results)):
+        assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
+
+
+def test_split_pool_is_rebuilt_after_fork():
+    """A forked child (data workers, the start-up supervisor) must not wait on its parent's pool threads."""
+    import os
+    from distcaffe.layers import cpu_split
+    done = []
+    cpu_split._executor(1).submit(done.append, 1).result()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cpu_split._executor(1).submit(int).result(timeout=10)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and done == [1]
 
 
 def test_numba_loads_only_when_a_loop_runs():

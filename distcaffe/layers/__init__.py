@@ -3,9 +3,10 @@ import importlib
 import pkgutil
 
 from .base import Layer, LossLayer, NeuronLayer, create_layer, layer_class, layer_types, register
+from .fastpath import NAMES as _COMPILED
 
 for _m in pkgutil.iter_modules(__path__):
-    if _m.name not in ("base", "window_loops"):      # window_loops imports numba: fastpath loads it on first use
+    if _m.name != "base" and _m.name not in _COMPILED:     # these import numba: fastpath loads them on first use
         importlib.import_module("%s.%s" % (__name__, _m.name))
 
 __all__ = ["Layer", "LossLayer", "NeuronLayer", "create_layer", "layer_class", "layer_types", "register"]

@@ -3,6 +3,7 @@ broadcast along axes `axis .. axis+num_axes` of bottom 0, learned or given as a 
 import numpy as np
 
 from ..proto import caffe_pb2
+from . import fastpath
 from .base import Layer, register
 from .shape import canonical_axis
 
@@ -216,10 +217,19 @@ class ScaleLayer(_BroadcastParamLayer):
         s3 = self.m(self.operand(bottom).dev_data).reshape(1, -1, 1)
         out = top[0].mut_dev_data
         if out.dtype == x.dtype:                      # straight into the top, no temporaries
+            bias = None if self.bias_id is None else self.m(self.blobs[self.bias_id].dev_data)
+            loops = fastpath.loops(self.xp, x.dtype, "pointwise_loops")
+            if (loops is not None and bias is not None and self.bias_dims == self.dims
+                    and s3.dtype == bias.dtype == x.dtype):           # one pass instead of two
+                o3 = out.reshape(self.dims)
+                if not np.may_share_memory(out, x):     # (in place they are one array)
+                    o3[...] = x.reshape(self.dims)
+                loops.scale_bias(o3, s3.reshape(-1), bias.reshape(-1))
+                return
             self.xp.multiply(x.reshape(self.dims), s3, out=out.reshape(self.dims))
-            if self.bias_id is not None:
+            if bias is not None:
                 o3 = out.reshape(self.bias_dims)
-                self.xp.add(o3, self.m(self.blobs[self.bias_id].dev_data).reshape(1, -1, 1), out=o3)
+                self.xp.add(o3, bias.reshape(1, -1, 1), out=o3)
             return
         y = x.reshape(self.dims) * s3
         if self.bias_id is not None:

@@ -1,13 +1,16 @@
-"""Which CPU fast paths apply: numba's compiled window loops (`pip install 'distcaffe[fast]'`).
+"""Which CPU fast paths apply: numba's compiled loops (`pip install 'distcaffe[fast]'`): window loops (col2im,
+pooling) and pointwise loops (BatchNorm's and Scale's fused elementwise steps).
 
 The loops are used for numpy float32/float64 arrays when numba imports and DISTCAFFE_NUMBA is not 0; otherwise the numpy code
 runs, with identical numbers. numba is imported on first use, never by `import distcaffe`.
 """
+import importlib
 import os
 
 import numpy as np
 
-_loops = None          # None: not looked up yet; False: unavailable or switched off
+_modules = None        # None: not looked up yet; False: unavailable or switched off; else {name: module}
+NAMES = ("window_loops", "pointwise_loops")
 
 
 def enabled():
@@ -16,31 +19,31 @@ def enabled():
 
 
 def _lookup():
-    global _loops
-    if _loops is None:
-        _loops = False
+    global _modules
+    if _modules is None:
+        _modules = False
         if os.environ.get("DISTCAFFE_NUMBA", "1") != "0":
             try:
-                from . import window_loops
-                _loops = window_loops
+                _modules = {name: importlib.import_module("." + name, __package__) for name in NAMES}
             except ImportError:
                 pass
-    return _loops
+    return _modules
 
 
-def loops(xp, dtype):
-    """The compiled loops module for numpy float32/float64 arrays when available, else None (use the numpy
-    code; numba has no float16)."""
+def loops(xp, dtype, name="window_loops"):
+    """The compiled loops module `name` for numpy float32/float64 arrays when available, else None (use the
+    numpy code; numba has no float16)."""
     if xp is not np or np.dtype(dtype) not in (np.float32, np.float64):
         return None
-    return _lookup() or None
+    modules = _lookup()
+    return modules[name] if modules else None
 
 
 def set_enabled(on):
     """Switch the compiled loops on (if numba imports) or off; returns the previous state (tests, benchmarks)."""
-    global _loops
+    global _modules
     before = enabled()
-    _loops = None if on else False
+    _modules = None if on else False
     if on:
         _lookup()
     return before

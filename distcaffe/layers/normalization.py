@@ -1,5 +1,9 @@
 """Normalization layers: BatchNorm (BVLC statistics + NVCaffe `scale_bias`), LRN, MVN, as Caffe computes them."""
+import numpy as np
+
 from .. import backend
+from . import fastpath
+from .elementwise import dot_outer_inner
 from .im2col import workspace
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register
@@ -54,30 +58,35 @@ class BatchNormLayer(NeuronLayer):
     def forward(self, bottom, top):
         xp = self.xp
         x = self._view(bottom[0].dev_data)
+        c = self.channels
         if self.use_global_stats:
             f = self.m(self.blobs[2].dev_data)             # stays on the device: no host sync
             factor = (f != 0) / xp.where(f == 0, 1, f)
             mean = self.m(self.blobs[0].dev_data) * factor
             var = self.m(self.blobs[1].dev_data) * factor
-            xc = x - mean[:, None]
         else:
             mean = x.mean(axis=(0, 2))
-            xc = x - mean[:, None]
-            sq = xp.multiply(xc, xc, out=workspace(xp, "bn", xc.shape, xc.dtype))
-            var = sq.mean(axis=(0, 2))
+        xc = xp.empty(x.shape, np.result_type(x.dtype, mean.dtype))   # x_norm: a new array each pass (LMS)
+        xp.subtract(x, mean[:, None], out=xc)
+        if not self.use_global_stats:
+            m = x.size // c
+            var = dot_outer_inner(xp, xc, xc) / m          # the mean of the squares, without their array
             maf = self.moving_average_fraction
             self.blobs[2].mut_dev_data[...] = self.blobs[2].dev_data * maf + 1
             self.blobs[0].mut_dev_data[...] = mean + maf * self.m(self.blobs[0].dev_data)
-            m = x.size // self.channels
             correction = m / (m - 1.0) if m > 1 else 1.0
             self.blobs[1].mut_dev_data[...] = correction * var + maf * self.m(self.blobs[1].dev_data)
         self.std = xp.sqrt(var + self.eps)
-        self.x_norm = xp.divide(xc, self.std[:, None], out=xc)      # a new array each pass (LMS moves it)
+        top_data = top[0].mut_dev_data
+        direct = not self.scale_bias and top_data.dtype == xc.dtype
+        _divide_copy(xp, xc, self.std, top_data.reshape(x.shape) if direct else xc)
+        self.x_norm = xc
         self.x_norm_fresh = True            # for a paired Scale: x_norm is what this pass writes to the top
-        y = self.x_norm
-        if self.scale_bias:
-            y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
-        top[0].mut_dev_data[...] = y.reshape(top[0].shape)
+        if not direct:
+            y = xc
+            if self.scale_bias:
+                y = y * self.m(self.blobs[3].dev_data)[:, None] + self.m(self.blobs[4].dev_data)[:, None]
+            top_data[...] = y.reshape(top[0].shape)
 
     def backward_reads_data(self, bottom, top):
         return (), ()                                    # x_norm and std are kept
@@ -101,15 +110,39 @@ class BatchNormLayer(NeuronLayer):
             xp.divide(g, self.std[:, None], out=d)
         else:
             y = self.x_norm
-            t = xp.multiply(g, y, out=workspace(xp, "bn", g.shape, g.dtype))
-            mean_gy = t.mean(axis=(0, 2))
+            m = g.size // self.channels
+            mean_gy = dot_outer_inner(xp, g, y) / m
             mean_g = g.mean(axis=(0, 2))
-            xp.multiply(mean_gy[:, None], y, out=t)
-            xp.subtract(g, mean_g[:, None], out=d)
-            xp.subtract(d, t, out=d)
-            xp.divide(d, self.std[:, None], out=d)
+            _input_diff(xp, g, y, mean_g, mean_gy, self.std, d)
         if diff.dtype != g.dtype:
             diff[...] = d.reshape(diff.shape)
+
+
+def _divide_copy(xp, xc, std, top):
+    """xc /= std per channel of (N, C, M) arrays, then top = xc unless top is xc: one compiled pass, or numpy's
+    divide and copy (the same bits)."""
+    loops = fastpath.loops(xp, xc.dtype, "pointwise_loops")
+    if loops is not None and top.dtype == xc.dtype == std.dtype:
+        loops.bn_normalize(xc, std, top, top is not xc)
+        return
+    xp.divide(xc, std[:, None], out=xc)
+    if top is not xc:
+        top[...] = xc
+
+
+def _input_diff(xp, g, y, mean_g, mean_gy, std, d):
+    """BatchNorm's bottom diff on batch statistics, d = ((g - mean_g) - mean_gy y) / std per channel (d may be g):
+    one compiled pass, or numpy's steps in the same order."""
+    loops = fastpath.loops(xp, g.dtype, "pointwise_loops")
+    if loops is not None and g.dtype == y.dtype == d.dtype == mean_g.dtype == mean_gy.dtype == std.dtype:
+        if not np.may_share_memory(d, g):             # (in place, the bottom diff is the top diff)
+            d[...] = g
+        loops.bn_input_diff(d, y, mean_g, mean_gy, std)
+        return
+    t = xp.multiply(mean_gy[:, None], y, out=workspace(xp, "bn", g.shape, g.dtype))
+    xp.subtract(g, mean_g[:, None], out=d)
+    xp.subtract(d, t, out=d)
+    xp.divide(d, std[:, None], out=d)
 
 
 def pair_batchnorm_scale(layers, bottom_ids, top_ids):

@@ -2,23 +2,27 @@
 
 Each loop makes the same floating-point operations in the same order as the numpy code it replaces
 (im2col.accumulate_windows and PoolingLayer's offset loops): sums start at zero and take the kernel offsets
-in row-major order, so the fast path and the numpy fallback give bit-identical results. Only imported through
+in row-major order, so the fast path and the numpy fallback give bit-identical results. The public names run
+each loop over parts of its independent outputs on the BLAS pool's threads (`cpu_split`; nogil), which changes
+no bit either. Only imported through
 `fastpath.loops()`; compiled once per signature and cached on disk (cache=True). error_model="numpy": a
 division by zero gives inf/nan as numpy does (Caffe's degenerate ceil-mode AVE windows), not an exception.
 """
 import numpy as np
 from numba import njit
 
+from . import cpu_split
 
-@njit(cache=True, error_model="numpy")
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _tap(o, k, stride, dilation, pad, size):
     """The input index output o reads at kernel offset k along one axis; -1 in the padding."""
     x = o * stride + k * dilation - pad
     return x if 0 <= x < size else -1
 
 
-@njit(cache=True, error_model="numpy")
-def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
     """out (C, H, W, B) = the sum from zero of columns (C, kh, kw, OH, OW, B), offset by offset (each channel
     zeroed just before its adds); padding positions are dropped."""
     C, kh, kw, OH, OW, B = col.shape
@@ -38,8 +42,8 @@ def col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
                                 out[c, h, w, b] += col[c, i, j, oh, ow, b]
 
 
-@njit(cache=True, error_model="numpy")
-def col2im_rows_2d(col, out, sh, sw, dh, dw, ph, pw):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _col2im_rows_2d(col, out, sh, sw, dh, dw, ph, pw):
     """out (G, B, H, W, cg) += row columns (G, OH, OW, B, kh, kw, cg). Outputs are visited last to first, so
     each element takes its kernel offsets in increasing order (col2im_2d's order); channels run innermost over
     contiguous memory on both sides."""
@@ -60,28 +64,28 @@ def col2im_rows_2d(col, out, sh, sw, dh, dw, ph, pw):
                                     out[g, b, h, w, c] += col[g, oh, ow, b, i, j, c]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _window(o, stride, pad, kernel, size):
     """Start of output o's window along one axis (may be negative) and its span [lo, hi) inside the image."""
     start = o * stride - pad
     return start, max(start, 0), min(start + kernel, size)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _four_inside(ow, OW, w0, ws, sw, pw, kw, W):
     """True when windows ow..ow+3 of a row exist and lie wholly inside it (no clipping on either side)."""
     return ow + 3 < OW and ws == w0 and (ow + 3) * sw - pw + kw <= W
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _better(v, best, k, offset):
     """One step of Caffe's MAX scan: v replaces (best, k) only when strictly greater (NaN never does)."""
     take = v > best
     return (v if take else best), (offset if take else k)
 
 
-@njit(cache=True, error_model="numpy")
-def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
     """Caffe's MAX scan per window of x (P, H, W), row by row: strictly greater wins (first max kept, NaN
     never wins); arg is the winning kernel offset i * kw + j, -1 when none. Four neighbouring windows that
     lie wholly inside a row are scanned side by side (four independent compare chains instead of one; each
@@ -121,8 +125,8 @@ def max_pool(x, out, arg, kh, kw, sh, sw, ph, pw, lowest):
 
 # The two backward loops visit outputs last to first: an input element then receives its contributions in
 # increasing kernel offset, the order of the numpy fallback's offset-by-offset slice adds.
-@njit(cache=True, error_model="numpy")
-def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
     """dx (P, H, W) = g routed to each window's winner, summed from zero (each plane zeroed just before its
     adds, while it is in the cache)."""
     P, OH, OW = g.shape
@@ -140,8 +144,8 @@ def max_unpool(g, arg, dx, kh, kw, sh, sw, ph, pw):
                     dx[p, oh * sh - ph + di[k], ow * sw - pw + dj[k]] += g[p, oh, ow]
 
 
-@njit(cache=True, error_model="numpy")
-def max_unpool_tiled(g, arg, dx, kh, kw):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _max_unpool_tiled(g, arg, dx, kh, kw):
     """dx (P, OH * kh, OW * kw) = g at each window's winner, 0 elsewhere, for windows that tile dx exactly
     (kernel = stride, no padding): every element written once, no zeroing pass. A winner gets 0 + g, the
     fallback's sum (-0 becomes +0)."""
@@ -157,8 +161,8 @@ def max_unpool_tiled(g, arg, dx, kh, kw):
                         dx[p, oh * kh + i, ow * kw + j] = v if k == j else zero
 
 
-@njit(cache=True, error_model="numpy")
-def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
     """Window sums of x (P, H, W) from zero, row by row, divided by div (OH, OW). Padding adds nothing: a
     sum started at +0 is never -0, so the fallback's added padding zeros change no bit. Four neighbouring
     interior windows are summed side by side, as in max_pool."""
@@ -190,8 +194,8 @@ def ave_pool(x, out, div, kh, kw, sh, sw, ph, pw, zero):
                 ow += 1
 
 
-@njit(cache=True, error_model="numpy")
-def ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
     """dx (P, H, W) = the sum from zero of each window's already divided top diff gd (P, OH, OW) (each plane
     zeroed just before its adds)."""
     P, OH, OW = gd.shape
@@ -206,3 +210,28 @@ def ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
                 for h in range(hs, he):
                     for w in range(ws, we):
                         dx[p, h, w] += v
+
+
+# --- the public loops: each split over its independent outputs (planes; col2im_rows_2d: images) ----------
+def _over_planes(loop, split):
+    """`loop` run over parts of the leading axis of its first `split` arguments (each part its own planes)."""
+    def call(*args):
+        arrays, rest = args[:split], args[split:]
+        cpu_split.run(lambda lo, hi: loop(*[a[lo:hi] for a in arrays], *rest), arrays[0].shape[0],
+                      arrays[0].size + arrays[1].size)
+    call.__name__, call.__doc__ = loop.__name__.lstrip("_"), loop.__doc__
+    return call
+
+
+col2im_2d = _over_planes(_col2im_2d, 2)
+max_pool = _over_planes(_max_pool, 3)
+max_unpool = _over_planes(_max_unpool, 3)
+max_unpool_tiled = _over_planes(_max_unpool_tiled, 3)
+ave_pool = _over_planes(_ave_pool, 2)
+ave_unpool = _over_planes(_ave_unpool, 2)
+
+
+def col2im_rows_2d(col, out, *geometry):
+    """_col2im_rows_2d over parts of the images (axis 3 of col, 1 of out: each image's sums are its own)."""
+    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col[:, :, :, lo:hi], out[:, lo:hi], *geometry), col.shape[3],
+                  col.size + out.size)
