@@ -43,16 +43,17 @@ def _col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _col2im_rows_2d(col, out, sh, sw, dh, dw, ph, pw):
-    """out (G, B, H, W, cg) += row columns (G, OH, OW, B, kh, kw, cg). Outputs are visited last to first, so
-    each element takes its kernel offsets in increasing order (col2im_2d's order); channels run innermost over
-    contiguous memory on both sides."""
+def _col2im_rows_2d(col, out, b0, b1, sh, sw, dh, dw, ph, pw):
+    """out (G, B, H, W, cg) += row columns (G, OH, OW, B, kh, kw, cg) for images b0..b1. Outputs are visited
+    last to first, so each element takes its kernel offsets in increasing order (col2im_2d's order); channels
+    run innermost over contiguous memory on both sides (whole arrays and an image range, not slices: a slice
+    of the image axis would not be contiguous, and its loops would not vectorize)."""
     G, OH, OW, B, kh, kw, C = col.shape
     H, W = out.shape[2], out.shape[3]
     for g in range(G):
         for oh in range(OH - 1, -1, -1):
             for ow in range(OW - 1, -1, -1):
-                for b in range(B):
+                for b in range(b0, b1):
                     for i in range(kh):
                         h = _tap(oh, i, sh, dh, ph, H)
                         if h < 0:
@@ -233,5 +234,4 @@ ave_unpool = _over_planes(_ave_unpool, 2)
 
 def col2im_rows_2d(col, out, *geometry):
     """_col2im_rows_2d over parts of the images (axis 3 of col, 1 of out: each image's sums are its own)."""
-    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col[:, :, :, lo:hi], out[:, lo:hi], *geometry), col.shape[3],
-                  col.size + out.size)
+    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col, out, lo, hi, *geometry), col.shape[3], col.size + out.size)
