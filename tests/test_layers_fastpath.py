@@ -108,7 +108,7 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", per_image)     # every GEMM layout
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", column_bytes)
-    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_ONE_THREAD", column_bytes)
+    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", row_outputs)  # both data-gradient layouts
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)

@@ -69,7 +69,7 @@ def conv_layout(request, monkeypatch):
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
     if request.param.startswith("chunked"):
         monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)
-        monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_ONE_THREAD", 1)
+        monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)
     rows = request.param.endswith("_rows")
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30 if rows else 0)
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
@@ -85,8 +85,8 @@ def test_convolution_gradient(params, shape, conv_layout):
 
 
 def test_convolution_column_runs_follow_blas_threads():
-    """One BLAS thread: cache-sized runs of images where they hold MIN_RUN_ONE_THREAD images; else (or with
-    more threads) the larger COLUMN_BYTES runs."""
+    """T BLAS threads: cache-sized runs of T x COLUMN_BYTES_PER_THREAD where they hold T x MIN_RUN_PER_THREAD
+    images; else the larger COLUMN_BYTES runs."""
     from threadpoolctl import threadpool_limits
     from distcaffe import backend
     text = 'type: "Convolution" convolution_param { num_output: 32 kernel_size: 5 pad: 2 }'
@@ -94,8 +94,13 @@ def test_convolution_column_runs_follow_blas_threads():
     with threadpool_limits(limits=1, user_api="blas"):
         assert backend.blas_threads() == 1
         assert [z - a for a, z in layer._chunks()][:2] == [5, 5]          # 4 MB / (800 x 256 x 4 bytes)
-        layer.COLUMN_BYTES_ONE_THREAD = 3 << 20                           # 3 images: too few, 32 MB runs
-        assert [z - a for a, z in layer._chunks()] == [40, 40, 20]
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert [z - a for a, z in layer._chunks()][:2] == [10, 10]        # 8 MB: 10 images >= 8
+    layer.COLUMN_BYTES_PER_THREAD = 3 << 20
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 3 images: too few, 32 MB runs
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 7 images, fewer than 8
 
 
 @pytest.mark.parametrize("params,shape", CONV_CASES)
