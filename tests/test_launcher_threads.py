@@ -61,3 +61,19 @@ def test_a_rank_limits_its_loaded_blas_pool():
     line, counts = pools_after_cli(MPICH_2)
     n = int(line.split()[2])
     assert n <= max(1, CORES // 2) and set(json.loads(counts)) == {n}, (line, counts)
+
+
+def _timeout_seen(code, env):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_openblas_idle_spin_is_shortened_before_numpy_loads():
+    """`import distcaffe` before numpy sets OPENBLAS_THREAD_TIMEOUT (the split loops need the cores OpenBLAS's
+    idle threads would spin on); a site's own value wins, and after numpy it is too late and left alone."""
+    read = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    assert _timeout_seen("import distcaffe; " + read, {}) == "20"
+    assert _timeout_seen("import distcaffe.launcher.cli; " + read, {}) == "20"
+    assert _timeout_seen("import distcaffe; " + read, {"OPENBLAS_THREAD_TIMEOUT": "7"}) == "7"
+    assert _timeout_seen("import numpy, distcaffe; " + read, {}) == "None"
