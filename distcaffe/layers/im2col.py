@@ -122,9 +122,11 @@ def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
     loops = fastpath.loops(xp, col.dtype)
     if loops is not None and len(spatial) == 2:
         lead, trail = prod(col.shape[:axis]), prod(col.shape[axis + 4:])
-        c6 = np.ascontiguousarray(col).reshape((lead,) + col.shape[axis:axis + 4] + (trail,))
+        kh, kw, oh, ow = col.shape[axis:axis + 4]
+        c5 = np.ascontiguousarray(col).reshape(lead, kh, kw, oh, ow * trail)
         out = workspace(np, "col2im", (lead,) + tuple(spatial) + (trail,), col.dtype)
-        loops.col2im_2d(c6, out, stride[0], stride[1], dilation[0], dilation[1], pad[0], pad[1])
+        loops.col2im_2d(c5, out.reshape(lead, spatial[0], spatial[1] * trail), trail, stride[0], stride[1],
+                        dilation[0], dilation[1], pad[0], pad[1])
         return out.reshape(col.shape[:axis] + tuple(spatial) + col.shape[axis + 4:])
     acc = accumulate_windows(xp, col, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis)
     return crop(acc, pad, spatial, axis)

@@ -22,47 +22,75 @@ def _tap(o, k, stride, dilation, pad, size):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _col2im_2d(col, out, sh, sw, dh, dw, ph, pw):
-    """out (C, H, W, B) = the sum from zero of columns (C, kh, kw, OH, OW, B), offset by offset (each channel
-    zeroed just before its adds); padding positions are dropped."""
-    C, kh, kw, OH, OW, B = col.shape
-    H, W = out.shape[1], out.shape[2]
+def _col2im_2d(col, out, B, sh, sw, dh, dw, ph, pw):
+    """out (C, H, W * B) = the sum from zero of columns (C, kh, kw, OH, OW * B), offset by offset (each channel
+    zeroed just before its adds); padding positions are dropped. With stride 1 along the width a row's valid
+    outputs add onto one contiguous run of the plane (one vectorized loop per kernel offset and row)."""
+    C, kh, kw, OH = col.shape[:4]
+    OW = col.shape[4] // B
+    H, W = out.shape[1], out.shape[2] // B
     for c in range(C):
         out[c] = 0
         for i in range(kh):
             for j in range(kw):
+                lo, hi = max(0, pw - j * dw), min(OW, W + pw - j * dw)     # outputs whose tap is inside
                 for oh in range(OH):
                     h = _tap(oh, i, sh, dh, ph, H)
                     if h < 0:
                         continue
+                    if sw == 1 and lo < hi:
+                        # the run as two views indexed from 0 (an offset index t + shift would keep numba's
+                        # negative-index wraparound in the loop, which then does not vectorize: 3-6x slower)
+                        shift = (j * dw - pw) * B
+                        dst = out[c, h, lo * B + shift:hi * B + shift]
+                        src = col[c, i, j, oh, lo * B:hi * B]
+                        for t in range(dst.shape[0]):
+                            dst[t] += src[t]
+                        continue
+                    if sw == 1:
+                        continue
+                    src, dst = col[c, i, j, oh], out[c, h]
                     for ow in range(OW):
                         w = _tap(ow, j, sw, dw, pw, W)
                         if w >= 0:
                             for b in range(B):
-                                out[c, h, w, b] += col[c, i, j, oh, ow, b]
+                                dst[w * B + b] += src[ow * B + b]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _col2im_rows_2d(col, out, b0, b1, sh, sw, dh, dw, ph, pw):
-    """out (G, B, H, W, cg) += row columns (G, OH, OW, B, kh, kw, cg) for images b0..b1. Outputs are visited
-    last to first, so each element takes its kernel offsets in increasing order (col2im_2d's order); channels
-    run innermost over contiguous memory on both sides (whole arrays and an image range, not slices: a slice
-    of the image axis would not be contiguous, and its loops would not vectorize)."""
-    G, OH, OW, B, kh, kw, C = col.shape
-    H, W = out.shape[2], out.shape[3]
+def _col2im_rows_2d(col, out, C, b0, b1, sh, sw, dh, dw, ph, pw):
+    """out (G, B, H, W * cg) += row columns (G, OH, OW, B, kh, kw * cg) for images b0..b1 (cg = C). Outputs are
+    visited last to first, so each element takes its kernel offsets in increasing order (col2im_2d's order);
+    channels run innermost over contiguous memory on both sides, and without dilation a row's taps inside the
+    image are one contiguous run (whole arrays and an image range are passed, not slices of the image axis,
+    which would not be contiguous; the runs are views indexed from 0 so that the adds vectorize)."""
+    G, OH, OW, B, kh = col.shape[:5]
+    kw = col.shape[5] // C
+    H, W = out.shape[2], out.shape[3] // C
     for g in range(G):
         for oh in range(OH - 1, -1, -1):
             for ow in range(OW - 1, -1, -1):
+                start = ow * sw - pw
+                lo, hi = max(0, -start), min(kw, W - start)              # taps inside the row (no dilation)
                 for b in range(b0, b1):
                     for i in range(kh):
                         h = _tap(oh, i, sh, dh, ph, H)
                         if h < 0:
                             continue
+                        if dw == 1:
+                            if lo < hi:
+                                dst = out[g, b, h, (start + lo) * C:(start + hi) * C]
+                                src = col[g, oh, ow, b, i, lo * C:hi * C]
+                                for t in range(dst.shape[0]):
+                                    dst[t] += src[t]
+                            continue
                         for j in range(kw):
                             w = _tap(ow, j, sw, dw, pw, W)
                             if w >= 0:
-                                for c in range(C):
-                                    out[g, b, h, w, c] += col[g, oh, ow, b, i, j, c]
+                                dst = out[g, b, h, w * C:(w + 1) * C]
+                                src = col[g, oh, ow, b, i, j * C:(j + 1) * C]
+                                for t in range(C):
+                                    dst[t] += src[t]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -233,5 +261,10 @@ ave_unpool = _over_planes(_ave_unpool, 2)
 
 
 def col2im_rows_2d(col, out, *geometry):
-    """_col2im_rows_2d over parts of the images (axis 3 of col, 1 of out: each image's sums are its own)."""
-    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col, out, lo, hi, *geometry), col.shape[3], col.size + out.size)
+    """_col2im_rows_2d of col (G, OH, OW, B, kh, kw, cg) into out (G, B, H, W, cg), over parts of the images
+    (axis 3 of col, 1 of out: each image's sums are its own)."""
+    c = col.shape[6]
+    col6 = col.reshape(col.shape[:5] + (col.shape[5] * c,))
+    out4 = out.reshape(out.shape[:3] + (out.shape[3] * c,))
+    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col6, out4, c, lo, hi, *geometry), col.shape[3],
+                  col.size + out.size)
