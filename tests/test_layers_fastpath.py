@@ -117,7 +117,8 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     _same(text, shape, np.float64)
 
 
-BN_SCALE = [
+POINTWISE = [
+    'type: "ReLU"',
     'type: "BatchNorm"',
     'type: "BatchNorm" batch_norm_param { eps: 0.001 }',
     'type: "Scale" scale_param { bias_term: true }',
@@ -125,12 +126,13 @@ BN_SCALE = [
 ]
 
 
-@pytest.mark.parametrize("text", BN_SCALE)
+@pytest.mark.parametrize("text", POINTWISE)
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 16, 9), (3, 7)])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_pointwise_fast_path_is_bit_identical(text, shape, in_place):
     _same(text, shape, in_place=in_place)
     _same(text, shape, np.float64, in_place=in_place)
+    _same(text, shape, ties=True, in_place=in_place)             # signed zeros
 
 
 def test_batchnorm_global_stats_fast_path_is_bit_identical():
@@ -147,6 +149,7 @@ def test_batchnorm_global_stats_fast_path_is_bit_identical():
     ('type: "Convolution" convolution_param { num_output: 8 kernel_size: 5 pad: 2 }', (5, 32, 8, 8)),
     ('type: "BatchNorm"', (4, 6, 7, 5)),
     ('type: "Scale" scale_param { bias_term: true }', (4, 6, 7, 5)),
+    ('type: "ReLU"', (4, 6, 7, 5)),
 ])
 def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     """cpu_split cuts every compiled loop into parts for the BLAS pool's threads: 1 and 3 threads (parts of
@@ -168,7 +171,8 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     results = []
     for threads in (1, 3):
         with threadpool_limits(threads):
-            results.append(_pass(text, x, np.float32, True, in_place=text.startswith('type: "Scale"')))
+            results.append(_pass(text, x, np.float32, True, in_place=not text.startswith('type: "Pooling"')
+                                 and not text.startswith('type: "Convolution"')))
     assert max(seen) == 3 and min(seen) == 1
     for i, (a, b) in enumerate(zip(*results)):
         assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)

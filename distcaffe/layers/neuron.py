@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import backend
 from ..proto import caffe_pb2
+from . import fastpath
 from .base import NeuronLayer, register
 
 
@@ -193,7 +194,14 @@ class ReLULayer(_Pointwise):
         if self.slope:
             bottom[0].mut_dev_diff[...] = self.grad(self.xp, x, None, dy)
         else:                                            # straight into the bottom diff (in place or not)
-            self.xp.multiply(dy, x > 0, out=bottom[0].mut_dev_diff)
+            dx = bottom[0].mut_dev_diff
+            loops = fastpath.loops(self.xp, dx.dtype, "pointwise_loops")
+            if loops is not None and dy.dtype == dx.dtype == x.dtype and dx.flags.c_contiguous:
+                if not np.may_share_memory(dx, dy):
+                    dx[...] = dy
+                loops.relu_diff(dx.reshape(-1), x.reshape(-1))
+                return
+            self.xp.multiply(dy, x > 0, out=dx)
 
 
 @register("Sigmoid")

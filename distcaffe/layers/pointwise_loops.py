@@ -50,6 +50,20 @@ def _scale_bias(r0, a, s, b):
             a[r, i] = a[r, i] * sc + bc
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _relu_diff(d, x, lo, hi):
+    """d[lo:hi] *= (x > 0) of flat arrays, d holding the top diff: ReLU's bottom diff (numpy's bool factor is
+    1 or 0 in d's dtype, so the products, -0 and NaN included, are the same)."""
+    one, zero = d.dtype.type(1), d.dtype.type(0)
+    for i in range(lo, hi):
+        d[i] = d[i] * (one if x[i] > 0 else zero)
+
+
+def relu_diff(d, x):
+    """_relu_diff over parts of the flat elements."""
+    cpu_split.run(lambda lo, hi: _relu_diff(d, x, lo, hi), d.shape[0], 2 * d.shape[0])
+
+
 def _over_rows(loop, spec):
     """`loop` over parts of the (outer * C) rows of its (outer, C, inner) arrays (letter a in `spec`; anything
     else passed whole): each part a block of whole rows, C-contiguous, so that the loops vectorize."""
