@@ -3,6 +3,7 @@
 Layers never import numpy or cupy for their math; they use `xp()` (or `Layer.xp`), so one
 implementation serves both. cupy is optional: nothing here imports it until GPU mode is asked for.
 """
+import contextlib
 import threading
 
 import numpy as np
@@ -188,13 +189,32 @@ def matmul(a, b):
 _blas_pools = None
 
 
-def blas_threads():
-    """How many threads numpy's BLAS runs a GEMM with now (threadpoolctl; 1 when it finds no BLAS)."""
+def _pools():
     global _blas_pools
     if _blas_pools is None:
         from threadpoolctl import ThreadpoolController
         _blas_pools = ThreadpoolController().select(user_api="blas").lib_controllers
-    return max([pool.get_num_threads() for pool in _blas_pools] or [1])
+    return _blas_pools
+
+
+def blas_threads():
+    """How many threads numpy's BLAS runs a GEMM with now (threadpoolctl; 1 when it finds no BLAS)."""
+    return max([pool.get_num_threads() for pool in _pools()] or [1])
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """numpy's BLAS runs each GEMM on its calling thread inside the block, so that several threads may each
+    run their own (a layer split over runs of images); the pool sizes come back after it."""
+    pools = _pools()
+    before = [pool.get_num_threads() for pool in pools]
+    for pool in pools:
+        pool.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for pool, n in zip(pools, before):
+            pool.set_num_threads(n)
 
 
 # --- checks that would need a host sync on a GPU -------------------------------------------------------

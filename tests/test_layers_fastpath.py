@@ -147,25 +147,40 @@ def test_batchnorm_global_stats_fast_path_is_bit_identical():
     ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }', (3, 5, 12, 10)),
     ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 }', (5, 3, 9, 8)),
     ('type: "Convolution" convolution_param { num_output: 8 kernel_size: 5 pad: 2 }', (5, 32, 8, 8)),
+    ('type: "Convolution" convolution_param { num_output: 6 kernel_size: 1 }', (4, 5, 9, 8)),    # per image
+    ('type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 group: 2 }', (4, 4, 9, 8)),
     ('type: "BatchNorm"', (4, 6, 7, 5)),
     ('type: "Scale" scale_param { bias_term: true }', (4, 6, 7, 5)),
     ('type: "ReLU"', (4, 6, 7, 5)),
 ])
 def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
-    """cpu_split cuts every compiled loop into parts for the BLAS pool's threads: 1 and 3 threads (parts of
-    every size, down to one plane or row: MIN_PART 1) give the same bits, and the parts really ran apart."""
+    """cpu_split cuts every compiled loop into parts for the BLAS pool's threads, and a convolution's runs of
+    images go to the threads: 1 and 3 threads (parts of every size, down to one plane, row or image: MIN_PART 1)
+    give the same bits, and the parts really ran apart."""
     from threadpoolctl import threadpool_limits
     from distcaffe.layers import cpu_split
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(cpu_split, "MIN_PART", 1)
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30)       # col2im_rows_2d too
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
+    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)     # runs of one image, over the
+    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)                 # threads (_thread_runs)
+    per_image = "kernel_size: 1 " in text
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if per_image else 1 << 60)
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    over_runs = []
+    real_over_runs = ConvolutionLayer._over_runs
+
+    def counted(self, runs, threads, body):
+        over_runs.append((len(runs), threads))
+        real_over_runs(self, runs, threads, body)
+    monkeypatch.setattr(ConvolutionLayer, "_over_runs", counted)
     seen = []
     real = cpu_split.run
 
-    def run(fn, n, work):
-        seen.append(len(cpu_split.parts(n, work)))
-        real(fn, n, work)
+    def run(fn, n, work, threads=None):
+        seen.append(len(cpu_split.parts(n, work, threads)))
+        real(fn, n, work, threads)
     monkeypatch.setattr(cpu_split, "run", run)
     x = RNG.standard_normal(shape).astype(np.float32)
     results = []
@@ -173,7 +188,9 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
         with threadpool_limits(threads):
             results.append(_pass(text, x, np.float32, True, in_place=not text.startswith('type: "Pooling"')
                                  and not text.startswith('type: "Convolution"')))
-    assert max(seen) == 3 and min(seen) == 1
+    assert max(seen) == 3
+    if text.startswith('type: "Convolution"'):               # forward and backward went run by run on 3 threads
+        assert over_runs == [(shape[0], 3)] * (3 if per_image else 2), over_runs
     for i, (a, b) in enumerate(zip(*results)):
         assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
 

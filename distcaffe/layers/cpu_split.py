@@ -58,10 +58,11 @@ def parts(n, work, threads=None):
     return out
 
 
-def run(fn, n, work):
-    """Call fn(lo, hi) for the parts of range(n) (`work`: elements the whole call touches), concurrently; returns
-    when every part is done, raising a failed part's exception."""
-    pieces = parts(n, work)
+def run(fn, n, work, threads=None):
+    """Call fn(lo, hi) for the parts of range(n) (`work`: elements the whole call touches; `threads`: the
+    BLAS pool's size unless given), concurrently; returns when every part is done, raising a failed part's
+    exception."""
+    pieces = parts(n, work, threads)
     if len(pieces) == 1:
         fn(0, n)
         return

@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend
 from ..blob import Blob
 from ..proto import caffe_pb2
-from . import cudnn_conv, fastpath
+from . import cpu_split, cudnn_conv, fastpath
 from .base import Layer, register
 from .im2col import (accumulate_windows, col2im, col2im_rows, conv_out_size, crop, im2col, padded, prod, windows,
                      workspace)
@@ -184,18 +184,60 @@ class _BaseConvolution(_ConvGeometry, Layer):
     COLUMN_BYTES_PER_THREAD = 4 << 20
     MIN_RUN_PER_THREAD = 4
 
-    def _chunks(self):
-        """Runs of images [a, b) whose columns fit the column budget (at least one image each); on a GPU one
-        run."""
+    def _chunks(self, threads=None):
+        """Runs of images [a, b) whose columns fit the column budget of `threads` BLAS threads (the pool's size
+        unless given; at least one image each); on a GPU one run."""
         if self.xp is not np:
             return [(0, self.num)]
         per_image = max(1, self.kernel_dim * self.group * prod(self.col_shape) * self.mdtype.itemsize)
-        threads = backend.blas_threads()
+        threads = backend.blas_threads() if threads is None else threads
         step = self.COLUMN_BYTES_PER_THREAD * threads // per_image
         if step < self.MIN_RUN_PER_THREAD * threads:
             step = self.COLUMN_BYTES // per_image
         step = max(1, min(self.num, step))
         return [(a, min(a + step, self.num)) for a in range(0, self.num, step)]
+
+    # With T > 1 BLAS threads, the runs of images go to T threads that each run their GEMMs on one BLAS thread
+    # (as PyTorch splits a convolution over the batch): the skinny GEMMs of small images scale far better so
+    # than inside one OpenBLAS call (CIFAR-10 quick at 2 threads: see benchmarks/RESULTS.md). The runs are the
+    # one-thread runs, computed as one thread computes them, and the weight diff adds each run's product in
+    # run order, so the results are those of one thread bit for bit. Used where there are at least T such runs
+    # and the runs' weight-diff products fit RUN_PRODUCT_BYTES.
+    RUN_PRODUCT_BYTES = 32 << 20
+
+    def _thread_runs(self, want_w=False, runs=None):
+        """(runs, threads) to split over threads, or None (one run after another, T BLAS threads per GEMM).
+        `runs`: the one-thread runs unless given (the per-image passes give one image each)."""
+        threads = backend.blas_threads() if self.xp is np else 1
+        if threads < 2 or self.num < threads:
+            return None
+        runs = self._chunks(threads=1) if runs is None else runs
+        if len(runs) < threads:     # (other runs would change the GEMMs' bits: OpenBLAS's edge kernels)
+            return None
+        if want_w and len(runs) * self.blobs[0].count * self.mdtype.itemsize > self.RUN_PRODUCT_BYTES:
+            return None
+        return runs, threads
+
+    def _over_runs(self, runs, threads, body):
+        """body(a, b) for every run, the runs split over `threads` threads, each GEMM on its calling thread."""
+        def part(lo, hi):
+            for a, z in runs[lo:hi]:
+                body(a, z)
+        with backend.one_blas_thread():
+            cpu_split.run(part, len(runs), cpu_split.MIN_PART * threads, threads)
+
+    def _image_runs(self, want_w=False):
+        """`_thread_runs` of one image each (the per-image passes)."""
+        return self._thread_runs(want_w, [(n, n + 1) for n in range(self.num)])
+
+    def _each_image(self, body):
+        """body(n) for every image, over threads where `_image_runs` allows."""
+        split = self._image_runs()
+        if split:
+            self._over_runs(*split, lambda a, z: body(a))
+            return
+        for n in range(self.num):
+            body(n)
 
     def _weights(self):
         return self.m(self.blobs[0].dev_data).reshape(self.group, self.conv_out_channels // self.group, -1)
@@ -223,10 +265,14 @@ class _BaseConvolution(_ConvGeometry, Layer):
         return (self.conv_out_channels // self.group <= self.ROW_GRADIENT_OUTPUTS
                 and self.kernel_dim >= self.ROW_GRADIENT_KERNEL_DIM)
 
-    def _add_weight_diff(self, a, col):
-        """weight diff += a (G, m, N) times the columns (G, k, N) transposed, computed as (col a^T)^T."""
-        self.blobs[0].mut_dev_diff[...] += self._gmm(col, a.transpose(0, 2, 1), "dw").transpose(0, 2, 1).reshape(
-            self.blobs[0].shape)
+    def _add_weight_diff(self, a, col, into=None):
+        """weight diff += a (G, m, N) times the columns (G, k, N) transposed, computed as (col a^T)^T; or that
+        product stored in `into` (G, k, m), to be added later."""
+        product = self._gmm(col, a.transpose(0, 2, 1), "dw")
+        if into is not None:
+            into[...] = product
+            return
+        self.blobs[0].mut_dev_diff[...] += product.transpose(0, 2, 1).reshape(self.blobs[0].shape)
 
     def _data_gradient(self, w, gg, n):
         """Bottom diff (n, G, C/G, *spatial) of the top diff gg (G, M/G, positions*n): per group gg^T times
@@ -272,29 +318,46 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     def _forward_per_image(self, x, out, w):
         mg = self.num_output // self.group
-        for n in range(self.num):
+
+        def image(n):
             col = self._image_col(x[n])
             for gi in range(self.group):
                 np.matmul(w[gi], col[gi], out=out[n, gi * mg:(gi + 1) * mg])
+        self._each_image(image)
 
     def _backward_per_image(self, g, x, dx, w, want_w):
-        """1x1/stride 1: weight diff accumulated image by image, bottom diff (when dx is given) one GEMM each."""
+        """1x1/stride 1: weight diff accumulated image by image, bottom diff (when dx is given) one GEMM each.
+        Split over threads, each image's weight product is kept and the products are added in image order."""
         mg, cg = self.num_output // self.group, self.channels // self.group
         gw = g.reshape(self.num, self.group, mg, -1)
         if want_w:
             acc = np.zeros((self.group, mg, self.kernel_dim), dtype=g.dtype)
-            part = workspace(np, "dw", acc.shape[1:], g.dtype)
-            for n in range(self.num):
-                col = self._image_col(x[n])
-                for gi in range(self.group):
-                    acc[gi] += np.matmul(gw[n, gi], col[gi].T, out=part)
+            split = self._image_runs(want_w=True)
+            if split:
+                products = workspace(np, "dw_runs", (self.num,) + acc.shape, g.dtype)
+
+                def image_w(a, z):
+                    col = self._image_col(x[a])
+                    for gi in range(self.group):
+                        np.matmul(gw[a, gi], col[gi].T, out=products[a, gi])
+                self._over_runs(*split, image_w)
+                for n in range(self.num):
+                    acc += products[n]
+            else:                                       # (one thread: each product added as it comes)
+                part = workspace(np, "dw", acc.shape[1:], g.dtype)
+                for n in range(self.num):
+                    col = self._image_col(x[n])
+                    for gi in range(self.group):
+                        acc[gi] += np.matmul(gw[n, gi], col[gi].T, out=part)
             self.blobs[0].mut_dev_diff[...] += acc.reshape(self.blobs[0].shape)
         if dx is None:
             return
-        for n in range(self.num):
+
+        def image_x(n):
             dxn = dx[n].reshape(self.group, cg, -1)
             for gi in range(self.group):
                 np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
+        self._each_image(image_x)
 
     # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
     def _cudnn_run(self):
@@ -340,12 +403,19 @@ class _BaseConvolution(_ConvGeometry, Layer):
             else:
                 out = t.mut_dev_data.reshape(self.num, self.num_output, -1)
                 wide = self._image_major()
-                for a, z in self._chunks():
+
+                def one_run(a, z):
                     y = self._from_gemm(self._gmm(w, self._im2col_gemm(x[a:z], wide)), self.num_output, z - a, wide)
                     if bias is not None:
                         self.xp.add(y, bias, out=out[a:z])
                     else:
                         out[a:z] = y
+                split = self._thread_runs()
+                if split:
+                    self._over_runs(*split, one_run)
+                else:
+                    for a, z in self._chunks():
+                        one_run(a, z)
                 continue
             out = t.mut_dev_data.reshape(y.shape)
             if bias is not None:
@@ -378,17 +448,38 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     b.mut_dev_diff[...] = self._from_gemm(self._gmm(w, col), self.channels, self.num).reshape(
                         b.shape)
             else:
-                x = self._as_batch(b.dev_data, self.channels)
-                dx = b.mut_dev_diff.reshape(x.shape) if propagate_down[i] else None
-                wide = self._image_major(dx is not None)
-                for a, z in self._chunks():
-                    gg = self._to_gemm(g[a:z], wide)
-                    if want_w:
-                        self._add_weight_diff(gg, self._im2col_gemm(x[a:z], wide))
-                    if dx is not None and self._row_gradient():
-                        dx[a:z] = self._data_gradient(w, gg, z - a).reshape(dx[a:z].shape)
-                    elif dx is not None:
-                        dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
+                self._batched_backward(g, b, w, want_w, propagate_down[i])
+
+    def _batched_backward(self, g, b, w, want_w, want_x):
+        """Weight and bottom diffs run by run of images (split over threads where `_thread_runs` says)."""
+        x = self._as_batch(b.dev_data, self.channels)
+        dx = b.mut_dev_diff.reshape(x.shape) if want_x else None
+        wide = self._image_major(dx is not None)
+        split = self._thread_runs(want_w)
+        runs = split[0] if split else self._chunks()
+        products, slot = None, {run: i for i, run in enumerate(runs)}
+        if split and want_w:
+            products = workspace(np, "dw_runs", (len(runs), self.group, self.kernel_dim,
+                                                 self.conv_out_channels // self.group), self.mdtype)
+
+        def one_run(a, z):
+            gg = self._to_gemm(g[a:z], wide)
+            if want_w:
+                into = None if products is None else products[slot[(a, z)]]
+                self._add_weight_diff(gg, self._im2col_gemm(x[a:z], wide), into)
+            if dx is not None and self._row_gradient():
+                dx[a:z] = self._data_gradient(w, gg, z - a).reshape(dx[a:z].shape)
+            elif dx is not None:
+                dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
+        if not split:
+            for a, z in runs:
+                one_run(a, z)
+            return
+        self._over_runs(*split, one_run)
+        if products is not None:
+            diff = self.blobs[0].mut_dev_diff
+            for product in products:                    # in run order: one thread's sums
+                diff += product.transpose(0, 2, 1).reshape(diff.shape)
 
     def backward_reads_data(self, bottom, top):
         return range(len(bottom)), ()
