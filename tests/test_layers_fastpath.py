@@ -163,8 +163,9 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     monkeypatch.setattr(cpu_split, "MIN_PART", 1)
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30)       # col2im_rows_2d too
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
-    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)     # runs of one image, over the
-    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)                 # threads (_thread_runs)
+    monkeypatch.setattr(ConvolutionLayer, "_image_bytes", lambda self: 1)   # cache-sized runs of one image,
+    monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)     # over the threads (_thread_runs)
+    monkeypatch.setattr(ConvolutionLayer, "MIN_RUN_PER_THREAD", 1)
     per_image = "kernel_size: 1 " in text
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if per_image else 1 << 60)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)

@@ -86,7 +86,7 @@ def test_convolution_gradient(params, shape, conv_layout):
 
 def test_convolution_column_runs_follow_blas_threads():
     """T BLAS threads: cache-sized runs of T x COLUMN_BYTES_PER_THREAD where they hold T x MIN_RUN_PER_THREAD
-    images; else the larger COLUMN_BYTES runs."""
+    images; else the larger COLUMN_BYTES runs. With T > 1, cache-sized one-thread runs go to the threads."""
     from threadpoolctl import threadpool_limits
     from distcaffe import backend
     text = 'type: "Convolution" convolution_param { num_output: 32 kernel_size: 5 pad: 2 }'
@@ -96,7 +96,16 @@ def test_convolution_column_runs_follow_blas_threads():
         assert [z - a for a, z in layer._chunks()][:2] == [5, 5]          # 4 MB / (800 x 256 x 4 bytes)
     with threadpool_limits(limits=2, user_api="blas"):
         assert [z - a for a, z in layer._chunks()][:2] == [10, 10]        # 8 MB: 10 images >= 8
+        runs, threads = layer._thread_runs(want_w=True)                   # the 1-thread runs, over 2 threads
+        assert threads == 2 and runs == layer._chunks(threads=1)
+        layer.RUN_PRODUCT_BYTES = 1
+        assert layer._thread_runs(want_w=True) is None                    # products too large to keep
+        assert layer._thread_runs() is not None
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert layer._thread_runs() is None
     layer.COLUMN_BYTES_PER_THREAD = 3 << 20
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert layer._thread_runs() is None                               # 32 MB runs: one GEMM, 2 threads
     with threadpool_limits(limits=1, user_api="blas"):
         assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 3 images: too few, 32 MB runs
     with threadpool_limits(limits=2, user_api="blas"):

@@ -184,12 +184,16 @@ class _BaseConvolution(_ConvGeometry, Layer):
     COLUMN_BYTES_PER_THREAD = 4 << 20
     MIN_RUN_PER_THREAD = 4
 
+    def _image_bytes(self):
+        """Bytes of one image's columns (at least 1)."""
+        return max(1, self.kernel_dim * self.group * prod(self.col_shape) * self.mdtype.itemsize)
+
     def _chunks(self, threads=None):
         """Runs of images [a, b) whose columns fit the column budget of `threads` BLAS threads (the pool's size
         unless given; at least one image each); on a GPU one run."""
         if self.xp is not np:
             return [(0, self.num)]
-        per_image = max(1, self.kernel_dim * self.group * prod(self.col_shape) * self.mdtype.itemsize)
+        per_image = self._image_bytes()
         threads = backend.blas_threads() if threads is None else threads
         step = self.COLUMN_BYTES_PER_THREAD * threads // per_image
         if step < self.MIN_RUN_PER_THREAD * threads:
@@ -201,9 +205,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # (as PyTorch splits a convolution over the batch): the skinny GEMMs of small images scale far better so
     # than inside one OpenBLAS call (CIFAR-10 quick at 2 threads: see benchmarks/RESULTS.md). The runs are the
     # one-thread runs, computed as one thread computes them, and the weight diff adds each run's product in
-    # run order, so the results are those of one thread bit for bit. Used where there are at least T such runs
+    # run order, so the results are those of one thread bit for bit. Used where there are at least T such runs,
+    # each the cache-sized kind (larger runs of large images run faster as one GEMM on all threads: interleaved
+    # A/B at 2 threads, AlexNet 719 ms splitting every run, 639 splitting the cache-sized ones only, 666 not
+    # splitting; GoogLeNet 950 / 894 / 986; it also keeps a second thread's 32 MB of columns out of memory),
     # and the runs' weight-diff products fit RUN_PRODUCT_BYTES.
-    RUN_PRODUCT_BYTES = 32 << 20
+    RUN_PRODUCT_BYTES = 16 << 20
 
     def _thread_runs(self, want_w=False, runs=None):
         """(runs, threads) to split over threads, or None (one run after another, T BLAS threads per GEMM).
@@ -211,7 +218,10 @@ class _BaseConvolution(_ConvGeometry, Layer):
         threads = backend.blas_threads() if self.xp is np else 1
         if threads < 2 or self.num < threads:
             return None
-        runs = self._chunks(threads=1) if runs is None else runs
+        if runs is None:
+            runs = self._chunks(threads=1)
+            if (runs[0][1] - runs[0][0]) * self._image_bytes() > self.COLUMN_BYTES_PER_THREAD:
+                return None
         if len(runs) < threads:     # (other runs would change the GEMMs' bits: OpenBLAS's edge kernels)
             return None
         if want_w and len(runs) * self.blobs[0].count * self.mdtype.itemsize > self.RUN_PRODUCT_BYTES:
