@@ -196,6 +196,14 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
         assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
 
 
+def test_split_pool_grows_and_is_kept():
+    """Calls with fewer parts reuse the pool a larger call made (no thread churn between layers)."""
+    from distcaffe.layers import cpu_split
+    big = cpu_split._executor(3)
+    assert cpu_split._executor(1) is big and cpu_split._executor(3) is big
+    assert sorted(big.map(lambda v: v * v, range(4))) == [0, 1, 4, 9]
+
+
 def test_split_pool_is_rebuilt_after_fork():
     """A forked child (data workers, the start-up supervisor) must not wait on its parent's pool threads."""
     import os

@@ -25,16 +25,16 @@ _inside = threading.local()
 
 
 def _executor(workers):
-    """The pool of `workers` threads of this process (a forked child makes its own: the parent's threads are
-    not in it)."""
+    """This process's pool, of at least `workers` threads (grown when a call needs more; a forked child makes
+    its own: the parent's threads are not in it)."""
     global _pool, _pool_key
-    key = (os.getpid(), workers)
     with _lock:
-        if _pool_key != key:
-            if _pool is not None and _pool_key[0] == key[0]:
+        pid, size = _pool_key or (None, 0)
+        if pid != os.getpid() or size < workers:
+            if pid == os.getpid():
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(workers, thread_name_prefix="distcaffe-split", initializer=_mark)
-            _pool_key = key
+            _pool_key = (os.getpid(), workers)
         return _pool
 
 

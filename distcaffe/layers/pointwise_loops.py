@@ -1,10 +1,10 @@
-"""Compiled elementwise steps of BatchNorm and Scale (numba, the optional `fast` extra): several numpy passes over
-a blob fused into one, for the memory bandwidth they would each take.
+"""Compiled elementwise steps of BatchNorm, Scale and ReLU (numba, the optional `fast` extra): several numpy passes
+over a blob fused into one, for the memory bandwidth they would each take.
 
 Each loop makes the numpy fallback's floating-point operations in its order (numba rounds every float32 step as
 numpy does and contracts nothing into FMAs), so both give identical bits. Arrays are C-contiguous (outer,
-channels, inner) blobs, taken as (outer * channels, inner) rows; every loop is split over blocks of rows on the
-BLAS pool's threads (`cpu_split`; nogil). Only imported through
+channels, inner) blobs, taken as (outer * channels, inner) rows (ReLU's: flat), each loop split over blocks of
+them on the BLAS pool's threads (`cpu_split`; nogil). Only imported through
 `fastpath.loops(xp, dtype, "pointwise_loops")`; compiled once per signature and cached on disk.
 """
 from numba import njit
