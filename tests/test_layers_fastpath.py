@@ -170,12 +170,13 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if per_image else 1 << 60)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
     over_runs = []
-    real_over_runs = ConvolutionLayer._over_runs
+    real_each_run = ConvolutionLayer._each_run
 
-    def counted(self, runs, threads, body):
-        over_runs.append((len(runs), threads))
-        real_over_runs(self, runs, threads, body)
-    monkeypatch.setattr(ConvolutionLayer, "_over_runs", counted)
+    def counted(self, body, split, runs=None):
+        if split:
+            over_runs.append((len(split[0]), split[1]))
+        real_each_run(self, body, split, runs)
+    monkeypatch.setattr(ConvolutionLayer, "_each_run", counted)
     seen = []
     real = cpu_split.run
 

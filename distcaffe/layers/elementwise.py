@@ -221,10 +221,7 @@ class ScaleLayer(_BroadcastParamLayer):
             loops = fastpath.loops(self.xp, x.dtype, "pointwise_loops")
             if (loops is not None and bias is not None and self.bias_dims == self.dims
                     and s3.dtype == bias.dtype == x.dtype):           # one pass instead of two
-                o3 = out.reshape(self.dims)
-                if not np.may_share_memory(out, x):     # (in place they are one array)
-                    o3[...] = x.reshape(self.dims)
-                loops.scale_bias(o3, s3.reshape(-1), bias.reshape(-1))
+                loops.scale_bias(x.reshape(self.dims), s3.reshape(-1), bias.reshape(-1), out.reshape(self.dims))
                 return
             self.xp.multiply(x.reshape(self.dims), s3, out=out.reshape(self.dims))
             if bias is not None:

@@ -197,9 +197,7 @@ class ReLULayer(_Pointwise):
             dx = bottom[0].mut_dev_diff
             loops = fastpath.loops(self.xp, dx.dtype, "pointwise_loops")
             if loops is not None and dy.dtype == dx.dtype == x.dtype and dx.flags.c_contiguous:
-                if not np.may_share_memory(dx, dy):
-                    dx[...] = dy
-                loops.relu_diff(dx.reshape(-1), x.reshape(-1))
+                loops.relu_diff(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
                 return
             self.xp.multiply(dy, x > 0, out=dx)
 

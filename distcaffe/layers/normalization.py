@@ -123,7 +123,7 @@ def _divide_copy(xp, xc, std, top):
     divide and copy (the same bits)."""
     loops = fastpath.loops(xp, xc.dtype, "pointwise_loops")
     if loops is not None and top.dtype == xc.dtype == std.dtype:
-        loops.bn_normalize(xc, std, top, top is not xc)
+        loops.bn_normalize(xc, std, top)
         return
     xp.divide(xc, std[:, None], out=xc)
     if top is not xc:
@@ -135,9 +135,7 @@ def _input_diff(xp, g, y, mean_g, mean_gy, std, d):
     one compiled pass, or numpy's steps in the same order."""
     loops = fastpath.loops(xp, g.dtype, "pointwise_loops")
     if loops is not None and g.dtype == y.dtype == d.dtype == mean_g.dtype == mean_gy.dtype == std.dtype:
-        if not np.may_share_memory(d, g):             # (in place, the bottom diff is the top diff)
-            d[...] = g
-        loops.bn_input_diff(d, y, mean_g, mean_gy, std)
+        loops.bn_input_diff(g, y, mean_g, mean_gy, std, d)
         return
     t = xp.multiply(mean_gy[:, None], y, out=workspace(xp, "bn", g.shape, g.dtype))
     xp.subtract(g, mean_g[:, None], out=d)

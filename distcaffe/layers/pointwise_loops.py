@@ -7,13 +7,15 @@ channels, inner) blobs, taken as (outer * channels, inner) rows (ReLU's: flat), 
 them on the BLAS pool's threads (`cpu_split`; nogil). Only imported through
 `fastpath.loops(xp, dtype, "pointwise_loops")`; compiled once per signature and cached on disk.
 """
+import numpy as np
 from numba import njit
 
 from . import cpu_split
 
 
-# Every loop updates one array in place and reads the others: with an output that may be an input, LLVM's
-# runtime overlap check fails and it runs scalar code (measured 2.3x slower on BatchNorm's normalize).
+# Every loop updates one array in place and reads the others (the public calls below first copy the input into
+# that array unless it already is it): with an output that may be an input, LLVM's runtime overlap check fails
+# and it runs scalar code (measured 2.3x slower on BatchNorm's normalize).
 @njit(cache=True, nogil=True, error_model="numpy")
 def _bn_normalize(r0, a, std, top, copy):
     """a /= std per channel, then top = a when `copy` (row by row, while the row is in the cache)."""
@@ -59,24 +61,39 @@ def _relu_diff(d, x, lo, hi):
         d[i] = d[i] * (one if x[i] > 0 else zero)
 
 
-def relu_diff(d, x):
-    """_relu_diff over parts of the flat elements."""
-    cpu_split.run(lambda lo, hi: _relu_diff(d, x, lo, hi), d.shape[0], 2 * d.shape[0])
+def _onto(dst, src):
+    """dst holding src's values (copied unless they are one array): every loop here works in place."""
+    if not np.may_share_memory(dst, src):
+        dst[...] = src
+    return dst
 
 
-def _over_rows(loop, spec):
+def _over_rows(loop, spec, *args):
     """`loop` over parts of the (outer * C) rows of its (outer, C, inner) arrays (letter a in `spec`; anything
     else passed whole): each part a block of whole rows, C-contiguous, so that the loops vectorize."""
-    def call(*args):
-        rows = [a.reshape(-1, a.shape[2]) if k == "a" else a for k, a in zip(spec, args)]
+    rows = [a.reshape(-1, a.shape[2]) if k == "a" else a for k, a in zip(spec, args)]
 
-        def part(lo, hi):
-            loop(lo, *[a[lo:hi] if k == "a" else a for k, a in zip(spec, rows)])
-        cpu_split.run(part, rows[0].shape[0], sum(a.size for k, a in zip(spec, args) if k == "a"))
-    call.__name__, call.__doc__ = loop.__name__.lstrip("_"), loop.__doc__
-    return call
+    def part(lo, hi):
+        loop(lo, *[a[lo:hi] if k == "a" else a for k, a in zip(spec, rows)])
+    cpu_split.run(part, rows[0].shape[0], sum(a.size for k, a in zip(spec, args) if k == "a"))
 
 
-bn_normalize = _over_rows(_bn_normalize, "avav")
-bn_input_diff = _over_rows(_bn_input_diff, "aavvv")
-scale_bias = _over_rows(_scale_bias, "avv")
+def bn_normalize(xc, std, top):
+    """xc /= std per channel, then top = xc unless top is xc."""
+    _over_rows(_bn_normalize, "avav", xc, std, top, top is not xc)
+
+
+def bn_input_diff(g, y, mean_g, mean_gy, std, d):
+    """d = ((g - mean_g) - mean_gy y) / std per channel (d may be g)."""
+    _over_rows(_bn_input_diff, "aavvv", _onto(d, g), y, mean_g, mean_gy, std)
+
+
+def scale_bias(x, s, b, out):
+    """out = x * s + b per channel (out may be x)."""
+    _over_rows(_scale_bias, "avv", _onto(out, x), s, b)
+
+
+def relu_diff(dy, x, dx):
+    """dx = dy * (x > 0) of flat arrays (dx may be dy), over parts of the elements."""
+    _onto(dx, dy)
+    cpu_split.run(lambda lo, hi: _relu_diff(dx, x, lo, hi), dx.shape[0], 2 * dx.shape[0])

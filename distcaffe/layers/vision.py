@@ -228,26 +228,24 @@ class _BaseConvolution(_ConvGeometry, Layer):
             return None
         return runs, threads
 
-    def _over_runs(self, runs, threads, body):
-        """body(a, b) for every run, the runs split over `threads` threads, each GEMM on its calling thread."""
+    def _each_run(self, body, split, runs=None):
+        """body(a, b) for every run: with `split` ((runs, threads) from `_thread_runs`) the runs split over the
+        threads, each GEMM on its calling thread; else `runs` (the chunks unless given) one after another."""
+        if not split:
+            for a, z in self._chunks() if runs is None else runs:
+                body(a, z)
+            return
+        runs, threads = split
+
         def part(lo, hi):
             for a, z in runs[lo:hi]:
                 body(a, z)
         with backend.one_blas_thread():
             cpu_split.run(part, len(runs), cpu_split.MIN_PART * threads, threads)
 
-    def _image_runs(self, want_w=False):
-        """`_thread_runs` of one image each (the per-image passes)."""
-        return self._thread_runs(want_w, [(n, n + 1) for n in range(self.num)])
-
-    def _each_image(self, body):
-        """body(n) for every image, over threads where `_image_runs` allows."""
-        split = self._image_runs()
-        if split:
-            self._over_runs(*split, lambda a, z: body(a))
-            return
-        for n in range(self.num):
-            body(n)
+    def _image_runs(self):
+        """One run per image (the per-image passes)."""
+        return [(n, n + 1) for n in range(self.num)]
 
     def _weights(self):
         return self.m(self.blobs[0].dev_data).reshape(self.group, self.conv_out_channels // self.group, -1)
@@ -329,45 +327,46 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _forward_per_image(self, x, out, w):
         mg = self.num_output // self.group
 
-        def image(n):
+        def image(n, _):
             col = self._image_col(x[n])
             for gi in range(self.group):
                 np.matmul(w[gi], col[gi], out=out[n, gi * mg:(gi + 1) * mg])
-        self._each_image(image)
+        runs = self._image_runs()
+        self._each_run(image, self._thread_runs(runs=runs), runs)
 
     def _backward_per_image(self, g, x, dx, w, want_w):
         """1x1/stride 1: weight diff accumulated image by image, bottom diff (when dx is given) one GEMM each.
         Split over threads, each image's weight product is kept and the products are added in image order."""
         mg, cg = self.num_output // self.group, self.channels // self.group
         gw = g.reshape(self.num, self.group, mg, -1)
+        runs = self._image_runs()
         if want_w:
             acc = np.zeros((self.group, mg, self.kernel_dim), dtype=g.dtype)
-            split = self._image_runs(want_w=True)
+
+            def product(n, out):
+                col = self._image_col(x[n])
+                for gi in range(self.group):
+                    np.matmul(gw[n, gi], col[gi].T, out=out[gi])
+            split = self._thread_runs(want_w=True, runs=runs)
             if split:
                 products = workspace(np, "dw_runs", (self.num,) + acc.shape, g.dtype)
-
-                def image_w(a, z):
-                    col = self._image_col(x[a])
-                    for gi in range(self.group):
-                        np.matmul(gw[a, gi], col[gi].T, out=products[a, gi])
-                self._over_runs(*split, image_w)
+                self._each_run(lambda n, _: product(n, products[n]), split)
                 for n in range(self.num):
                     acc += products[n]
             else:                                       # (one thread: each product added as it comes)
-                part = workspace(np, "dw", acc.shape[1:], g.dtype)
+                part = workspace(np, "dw", acc.shape, g.dtype)
                 for n in range(self.num):
-                    col = self._image_col(x[n])
-                    for gi in range(self.group):
-                        acc[gi] += np.matmul(gw[n, gi], col[gi].T, out=part)
+                    product(n, part)
+                    acc += part
             self.blobs[0].mut_dev_diff[...] += acc.reshape(self.blobs[0].shape)
         if dx is None:
             return
 
-        def image_x(n):
+        def image_x(n, _):
             dxn = dx[n].reshape(self.group, cg, -1)
             for gi in range(self.group):
                 np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
-        self._each_image(image_x)
+        self._each_run(image_x, self._thread_runs(runs=runs), runs)
 
     # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
     def _cudnn_run(self):
@@ -420,12 +419,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
                         self.xp.add(y, bias, out=out[a:z])
                     else:
                         out[a:z] = y
-                split = self._thread_runs()
-                if split:
-                    self._over_runs(*split, one_run)
-                else:
-                    for a, z in self._chunks():
-                        one_run(a, z)
+                self._each_run(one_run, self._thread_runs())
                 continue
             out = t.mut_dev_data.reshape(y.shape)
             if bias is not None:
@@ -466,11 +460,11 @@ class _BaseConvolution(_ConvGeometry, Layer):
         dx = b.mut_dev_diff.reshape(x.shape) if want_x else None
         wide = self._image_major(dx is not None)
         split = self._thread_runs(want_w)
-        runs = split[0] if split else self._chunks()
-        products, slot = None, {run: i for i, run in enumerate(runs)}
-        if split and want_w:
-            products = workspace(np, "dw_runs", (len(runs), self.group, self.kernel_dim,
+        products = slot = None
+        if split and want_w:                 # each run's weight product, added below in run order
+            products = workspace(np, "dw_runs", (len(split[0]), self.group, self.kernel_dim,
                                                  self.conv_out_channels // self.group), self.mdtype)
+            slot = {run: i for i, run in enumerate(split[0])}
 
         def one_run(a, z):
             gg = self._to_gemm(g[a:z], wide)
@@ -481,11 +475,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 dx[a:z] = self._data_gradient(w, gg, z - a).reshape(dx[a:z].shape)
             elif dx is not None:
                 dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
-        if not split:
-            for a, z in runs:
-                one_run(a, z)
-            return
-        self._over_runs(*split, one_run)
+        self._each_run(one_run, split)
         if products is not None:
             diff = self.blobs[0].mut_dev_diff
             for product in products:                    # in run order: one thread's sums

@@ -33,21 +33,20 @@ def _col2im_2d(col, out, B, sh, sw, dh, dw, ph, pw):
         out[c] = 0
         for i in range(kh):
             for j in range(kw):
-                lo, hi = max(0, pw - j * dw), min(OW, W + pw - j * dw)     # outputs whose tap is inside
+                lo, hi = max(0, pw - j * dw), min(OW, W + pw - j * dw)     # stride 1: taps inside the row
                 for oh in range(OH):
                     h = _tap(oh, i, sh, dh, ph, H)
                     if h < 0:
                         continue
-                    if sw == 1 and lo < hi:
-                        # the run as two views indexed from 0 (an offset index t + shift would keep numba's
-                        # negative-index wraparound in the loop, which then does not vectorize: 3-6x slower)
-                        shift = (j * dw - pw) * B
-                        dst = out[c, h, lo * B + shift:hi * B + shift]
-                        src = col[c, i, j, oh, lo * B:hi * B]
-                        for t in range(dst.shape[0]):
-                            dst[t] += src[t]
-                        continue
                     if sw == 1:
+                        if lo < hi:
+                            # the run as two views indexed from 0 (an offset index t + shift would keep numba's
+                            # negative-index wraparound in the loop, which then does not vectorize: 3-6x slower)
+                            shift = (j * dw - pw) * B
+                            dst = out[c, h, lo * B + shift:hi * B + shift]
+                            src = col[c, i, j, oh, lo * B:hi * B]
+                            for t in range(dst.shape[0]):
+                                dst[t] += src[t]
                         continue
                     src, dst = col[c, i, j, oh], out[c, h]
                     for ow in range(OW):
