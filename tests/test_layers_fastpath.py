@@ -156,7 +156,7 @@ def test_batchnorm_global_stats_fast_path_is_bit_identical():
 def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     """cpu_split cuts every compiled loop into parts for the BLAS pool's threads, and a convolution's runs of
     images go to the threads: 1 and 3 threads (parts of every size, down to one plane, row or image: MIN_PART 1)
-    give the same bits, and the parts really ran apart."""
+    give the same bits, and the parts really ran apart; a convolution with both weight-product layouts."""
     from threadpoolctl import threadpool_limits
     from distcaffe.layers import cpu_split
     from distcaffe.layers.vision import ConvolutionLayer
@@ -185,16 +185,20 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
         real(fn, n, work, threads)
     monkeypatch.setattr(cpu_split, "run", run)
     x = RNG.standard_normal(shape).astype(np.float32)
-    results = []
-    for threads in (1, 3):
-        with threadpool_limits(threads):
-            results.append(_pass(text, x, np.float32, True, in_place=not text.startswith('type: "Pooling"')
-                                 and not text.startswith('type: "Convolution"')))
-    assert max(seen) == 3
-    if text.startswith('type: "Convolution"'):               # forward and backward went run by run on 3 threads
-        assert over_runs == [(shape[0], 3)] * (3 if per_image else 2), over_runs
-    for i, (a, b) in enumerate(zip(*results)):
-        assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
+    conv = text.startswith('type: "Convolution"')
+    for straight in (False, True) if conv else (False,):
+        monkeypatch.setattr(ConvolutionLayer, "STRAIGHT_PRODUCT_BYTES", 1 if straight else 1 << 60)
+        del seen[:], over_runs[:]
+        results = []
+        for threads in (1, 3):
+            with threadpool_limits(threads):
+                results.append(_pass(text, x, np.float32, True,
+                                     in_place=not text.startswith('type: "Pooling"') and not conv))
+        assert max(seen) == 3
+        if conv:                                         # forward and backward went run by run on 3 threads
+            assert over_runs == [(shape[0], 3)] * (3 if per_image else 2), over_runs
+        for i, (a, b) in enumerate(zip(*results)):
+            assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
 
 
 def test_split_pool_grows_and_is_kept():

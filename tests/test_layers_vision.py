@@ -58,12 +58,13 @@ CONV_CASES = [
 
 
 @pytest.fixture(params=["batched", "chunked", "per_image", "batched_rows", "chunked_rows", "batched_wide",
-                        "chunked_wide"])
+                        "chunked_wide", "batched_straight", "chunked_straight"])
 def conv_layout(request, monkeypatch):
     """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
     and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes); `_rows`: the data
     gradient as receptive-field rows (col2im_rows), which the layer picks for few outputs and long kernels;
-    `_wide`: image-major columns (the layer's choice for wide output rows)."""
+    `_wide`: image-major columns (the layer's choice for wide output rows); `_straight`: weight-diff products
+    as (outputs, kernel_dim), the layer's choice for large products over few columns (else transposed)."""
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
@@ -74,6 +75,9 @@ def conv_layout(request, monkeypatch):
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30 if rows else 0)
     monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
     monkeypatch.setattr(ConvolutionLayer, "IMAGE_MAJOR_WIDTH", 1 if request.param.endswith("_wide") else 1 << 30)
+    straight = request.param.endswith("_straight")
+    monkeypatch.setattr(ConvolutionLayer, "STRAIGHT_PRODUCT_BYTES", 1 if straight else 1 << 60)
+    monkeypatch.setattr(ConvolutionLayer, "STRAIGHT_COLUMNS", 1 << 60)
     return request.param
 
 
@@ -110,6 +114,18 @@ def test_convolution_column_runs_follow_blas_threads():
         assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 3 images: too few, 32 MB runs
     with threadpool_limits(limits=2, user_api="blas"):
         assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 7 images, fewer than 8
+
+
+def test_convolution_straight_weight_products():
+    """Large weight-diff products over few columns (ResNet-50's 7x7 planes) are computed as (outputs,
+    kernel_dim), sparing their transposed add; small ones and long runs keep the transposed product."""
+    def layer(params, shape):
+        return _run('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape),
+                    dtype=np.float32)[0]
+    assert layer("num_output: 512 kernel_size: 3 pad: 1", (8, 512, 7, 7))._straight_product()
+    assert layer("num_output: 2048 kernel_size: 1", (8, 512, 7, 7))._straight_product()
+    assert not layer("num_output: 32 kernel_size: 5 pad: 2", (100, 32, 16, 16))._straight_product()   # 100 KB
+    assert not layer("num_output: 256 kernel_size: 3 pad: 1", (8, 256, 28, 28))._straight_product()  # 6272 cols
 
 
 @pytest.mark.parametrize("params,shape", CONV_CASES)
