@@ -53,6 +53,7 @@ CONV_CASES = [
     ('num_output: 2 kernel_size: 2 dilation: 2 bias_term: false', (1, 2, 6, 5)),
     ('num_output: 2 kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 2', (2, 1, 5, 4)),
     ('num_output: 2 kernel_size: 1', (2, 3, 3, 3)),
+    ('num_output: 4 kernel_size: 1 stride: 2 group: 2', (2, 4, 5, 4)),       # windows apart: a strided scatter
     ('num_output: 2 kernel_size: 2 kernel_size: 1 kernel_size: 2 stride: 1 stride: 2 stride: 1 pad: 1', (1, 2, 3, 4, 3)),
 ]
 
