@@ -496,8 +496,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
         wide = self._image_major(dx is not None)
         split = self._thread_runs(want_w)
         products = slot = None
+        straight = want_w and self._straight_product()
         if split and want_w:                 # each run's weight product, added below in run order
-            straight = self._straight_product()
             m, k = self.conv_out_channels // self.group, self.kernel_dim
             products = workspace(np, "dw_runs", (len(split[0]), self.group) + ((m, k) if straight else (k, m)),
                                  self.mdtype)
@@ -505,10 +505,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
         def one_run(a, z):
             gg = self._to_gemm(g[a:z], wide)
-            if want_w and products is not None:
-                products[slot[(a, z)]] = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
-            elif want_w:
-                self._add_weight_diff(gg, self._im2col_gemm(x[a:z], wide))
+            if want_w:
+                product = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
+                if products is None:
+                    self._add_weight_product(product, straight)
+                else:
+                    products[slot[(a, z)]] = product
             if dx is not None and self._row_gradient():
                 dx[a:z] = self._data_gradient(w, gg, z - a).reshape(dx[a:z].shape)
             elif dx is not None:
