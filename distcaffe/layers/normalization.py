@@ -67,7 +67,7 @@ class BatchNormLayer(NeuronLayer):
         else:
             mean = x.mean(axis=(0, 2))
         xc = xp.empty(x.shape, np.result_type(x.dtype, mean.dtype))   # x_norm: a new array each pass (LMS)
-        xp.subtract(x, mean[:, None], out=xc)
+        _center(xp, x, mean, xc)
         if not self.use_global_stats:
             m = x.size // c
             var = dot_outer_inner(xp, xc, xc) / m          # the mean of the squares, without their array
@@ -116,6 +116,16 @@ class BatchNormLayer(NeuronLayer):
             _input_diff(xp, g, y, mean_g, mean_gy, self.std, d)
         if diff.dtype != g.dtype:
             diff[...] = d.reshape(diff.shape)
+
+
+def _center(xp, x, mean, xc):
+    """xc = x - mean per channel of (N, C, M) arrays into the fresh xc: one compiled pass, or numpy's subtract
+    (the same bits)."""
+    loops = fastpath.loops(xp, xc.dtype, "pointwise_loops")
+    if loops is not None and x.dtype == mean.dtype == xc.dtype:
+        loops.bn_center(x, mean, xc)
+        return
+    xp.subtract(x, mean[:, None], out=xc)
 
 
 def _divide_copy(xp, xc, std, top):
