@@ -392,15 +392,16 @@ class _BaseConvolution(_ConvGeometry, Layer):
             return
 
         pointwise = self._pointwise()
+        col_shape = (self.group, self.kernel_dim, prod(self.col_shape))          # (strided: the columns and
+        window_shape = (self.channels,) + tuple(self.kernel) + tuple(self.col_shape)    # col2im's view of them)
 
         def image_x(n, _):
-            dxn = dx[n].reshape(self.group, cg, -1) if pointwise else workspace(
-                np, "dcol", (self.group, self.kernel_dim, prod(self.col_shape)), g.dtype)
+            dxn = dx[n].reshape(self.group, cg, -1) if pointwise else workspace(np, "dcol", col_shape, g.dtype)
             for gi in range(self.group):
                 np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
             if not pointwise:
-                dx[n] = col2im(np, dxn.reshape((self.channels,) + tuple(self.kernel) + tuple(self.col_shape)),
-                               self.conv_input_shape, self.stride, self.pad, self.dilation, axis=1)
+                dx[n] = col2im(np, dxn.reshape(window_shape), self.conv_input_shape, self.stride, self.pad,
+                               self.dilation, axis=1)
         self._each_run(image_x, self._thread_runs(runs=runs), runs)
 
     # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
