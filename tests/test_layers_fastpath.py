@@ -110,8 +110,8 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
-    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", row_outputs)  # both data-gradient layouts
-    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
+    monkeypatch.setattr(ConvolutionLayer, "ROWS_OUTPUTS", row_outputs)  # both data-gradient layouts
+    monkeypatch.setattr(ConvolutionLayer, "ROWS_KERNEL_DIM", 1)
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)
@@ -162,8 +162,8 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     from distcaffe.layers import cpu_split
     from distcaffe.layers.vision import ConvolutionLayer
     monkeypatch.setattr(cpu_split, "MIN_PART", 1)
-    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_OUTPUTS", 1 << 30)       # col2im_rows_2d too
-    monkeypatch.setattr(ConvolutionLayer, "ROW_GRADIENT_KERNEL_DIM", 1)
+    monkeypatch.setattr(ConvolutionLayer, "ROWS_OUTPUTS", 1 << 30)       # col2im_rows_2d too
+    monkeypatch.setattr(ConvolutionLayer, "ROWS_KERNEL_DIM", 1)
     monkeypatch.setattr(ConvolutionLayer, "_image_bytes", lambda self: 1)   # cache-sized runs of one image,
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)     # over the threads (_thread_runs)
     monkeypatch.setattr(ConvolutionLayer, "MIN_RUN_PER_THREAD", 1)

@@ -133,13 +133,13 @@ def col2im(xp, col, spatial, stride, pad, dilation, axis=2):
 
 
 def col2im_rows(xp, col, spatial, stride, pad, dilation):
-    """col2im of row columns `col` (G, *out, n, *kernel, cg): each output position's receptive field one
-    contiguous row, channels fastest (the layout of the transposed data-gradient GEMM, which OpenBLAS runs
-    faster than the (kernel_dim, positions) one). Returns the (n, G, cg, *spatial) sum (a view; on the compiled
-    path of a scratch array, valid until the next col2im), with the additions of `col2im` in its kernel-offset
-    order."""
+    """col2im of row columns `col` (G, n, *out, *kernel, cg): each output position's receptive field one
+    contiguous row, channels fastest (im2row's layout; OpenBLAS runs the convolution's GEMMs over such rows
+    faster than over (kernel_dim, positions) columns for few outputs). Returns the (n, G, cg, *spatial) sum (a
+    view; on the compiled path of a scratch array, valid until the next col2im), with the additions of
+    `col2im` in its kernel-offset order."""
     n = len(spatial)
-    groups, num, cg = col.shape[0], col.shape[1 + n], col.shape[-1]
+    groups, num, cg = col.shape[0], col.shape[1], col.shape[-1]
     loops = fastpath.loops(xp, col.dtype)
     if loops is not None and n == 2:
         out = workspace(np, "col2im", (groups, num) + tuple(spatial) + (cg,), col.dtype)
@@ -148,6 +148,6 @@ def col2im_rows(xp, col, spatial, stride, pad, dilation):
                              pad[0], pad[1])
         return out.transpose(1, 0, 4, 2, 3)
     # (n, G, cg, *kernel, *out) view for the offset-by-offset slice adds
-    view = col.transpose((1 + n, 0, 2 * n + 2) + tuple(range(2 + n, 2 + 2 * n)) + tuple(range(1, 1 + n)))
+    view = col.transpose((1, 0, 2 * n + 2) + tuple(range(2 + n, 2 + 2 * n)) + tuple(range(2, 2 + n)))
     acc = accumulate_windows(xp, view, [s + 2 * p for s, p in zip(spatial, pad)], stride, dilation, axis=3)
     return crop(acc, pad, spatial, axis=3)

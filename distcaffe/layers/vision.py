@@ -261,18 +261,6 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 self.xp.matmul(a[i], b[i], out=out[i])
         return out
 
-    # OpenBLAS runs the backward GEMMs faster with the long batch*positions axis as the output's rows (measured,
-    # 1 thread, N = 8192: 1.3-2x for 16-50 outputs per group, ~1.1x from 128): the weight diff comes out
-    # transposed. The data gradient then is one receptive field per row, whose col2im (col2im_rows) is slower
-    # than the columns' one, so it is taken only where the GEMM gain measured larger (CIFAR-10 quick conv2
-    # 12.3 -> 10.1 ms a run of 40 images, LeNet conv2 3.1 -> 2.7 ms; 64 outputs or 288 rows: no gain).
-    ROW_GRADIENT_OUTPUTS = 50
-    ROW_GRADIENT_KERNEL_DIM = 400
-
-    def _row_gradient(self):
-        return (self.conv_out_channels // self.group <= self.ROW_GRADIENT_OUTPUTS
-                and self.kernel_dim >= self.ROW_GRADIENT_KERNEL_DIM)
-
     # The transposed add of a (k, m) product falls out of the cache once the product is large (~3.7 ns an
     # element at 512 x 4608 on 1 thread, 8.7 ms, and no faster on 2 threads), while the GEMM gain of that
     # layout is ~10%: products of STRAIGHT_PRODUCT_BYTES and more are computed as a^T col^T (m, k) where the
@@ -295,25 +283,77 @@ class _BaseConvolution(_ConvGeometry, Layer):
             return self._gmm(a, col.transpose(0, 2, 1), "dw")
         return self._gmm(col, a.transpose(0, 2, 1), "dw")
 
-    def _add_weight_product(self, product, straight):
-        """weight diff += a `_weight_product`."""
+    def _add_weight_product(self, product, straight, rows=False):
+        """weight diff += a `_weight_product` (of im2row rows when `rows`: kernel_dim ordered (*kernel, channel))."""
         diff = self.blobs[0].mut_dev_diff
-        diff[...] += (product if straight else product.transpose(0, 2, 1)).reshape(diff.shape)
+        product = product if straight else product.transpose(0, 2, 1)
+        if rows:
+            product = np.moveaxis(product.reshape((diff.shape[0],) + tuple(self.kernel) + (diff.shape[1],)), -1, 1)
+        diff[...] += product.reshape(diff.shape)
 
     def _add_weight_diff(self, a, col):
         """weight diff += a (G, m, N) times the columns (G, k, N) transposed."""
         straight = self._straight_product()
         self._add_weight_product(self._weight_product(a, col, straight), straight)
 
-    def _data_gradient(self, w, gg, n):
-        """Bottom diff (n, G, C/G, *spatial) of the top diff gg (G, M/G, positions*n): per group gg^T times
-        the weights ordered (kernel offset, channel), then col2im of those rows."""
+    # --- receptive-field rows (im2row, CPU): one output position's window per row, channels fastest ----------
+    # For few outputs per group OpenBLAS runs all three GEMMs faster with the long (image, position) axis as the
+    # rows of the product (1 thread, in cache: 32x75x13312 49 -> 73 GFLOP/s, 32x800x1280 76 -> 78), and the rows
+    # copy from a zero-padded channels-last copy of the run in contiguous runs of kw x channels (CIFAR-10 quick
+    # conv2 forward, whole pass: columns 28.8 ms, rows ~21). The data gradient then is col2im of rows
+    # (col2im_rows). Used for at most ROWS_OUTPUTS outputs per group and kernel_dim >= ROWS_KERNEL_DIM.
+    ROWS_OUTPUTS = 64
+    ROWS_KERNEL_DIM = 400
+
+    def _rows(self):
+        return (self.xp is np and not self.reverse and self.conv_out_channels // self.group <= self.ROWS_OUTPUTS
+                and self.kernel_dim >= self.ROWS_KERNEL_DIM and prod(self.kernel) > 1)
+
+    def _row_weights(self, w):
+        """The weights (G, M/G, kernel_dim) with each row reordered (*kernel, channel), contiguous."""
         cg = self.conv_in_channels // self.group
-        kk = prod(self.kernel)
-        wr = w.reshape(self.group, -1, cg, kk).transpose(0, 1, 3, 2).copy().reshape(self.group, -1, kk * cg)
-        rows = self._gmm(gg.transpose(0, 2, 1), wr)
-        rows = rows.reshape((self.group,) + tuple(self.col_shape) + (n,) + tuple(self.kernel) + (cg,))
-        return col2im_rows(self.xp, rows, self.conv_input_shape, self.stride, self.pad, self.dilation)
+        wk = np.moveaxis(w.reshape(w.shape[:2] + (cg,) + tuple(self.kernel)), 2, -1)
+        return np.ascontiguousarray(wk).reshape(w.shape)
+
+    def _im2row(self, x):
+        """Rows (G, n*positions, kernel_dim) of a run x (n, C, *spatial): image-major, each row one receptive
+        field ordered (*kernel, channel), copied from a zero-padded channels-last copy of the run."""
+        n, groups, nd = x.shape[0], self.group, len(self.kernel)
+        cg = self.conv_in_channels // groups
+        spatial = tuple(self.conv_input_shape)
+        src = workspace(np, "rows_in", (groups, n) + tuple(s + 2 * p for s, p in zip(spatial, self.pad)) + (cg,),
+                        x.dtype)
+        if any(self.pad):
+            src[...] = 0
+        inner = src[(slice(None),) * 2 + tuple(slice(p, p + s) for p, s in zip(self.pad, spatial))]
+        inner[...] = np.moveaxis(x.reshape((n, groups, cg) + spatial), 2, -1).swapaxes(0, 1)
+        view = windows(np, src, self.kernel, self.stride, self.dilation, self.col_shape, axis=2)
+        rows = workspace(np, "col", (groups, n * prod(self.col_shape), self.kernel_dim), x.dtype)
+        rows.reshape((groups, n) + tuple(self.col_shape) + tuple(self.kernel) + (cg,))[...] = view.transpose(
+            (0, 1) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(2, 2 + nd)) + (2 + 2 * nd,))
+        return rows
+
+    def _to_rows(self, y):
+        """A top (diff) run (n, M, *col_shape) as rows (G, n*positions, M/G), copied into scratch."""
+        n, groups = y.shape[0], self.group
+        mg = y.shape[1] // groups
+        buf = workspace(np, "top", (groups, n * prod(self.col_shape), mg), y.dtype)
+        buf.reshape(groups, n, -1, mg)[...] = y.reshape(n, groups, mg, -1).transpose(1, 0, 3, 2)
+        return buf
+
+    def _rows_forward(self, x, out, w, bias):
+        """Forward by im2row into out (num, M, positions): per group the rows times the weights transposed."""
+        groups, mg = self.group, self.num_output // self.group
+        wt = np.ascontiguousarray(self._row_weights(w).transpose(0, 2, 1))
+
+        def one_run(a, z):
+            y = self._gmm(self._im2row(x[a:z]), wt).reshape(groups, z - a, -1, mg).transpose(1, 0, 3, 2)
+            dst = out[a:z].reshape(y.shape)
+            if bias is not None:
+                np.add(y, bias.reshape(groups, mg, 1), out=dst)
+            else:
+                dst[...] = y
+        self._each_run(one_run, self._thread_runs())
 
     def _as_batch(self, arr, channels):
         return self.m(arr).reshape((self.num, channels) + tuple(arr.shape[self.channel_axis + 1:]))
@@ -442,6 +482,9 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 if bias is not None:
                     out += bias
                 continue
+            elif self._rows():
+                self._rows_forward(x, t.mut_dev_data.reshape(self.num, self.num_output, -1), w, bias)
+                continue
             elif self.reverse:
                 y = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), self._to_gemm(x)), self.num)
                 y = y.reshape(self.num, self.num_output, -1)
@@ -491,10 +534,13 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 self._batched_backward(g, b, w, want_w, propagate_down[i])
 
     def _batched_backward(self, g, b, w, want_w, want_x):
-        """Weight and bottom diffs run by run of images (split over threads where `_thread_runs` says)."""
+        """Weight and bottom diffs run by run of images (split over threads where `_thread_runs` says), over
+        columns or, where `_rows` says, im2row rows."""
         x = self._as_batch(b.dev_data, self.channels)
         dx = b.mut_dev_diff.reshape(x.shape) if want_x else None
+        rows = self._rows()
         wide = self._image_major(dx is not None)
+        wr = self._row_weights(w) if rows and dx is not None else None
         split = self._thread_runs(want_w)
         products = slot = None
         straight = want_w and self._straight_product()
@@ -505,21 +551,28 @@ class _BaseConvolution(_ConvGeometry, Layer):
             slot = {run: i for i, run in enumerate(split[0])}
 
         def one_run(a, z):
-            gg = self._to_gemm(g[a:z], wide)
+            gg = self._to_rows(g[a:z]) if rows else self._to_gemm(g[a:z], wide)
             if want_w:
-                product = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
+                if rows:                     # (as (G, m, N) and (G, k, N) views)
+                    product = self._weight_product(gg.transpose(0, 2, 1), self._im2row(x[a:z]).transpose(0, 2, 1),
+                                                   straight)
+                else:
+                    product = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
                 if products is None:
-                    self._add_weight_product(product, straight)
+                    self._add_weight_product(product, straight, rows)
                 else:
                     products[slot[(a, z)]] = product
-            if dx is not None and self._row_gradient():
-                dx[a:z] = self._data_gradient(w, gg, z - a).reshape(dx[a:z].shape)
+            if dx is not None and rows:
+                grad = self._gmm(gg, wr).reshape((self.group, z - a) + tuple(self.col_shape) + tuple(self.kernel)
+                                                 + (self.conv_in_channels // self.group,))
+                dx[a:z] = col2im_rows(np, grad, self.conv_input_shape, self.stride, self.pad,
+                                      self.dilation).reshape(dx[a:z].shape)
             elif dx is not None:
                 dx[a:z] = self._col2im_gemm(self._gmm(w.transpose(0, 2, 1), gg), z - a)
         self._each_run(one_run, split)
         if products is not None:
             for product in products:                    # in run order: one thread's sums
-                self._add_weight_product(product, straight)
+                self._add_weight_product(product, straight, rows)
 
     def backward_reads_data(self, bottom, top):
         return range(len(bottom)), ()

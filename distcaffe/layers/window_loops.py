@@ -58,20 +58,20 @@ def _col2im_2d(col, out, B, sh, sw, dh, dw, ph, pw):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _col2im_rows_2d(col, out, C, b0, b1, sh, sw, dh, dw, ph, pw):
-    """out (G, B, H, W * cg) += row columns (G, OH, OW, B, kh, kw * cg) for images b0..b1 (cg = C). Outputs are
-    visited last to first, so each element takes its kernel offsets in increasing order (col2im_2d's order);
-    channels run innermost over contiguous memory on both sides, and without dilation a row's taps inside the
-    image are one contiguous run (whole arrays and an image range are passed, not slices of the image axis,
-    which would not be contiguous; the runs are views indexed from 0 so that the adds vectorize)."""
-    G, OH, OW, B, kh = col.shape[:5]
+    """out (G, B, H, W * cg) += row columns (G, B, OH, OW, kh, kw * cg) for images b0..b1 (cg = C). Outputs
+    are visited last to first, so each element takes its kernel offsets in increasing order (col2im_2d's
+    order); channels run innermost over contiguous memory on both sides, and without dilation a row's taps
+    inside the image are one contiguous run (whole arrays and an image range are passed, not slices of the
+    image axis, which would not be contiguous; the runs are views indexed from 0 so that the adds vectorize)."""
+    G, OH, OW, kh = col.shape[0], col.shape[2], col.shape[3], col.shape[4]
     kw = col.shape[5] // C
     H, W = out.shape[2], out.shape[3] // C
     for g in range(G):
-        for oh in range(OH - 1, -1, -1):
-            for ow in range(OW - 1, -1, -1):
-                start = ow * sw - pw
-                lo, hi = max(0, -start), min(kw, W - start)              # taps inside the row (no dilation)
-                for b in range(b0, b1):
+        for b in range(b0, b1):
+            for oh in range(OH - 1, -1, -1):
+                for ow in range(OW - 1, -1, -1):
+                    start = ow * sw - pw
+                    lo, hi = max(0, -start), min(kw, W - start)          # taps inside the row (no dilation)
                     for i in range(kh):
                         h = _tap(oh, i, sh, dh, ph, H)
                         if h < 0:
@@ -79,7 +79,7 @@ def _col2im_rows_2d(col, out, C, b0, b1, sh, sw, dh, dw, ph, pw):
                         if dw == 1:
                             if lo < hi:
                                 dst = out[g, b, h, (start + lo) * C:(start + hi) * C]
-                                src = col[g, oh, ow, b, i, lo * C:hi * C]
+                                src = col[g, b, oh, ow, i, lo * C:hi * C]
                                 for t in range(dst.shape[0]):
                                     dst[t] += src[t]
                             continue
@@ -87,7 +87,7 @@ def _col2im_rows_2d(col, out, C, b0, b1, sh, sw, dh, dw, ph, pw):
                             w = _tap(ow, j, sw, dw, pw, W)
                             if w >= 0:
                                 dst = out[g, b, h, w * C:(w + 1) * C]
-                                src = col[g, oh, ow, b, i, j * C:(j + 1) * C]
+                                src = col[g, b, oh, ow, i, j * C:(j + 1) * C]
                                 for t in range(C):
                                     dst[t] += src[t]
 
@@ -260,10 +260,10 @@ ave_unpool = _over_planes(_ave_unpool, 2)
 
 
 def col2im_rows_2d(col, out, *geometry):
-    """_col2im_rows_2d of col (G, OH, OW, B, kh, kw, cg) into out (G, B, H, W, cg), over parts of the images
-    (axis 3 of col, 1 of out: each image's sums are its own)."""
+    """_col2im_rows_2d of col (G, B, OH, OW, kh, kw, cg) into out (G, B, H, W, cg), over parts of the images
+    (axis 1 of both: each image's sums are its own)."""
     c = col.shape[6]
     col6 = col.reshape(col.shape[:5] + (col.shape[5] * c,))
     out4 = out.reshape(out.shape[:3] + (out.shape[3] * c,))
-    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col6, out4, c, lo, hi, *geometry), col.shape[3],
+    cpu_split.run(lambda lo, hi: _col2im_rows_2d(col6, out4, c, lo, hi, *geometry), col.shape[1],
                   col.size + out.size)
