@@ -7,7 +7,7 @@ batch-last (C, *spatial, B) layout convolution uses so that copies and slice-add
 offsets only (each step one strided slice add over all images and channels), so overlapping windows
 sum in Caffe's kernel-offset order without any scatter; 2-D col2im runs as a compiled loop when numba is
 installed (`fastpath`), with the same additions in the same order. `col2im_rows` is col2im for columns laid
-out one receptive field per row (the convolution's data gradient).
+out one receptive field per row (the data gradient of the convolution's im2row rows).
 `workspace` hands out reusable scratch arrays so that no pass allocates its columns afresh.
 """
 import itertools

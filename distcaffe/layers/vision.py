@@ -1,7 +1,8 @@
 """Vision layers: Convolution, Deconvolution, Im2col, Pooling, SPP (Caffe's semantics and numerics).
 
-Convolution is Caffe's im2col + GEMM, batched: the columns of all images of a group go into one
-(K, batch*positions) matrix, so each group is one GEMM per pass instead of one per image.
+Convolution is Caffe's im2col + GEMM, batched: the columns of a run of images of a group go into one
+(K, images*positions) matrix, so each group is one GEMM per run instead of one per image; on CPU, layers with few
+outputs take im2row rows (images*positions, K) instead, and large planes Caffe's own per-image GEMMs.
 """
 import math
 
