@@ -25,8 +25,12 @@ def mpmd(*ranks, env=None, timeout=120):
     for i, rank in enumerate(ranks):
         cmd += ([":"] if i else []) + ["-n", "1", *map(str, rank)]
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT), **(env or {})),
-                       capture_output=True, text=True, timeout=timeout)
+    try:
+        r = subprocess.run(cmd, cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT), **(env or {})),
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:   # the job hung: fail with what it printed, not a bare timeout
+        said = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x for x in (e.stdout, e.stderr) if x)
+        pytest.fail("mpiexec still running after %d s; its output:\n%s" % (timeout, said[-4000:]))
     return r.returncode, r.stdout + r.stderr, time.time() - t0
 
 
