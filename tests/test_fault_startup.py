@@ -25,13 +25,37 @@ def mpmd(*ranks, env=None, timeout=120):
     for i, rank in enumerate(ranks):
         cmd += ([":"] if i else []) + ["-n", "1", *map(str, rank)]
     t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT), **(env or {})),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        r = subprocess.run(cmd, cwd=str(h.ROOT), env=dict(os.environ, PYTHONPATH=str(h.ROOT), **(env or {})),
-                           capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:   # the job hung: fail with what it printed, not a bare timeout
-        said = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x for x in (e.stdout, e.stderr) if x)
-        pytest.fail("mpiexec still running after %d s; its output:\n%s" % (timeout, said[-4000:]))
-    return r.returncode, r.stdout + r.stderr, time.time() - t0
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:   # the job hung: fail with its process tree and what it printed
+        import psutil
+        tree, hung = _tree(proc.pid), psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        for p in hung:                  # the ranks too: a rank left training would hold the output pipes open
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        out, err = proc.communicate(timeout=30)
+        pytest.fail("mpiexec still running after %d s; its processes:\n%s\nits output:\n%s"
+                    % (timeout, tree, (out + err)[-4000:]))
+    return proc.returncode, out + err, time.time() - t0
+
+
+def _tree(pid):
+    """One line per process under `pid` (state, command, its pipes), for a hung job's failure message."""
+    import psutil
+    lines = []
+    for p in [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True):
+        try:
+            pipes = sorted(os.readlink("/proc/%d/fd/%s" % (p.pid, fd)) for fd in os.listdir("/proc/%d/fd" % p.pid))
+            lines.append("%d (parent %d) %s %s | fds %s" % (p.pid, p.ppid(), p.status(), " ".join(p.cmdline())[-160:],
+                                                            [x for x in pipes if x.startswith(("pipe", "socket"))]))
+        except (psutil.Error, OSError) as e:
+            lines.append("%d: %s" % (p.pid, e))
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("bad", ["missing", "garbled"])
