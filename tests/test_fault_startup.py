@@ -4,6 +4,7 @@ with one line naming the rank and why; a rank stuck before MPI ends it at DISTCA
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,3 +115,23 @@ def test_rank_stuck_before_mpi_ends_the_job_at_the_deadline(tmp_path):
                             env={"DISTCAFFE_STARTUP_TIMEOUT": "5"})
     assert rc != 0 and 5 <= elapsed < 30, out[-2000:]
     assert "distcaffe: error: rank 0 " in out and "did not come up within 5 s" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_supervisor_ends_as_its_rank_ended(sig):
+    """The supervisor speaks for a rank killed by a signal, then dies of the same signal (SIGKILL too, whose
+    handler cannot be reset), so that the launcher sees the rank's own death."""
+    code = ("import os, signal, sys\n"
+            "from distcaffe.engine import startup\n"
+            "r, w = os.pipe()\n"
+            "child = os.fork()\n"
+            "if child == 0:\n"
+            "    os.close(r)\n"
+            "    os.kill(os.getpid(), signal.%s)\n"
+            "os.close(w)\n"
+            "startup._supervise(child, r, 1, 2, 30, None)\n" % sig)
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(h.ROOT), capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=str(h.ROOT)))
+    assert r.returncode == -getattr(signal, sig), (r.returncode, r.stderr[-2000:])
+    assert re.search(r"rank 1 \(pid \d+ on \S+\): died before the MPI world came up, without a word \(killed by %s"
+                     % sig, r.stderr), r.stderr[-2000:]

@@ -196,7 +196,8 @@ def _supervise(rank_pid, fd, rank, size, timeout, siblings):
     if not os.WIFSIGNALED(status):
         os._exit(os.WEXITSTATUS(status))
     sig = os.WTERMSIG(status)
-    signal.signal(sig, signal.SIG_DFL)
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):   # (their handlers cannot be set: OSError, and exit status 1)
+        signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)
 
