@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -31,9 +32,9 @@ def mpmd(*ranks, env=None, timeout=120):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:   # the job hung: fail with its process tree and what it printed
-        import psutil
-        tree, hung = _tree(proc.pid), psutil.Process(proc.pid).children(recursive=True)
-        proc.kill()
+        job = psutil.Process(proc.pid)
+        hung = [job] + job.children(recursive=True)
+        tree = _tree(hung)
         for p in hung:                  # the ranks too: a rank left training would hold the output pipes open
             try:
                 p.kill()
@@ -45,11 +46,10 @@ def mpmd(*ranks, env=None, timeout=120):
     return proc.returncode, out + err, time.time() - t0
 
 
-def _tree(pid):
-    """One line per process under `pid` (state, command, its pipes), for a hung job's failure message."""
-    import psutil
+def _tree(procs):
+    """One line per process (state, command, its pipes and sockets), for a hung job's failure message."""
     lines = []
-    for p in [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True):
+    for p in procs:
         try:
             pipes = sorted(os.readlink("/proc/%d/fd/%s" % (p.pid, fd)) for fd in os.listdir("/proc/%d/fd" % p.pid))
             lines.append("%d (parent %d) %s %s | fds %s" % (p.pid, p.ppid(), p.status(), " ".join(p.cmdline())[-160:],

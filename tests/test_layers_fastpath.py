@@ -110,7 +110,7 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", column_bytes)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
-    monkeypatch.setattr(ConvolutionLayer, "ROWS_OUTPUTS", row_outputs)  # both data-gradient layouts
+    monkeypatch.setattr(ConvolutionLayer, "ROWS_OUTPUTS", row_outputs)  # columns and im2row rows
     monkeypatch.setattr(ConvolutionLayer, "ROWS_KERNEL_DIM", 1)
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)

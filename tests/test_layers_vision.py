@@ -368,8 +368,8 @@ layer { name: "ip" type: "InnerProduct" bottom: "point" top: "ip" inner_product_
 
 def test_convolution_layouts_on_the_gpu_path_match_the_cpu():
     """The GPU code path (tests/hostcupy: numpy standing in for cupy, whole batch in one run, numpy col2im and
-    pooling) gives the CPU path's numbers for the layouts the CPU picks: receptive-field-row data gradient and
-    wide image-major columns (`rows`), groups, pooling, 1x1, InnerProduct."""
+    pooling) gives the CPU path's numbers for the layouts the CPU picks: im2row rows (`rows`; the GPU keeps
+    columns), wide image-major columns, groups, pooling, 1x1, InnerProduct."""
     import hostcupy
     from distcaffe import backend
     from distcaffe.io import parse_net_text

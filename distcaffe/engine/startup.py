@@ -196,7 +196,7 @@ def _supervise(rank_pid, fd, rank, size, timeout, siblings):
     if not os.WIFSIGNALED(status):
         os._exit(os.WEXITSTATUS(status))
     sig = os.WTERMSIG(status)
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):   # (their handlers cannot be set: OSError, and exit status 1)
+    if sig != signal.SIGKILL:   # (its handler cannot be set: OSError, and the supervisor would exit with 1)
         signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)
