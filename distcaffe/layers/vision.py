@@ -284,11 +284,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
             return self._gmm(a, col.transpose(0, 2, 1), "dw")
         return self._gmm(col, a.transpose(0, 2, 1), "dw")
 
-    def _add_weight_product(self, product, straight, rows=False):
-        """weight diff += a `_weight_product` (of im2row rows when `rows`: kernel_dim ordered (*kernel, channel))."""
+    def _add_weight_product(self, product, straight):
+        """weight diff += a `_weight_product` (of im2row rows where `_rows` says: kernel_dim ordered
+        (*kernel, channel))."""
         diff = self.blobs[0].mut_dev_diff
         product = product if straight else product.transpose(0, 2, 1)
-        if rows:
+        if self._rows():
             product = np.moveaxis(product.reshape((diff.shape[0],) + tuple(self.kernel) + (diff.shape[1],)), -1, 1)
         diff[...] += product.reshape(diff.shape)
 
@@ -310,10 +311,13 @@ class _BaseConvolution(_ConvGeometry, Layer):
         return (self.xp is np and not self.reverse and self.conv_out_channels // self.group <= self.ROWS_OUTPUTS
                 and self.kernel_dim >= self.ROWS_KERNEL_DIM and prod(self.kernel) > 1)
 
-    def _row_weights(self, w):
-        """The weights (G, M/G, kernel_dim) with each row reordered (*kernel, channel), contiguous."""
+    def _row_weights(self, w, transposed=False):
+        """The weights (G, M/G, kernel_dim) with each row reordered (*kernel, channel), contiguous; as
+        (G, kernel_dim, M/G) when `transposed` (one copy either way)."""
         cg = self.conv_in_channels // self.group
         wk = np.moveaxis(w.reshape(w.shape[:2] + (cg,) + tuple(self.kernel)), 2, -1)
+        if transposed:
+            return np.ascontiguousarray(np.moveaxis(wk, 1, -1)).reshape(w.shape[0], w.shape[2], w.shape[1])
         return np.ascontiguousarray(wk).reshape(w.shape)
 
     def _im2row(self, x):
@@ -345,7 +349,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _rows_forward(self, x, out, w, bias):
         """Forward by im2row into out (num, M, positions): per group the rows times the weights transposed."""
         groups, mg = self.group, self.num_output // self.group
-        wt = np.ascontiguousarray(self._row_weights(w).transpose(0, 2, 1))
+        wt = self._row_weights(w, transposed=True)
 
         def one_run(a, z):
             y = self._gmm(self._im2row(x[a:z]), wt).reshape(groups, z - a, -1, mg).transpose(1, 0, 3, 2)
@@ -540,7 +544,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
         x = self._as_batch(b.dev_data, self.channels)
         dx = b.mut_dev_diff.reshape(x.shape) if want_x else None
         rows = self._rows()
-        wide = self._image_major(dx is not None)
+        wide = None if rows else self._image_major(dx is not None)
         wr = self._row_weights(w) if rows and dx is not None else None
         split = self._thread_runs(want_w)
         products = slot = None
@@ -560,7 +564,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 else:
                     product = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
                 if products is None:
-                    self._add_weight_product(product, straight, rows)
+                    self._add_weight_product(product, straight)
                 else:
                     products[slot[(a, z)]] = product
             if dx is not None and rows:
@@ -573,7 +577,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self._each_run(one_run, split)
         if products is not None:
             for product in products:                    # in run order: one thread's sums
-                self._add_weight_product(product, straight, rows)
+                self._add_weight_product(product, straight)
 
     def backward_reads_data(self, bottom, top):
         return range(len(bottom)), ()
