@@ -1,8 +1,8 @@
 """The compiled CPU loops (numba, the `fast` extra) against the numpy fallback: bit-identical tops and diffs
 for pooling (MAX with mask, AVE), convolution / deconvolution / Im2col (col2im) on random shapes, including odd
-strides, padding and ceil-mode edge windows, and BatchNorm / Scale (pointwise loops) in place and not; and the
-loops split over 2 threads (cpu_split) against one thread. `make test` installs the extra, so numba must be
-there."""
+strides, padding and ceil-mode edge windows, the direct convolution forward, and BatchNorm / Scale (pointwise
+loops) in place and not; and the loops split over 2 threads (cpu_split) against one thread. `make test` installs
+the extra, so numba must be there."""
 import numpy as np
 import pytest
 
@@ -115,6 +115,47 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)
+
+
+@pytest.mark.parametrize("params,shape", [
+    ("num_output: 4 kernel_size: 3 pad: 1", (2, 3, 7, 6)),
+    ("num_output: 5 kernel_h: 5 kernel_w: 2 pad_h: 2", (2, 2, 9, 5)),     # 10 taps a channel: 4 + 4 + 1 + 1
+    ("num_output: 3 kernel_size: 2 bias_term: false", (3, 1, 6, 6)),
+    ("num_output: 20 kernel_size: 5", (4, 1, 12, 12)),                   # LeNet conv1's geometry
+    ("num_output: 2 kernel_size: 3 pad: 2", (1, 3, 2, 2)),               # more padding than input
+    ("num_output: 2 kernel_size: 3", (2, 2, 3, 8)),                      # one output row
+])
+def test_direct_convolution_fast_path_is_bit_identical(params, shape, monkeypatch):
+    """The direct forward (window_loops.conv_direct_2d against direct_conv's numpy sums), signed zeros too."""
+    from distcaffe.layers import direct_conv
+    calls = []
+    real = direct_conv.forward
+    monkeypatch.setattr(direct_conv, "forward", lambda *args: calls.append(1) or real(*args))
+    text = 'type: "Convolution" convolution_param { %s }' % params
+    _same(text, shape)
+    _same(text, shape, np.float64)
+    _same(text, shape, ties=True)
+    assert len(calls) == 6                       # every pass, fast and fallback, took the direct forward
+
+
+def test_direct_convolution_split_over_threads_gives_the_same_bits(monkeypatch):
+    """The direct forward cut into parts of images for 3 threads gives one thread's bits."""
+    from threadpoolctl import threadpool_limits
+    from distcaffe.layers import cpu_split
+    monkeypatch.setattr(cpu_split, "MIN_PART", 1)
+    seen = []
+    real = cpu_split.run
+    monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None: seen.append(
+        len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads))
+    text = 'type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 pad: 1 }'
+    x = RNG.standard_normal((5, 2, 9, 8)).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        with threadpool_limits(threads):
+            results.append(_pass(text, x, np.float32, True))
+    assert max(seen) == 3
+    for i, (a, b) in enumerate(zip(*results)):
+        assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads" % i
 
 
 POINTWISE = [

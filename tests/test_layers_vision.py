@@ -55,20 +55,25 @@ CONV_CASES = [
     ('num_output: 2 kernel_size: 1', (2, 3, 3, 3)),
     ('num_output: 4 kernel_size: 1 stride: 2 group: 2', (2, 4, 5, 4)),       # windows apart: a strided scatter
     ('num_output: 2 kernel_size: 2 kernel_size: 1 kernel_size: 2 stride: 1 stride: 2 stride: 1 pad: 1', (1, 2, 3, 4, 3)),
+    ('num_output: 3 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 2 bias_term: false', (2, 2, 4, 5)),    # direct-sized
+    ('num_output: 2 kernel_size: 5 pad: 2', (2, 1, 3, 6)),                       # the padding wider than the input
 ]
 
 
 @pytest.fixture(params=["batched", "chunked", "per_image", "batched_rows", "chunked_rows", "batched_wide",
-                        "chunked_wide", "batched_straight", "chunked_straight"])
+                        "chunked_wide", "batched_straight", "chunked_straight", "direct"])
 def conv_layout(request, monkeypatch):
     """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
     and Caffe's per-image GEMMs (which the layer picks on CPU for large output planes); `_rows`: the data
     gradient as receptive-field rows (col2im_rows), which the layer picks for few outputs and long kernels;
     `_wide`: image-major columns (the layer's choice for wide output rows); `_straight`: weight-diff products
-    as (outputs, kernel_dim), the layer's choice for large products over few columns (else transposed)."""
+    as (outputs, kernel_dim), the layer's choice for large products over few columns (else transposed);
+    `direct`: the forward as tap sums (direct_conv) wherever the geometry allows it, the backward batched."""
     from distcaffe.layers.vision import ConvolutionLayer
+    direct = request.param == "direct"
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
-    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1 << 60 if direct else 1)
+    monkeypatch.setattr(ConvolutionLayer, "DIRECT_WEIGHTS", 1 << 30 if direct else 0)
     if request.param.startswith("chunked"):
         monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES", 1)
         monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)
@@ -163,6 +168,61 @@ def test_convolution_matches_direct_loops(params, shape, conv_layout):
     bias = layer.blobs[1].data if cp.bias_term else None
     ref = _naive_conv(x, layer.blobs[0].data, bias, layer.stride, layer.pad, layer.dilation, cp.group)
     np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-10)
+
+
+def _conv_layer(params, shape, dtype=np.float32, layer="Convolution"):
+    layer = make_layer('type: "%s" convolution_param { %s }' % (layer, params), dtype, TRAIN)
+    bottom, top = [Blob(shape, dtype)], [Blob(dtype=dtype)]
+    layer.setup(bottom, top)
+    return layer, top[0]
+
+
+@pytest.mark.parametrize("params,shape,direct", [
+    ("num_output: 20 kernel_size: 5", (64, 1, 28, 28), True),                        # LeNet conv1
+    ("num_output: 32 kernel_size: 5 pad: 2", (100, 3, 32, 32), True),                # CIFAR-10 quick conv1
+    ("num_output: 64 kernel_size: 3 pad: 1", (8, 3, 32, 32), True),
+    ("num_output: 20 kernel_size: 5 stride: 2", (4, 1, 28, 28), False),
+    ("num_output: 20 kernel_size: 5 dilation: 2", (4, 1, 28, 28), False),
+    ("num_output: 20 kernel_size: 5 group: 2", (4, 2, 28, 28), False),
+    ("num_output: 20 kernel_size: 1", (4, 16, 28, 28), False),
+    ("num_output: 16 kernel_size: 3 pad: 1", (4, 32, 16, 16), False),                # 4608 weights
+    ("num_output: 64 kernel_size: 3 pad: 1", (4, 3, 112, 112), False),               # a per-image plane
+    ("num_output: 2 kernel_size: 2 kernel_size: 2 kernel_size: 2", (2, 1, 4, 4, 4), False),
+])
+def test_convolution_direct_forward_where_it_pays(params, shape, direct):
+    """The direct forward takes small stride-1 2-D layers (the measured cases in vision.py), nothing else; no
+    Deconvolution and no float16."""
+    layer, top = _conv_layer(params, shape)
+    assert layer._direct(top) is direct
+    assert not _conv_layer(params, shape, np.float16)[0]._direct(top)
+    if len(shape) == 4:
+        layer, top = _conv_layer(params, shape, layer="Deconvolution")
+        assert not layer._direct(top)
+
+
+def test_convolution_direct_forward_matches_the_columns(monkeypatch):
+    """In float32 the tap sums are the GEMM's products in another order: within 16 ulps of the largest value
+    (LeNet conv1's 25 taps, and CIFAR-10 quick conv1's 75 with padding)."""
+    from distcaffe.layers.vision import ConvolutionLayer
+    rng = np.random.default_rng(3)
+    for params, shape in [("num_output: 20 kernel_size: 5", (4, 1, 28, 28)),
+                          ("num_output: 32 kernel_size: 5 pad: 2", (2, 3, 32, 32))]:
+        text = 'type: "Convolution" convolution_param { %s bias_filler { type: "gaussian" std: 1 } }' % params
+        x = rng.standard_normal(shape)
+        tops = []
+        for weights in (ConvolutionLayer.DIRECT_WEIGHTS, 0):
+            monkeypatch.setattr(ConvolutionLayer, "DIRECT_WEIGHTS", weights)
+            layer = make_layer(text, np.float32, TRAIN)
+            bottom, top = [Blob(shape, np.float32)], [Blob(dtype=np.float32)]
+            layer.setup(bottom, top)
+            assert layer._direct(top[0]) is (weights > 0)
+            bottom[0].data[...] = x
+            layer.blobs[0].data[...] = np.random.default_rng(4).standard_normal(layer.blobs[0].shape)
+            layer.blobs[1].data[...] = np.random.default_rng(5).standard_normal(layer.blobs[1].shape)
+            layer.forward(bottom, top)
+            tops.append(top[0].data.copy())
+        scale = float(np.abs(tops[1]).max())
+        np.testing.assert_allclose(tops[0], tops[1], rtol=0, atol=16 * np.finfo(np.float32).eps * scale)
 
 
 def test_convolution_axis_and_two_bottoms(conv_layout):

@@ -1,10 +1,11 @@
-"""Compiled CPU loops for col2im (two column layouts) and MAX/AVE pooling (numba, the optional `fast` extra).
+"""Compiled CPU loops for col2im (two column layouts), MAX/AVE pooling and the direct convolution of small
+receptive fields (numba, the optional `fast` extra).
 
 Each loop makes the same floating-point operations in the same order as the numpy code it replaces
-(im2col.accumulate_windows and PoolingLayer's offset loops): sums start at zero and take the kernel offsets
-in row-major order, so the fast path and the numpy fallback give bit-identical results. The public names run
-each loop over parts of its independent outputs on the BLAS pool's threads (`cpu_split`; nogil), which changes
-no bit either. Only imported through
+(im2col.accumulate_windows, PoolingLayer's offset loops, direct_conv's tap sums): sums take the kernel offsets in
+row-major order (from zero; the direct convolution from its first tap's product), so the fast path and the numpy
+fallback give bit-identical results. The public names run each loop over parts of its independent outputs on the
+BLAS pool's threads (`cpu_split`; nogil), which changes no bit either. Only imported through
 `fastpath.loops()`; compiled once per signature and cached on disk (cache=True). error_model="numpy": a
 division by zero gives inf/nan as numpy does (Caffe's degenerate ceil-mode AVE windows), not an exception.
 """
@@ -240,6 +241,55 @@ def _ave_unpool(gd, dx, kh, kw, sh, sw, ph, pw):
                         dx[p, h, w] += v
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _conv_direct_2d(x, out, w, offsets, width, bias, add_bias):
+    """out (N, O, OH, OW) = for each output channel the sum over taps (channel, ky, kx, in that order, from the
+    first tap's product) of w times the zero-padded planes x (N, C, Hp * width) shifted by the tap's offset,
+    then + bias: a stride-1 convolution without columns. Each plane is computed as one run of (OH - 1) * width
+    + OW positions at the padded width (the positions past OW in a row are computed and dropped), so every tap
+    is one vectorized loop; four taps share a pass over the run."""
+    N, C = x.shape[0], x.shape[1]
+    O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    K = offsets.shape[0]
+    L = (OH - 1) * width + OW
+    run = np.empty(L, out.dtype)
+    for n in range(N):
+        for o in range(O):
+            first = True
+            for c in range(C):
+                src = x[n, c]
+                k = 0
+                while k < K:
+                    q = c * K + k
+                    if first:
+                        w0, s0 = w[o, q], src[offsets[k]:offsets[k] + L]
+                        for p in range(L):
+                            run[p] = w0 * s0[p]
+                        first = False
+                        k += 1
+                    elif k + 4 <= K:
+                        w0, w1, w2, w3 = w[o, q], w[o, q + 1], w[o, q + 2], w[o, q + 3]
+                        s0, s1 = src[offsets[k]:offsets[k] + L], src[offsets[k + 1]:offsets[k + 1] + L]
+                        s2, s3 = src[offsets[k + 2]:offsets[k + 2] + L], src[offsets[k + 3]:offsets[k + 3] + L]
+                        for p in range(L):
+                            run[p] = (((run[p] + w0 * s0[p]) + w1 * s1[p]) + w2 * s2[p]) + w3 * s3[p]
+                        k += 4
+                    else:
+                        w0, s0 = w[o, q], src[offsets[k]:offsets[k] + L]
+                        for p in range(L):
+                            run[p] = run[p] + w0 * s0[p]
+                        k += 1
+            b = bias[o]
+            for y in range(OH):
+                r, d = run[y * width:y * width + OW], out[n, o, y]
+                if add_bias:
+                    for i in range(OW):
+                        d[i] = r[i] + b
+                else:
+                    for i in range(OW):
+                        d[i] = r[i]
+
+
 # --- the public loops: each split over its independent outputs (planes; col2im_rows_2d: images) ----------
 def _over_planes(loop, split):
     """`loop` run over parts of the leading axis of its first `split` arguments (each part its own planes)."""
@@ -257,6 +307,7 @@ max_unpool = _over_planes(_max_unpool, 3)
 max_unpool_tiled = _over_planes(_max_unpool_tiled, 3)
 ave_pool = _over_planes(_ave_pool, 2)
 ave_unpool = _over_planes(_ave_unpool, 2)
+conv_direct_2d = _over_planes(_conv_direct_2d, 2)
 
 
 def col2im_rows_2d(col, out, *geometry):
