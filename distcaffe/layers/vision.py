@@ -184,7 +184,6 @@ class _BaseConvolution(_ConvGeometry, Layer):
     COLUMN_BYTES = 32 << 20
     COLUMN_BYTES_PER_THREAD = 4 << 20
     MIN_RUN_PER_THREAD = 4
-    SPLIT_RUNS = 1
 
     def _image_bytes(self):
         """Bytes of one image's columns (at least 1)."""
@@ -200,7 +199,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
         step = self.COLUMN_BYTES_PER_THREAD * threads // per_image
         if step < self.MIN_RUN_PER_THREAD * threads:
             step = self.COLUMN_BYTES // per_image
-        step = max(1, min(self.num, step, max(self.MIN_RUN_PER_THREAD, -(-self.num // self.SPLIT_RUNS))))
+        step = max(1, min(self.num, step))
         return [(a, min(a + step, self.num)) for a in range(0, self.num, step)]
 
     # With T > 1 BLAS threads, the runs of images go to T threads that each run their GEMMs on one BLAS thread
