@@ -1,5 +1,6 @@
 """Which CPU fast paths apply: numba's compiled loops (`pip install 'distcaffe[fast]'`): window loops (col2im,
-pooling) and pointwise loops (BatchNorm's, Scale's and ReLU's fused elementwise steps).
+pooling, the direct convolution forward) and pointwise loops (BatchNorm's, Scale's and ReLU's fused elementwise
+steps).
 
 The loops are used for numpy float32/float64 arrays when numba imports and DISTCAFFE_NUMBA is not 0; otherwise the numpy code
 runs, with identical numbers. numba is imported on first use, never by `import distcaffe`.

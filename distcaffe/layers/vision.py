@@ -2,7 +2,8 @@
 
 Convolution is Caffe's im2col + GEMM, batched: the columns of a run of images of a group go into one
 (K, images*positions) matrix, so each group is one GEMM per run instead of one per image; on CPU, layers with few
-outputs take im2row rows (images*positions, K) instead, and large planes Caffe's own per-image GEMMs.
+outputs take im2row rows (images*positions, K) instead, large planes Caffe's own per-image GEMMs, and small stride-1
+layers (LeNet's and CIFAR-10's first) a direct forward without columns (direct_conv).
 """
 import math
 
