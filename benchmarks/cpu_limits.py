@@ -11,6 +11,8 @@ spin into another's (numpy's OpenBLAS, PyTorch's OpenMP). Medians of repeated ca
   (outputs, kernel_dim) added straight (`ConvolutionLayer.STRAIGHT_PRODUCT_BYTES`).
 - handoff: one numpy add, alone and split in halves with the caller doing one (`cpu_split`'s pattern); two
   threads each running a chain of numpy adds against one thread running both (the GIL's hand-offs).
+- direct: a Convolution layer's forward as im2col + GEMM against the direct tap sums (`direct_conv`), on the
+  shapes that set `ConvolutionLayer.DIRECT_WEIGHTS`.
 Writes <out>.json and <out>.md.
 """
 import argparse
@@ -114,7 +116,49 @@ def part_handoff():
     return out
 
 
-PARTS = {"gemm": part_gemm, "onednn": part_onednn, "weight_product": part_weight_product, "handoff": part_handoff}
+DIRECT_SHAPES = ((64, 1, 28, 20, 5, 0), (100, 3, 32, 32, 5, 2), (32, 3, 32, 16, 3, 1), (32, 3, 32, 64, 3, 1),
+                 (64, 1, 28, 64, 5, 0), (32, 2, 32, 32, 5, 2), (32, 4, 32, 96, 3, 1), (32, 8, 16, 32, 3, 1),
+                 (32, 3, 32, 48, 5, 2), (32, 6, 16, 64, 3, 1), (32, 8, 16, 32, 5, 2), (32, 32, 16, 16, 3, 1),
+                 (32, 3, 32, 64, 7, 3), (16, 3, 64, 128, 5, 2), (8, 3, 112, 64, 3, 1))
+
+
+def part_direct():
+    """One Convolution layer's forward (a one-layer net), im2col + GEMM against the direct tap sums, 3 rounds
+    alternating, the best median of each; the direct path forced on past its bounds (`DIRECT_WEIGHTS`, the
+    per-image size) so both sides of them show. LeNet's and CIFAR-10 quick's conv1 also without numba."""
+    import numpy as np
+    from distcaffe import Net
+    from distcaffe.io import parse_net_text
+    from distcaffe.layers import fastpath
+    from distcaffe.layers.vision import ConvolutionLayer
+    from distcaffe.log import set_quiet
+    from distcaffe.proto import caffe_pb2
+    set_quiet()
+    out = {}
+    for n, c, h, o, k, pad in DIRECT_SHAPES:
+        net = Net(parse_net_text('input: "x" input_shape { dim: %d dim: %d dim: %d dim: %d } layer { name: "c" '
+                                 'type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: %d '
+                                 'kernel_size: %d pad: %d weight_filler { type: "gaussian" std: 0.1 } } }'
+                                 % (n, c, h, h, o, k, pad)), caffe_pb2.TEST)
+        net.blobs["x"].data[...] = np.random.default_rng(0).standard_normal(net.blobs["x"].shape)
+        times = {"gemm": [], "direct": []}
+        for _ in range(3):
+            for path in times:
+                ConvolutionLayer.DIRECT_WEIGHTS = 0 if path == "gemm" else 1 << 30
+                ConvolutionLayer.PER_IMAGE_MACS = 8 << 20 if path == "gemm" else 1 << 60
+                times[path].append(median_ms(net.forward, 9))
+        key = "%d, %d, %d, %d, %d, %d" % (n, c, h, o, k, pad)
+        out[key] = {path: min(v) for path, v in times.items()}
+        out[key]["weights"] = o * c * k * k
+        if (c, o) in ((1, 20), (3, 32)):
+            fastpath.set_enabled(False)
+            out[key]["direct, numpy fallback"] = median_ms(net.forward, 3)
+            fastpath.set_enabled(True)
+    return out
+
+
+PARTS = {"gemm": part_gemm, "onednn": part_onednn, "weight_product": part_weight_product, "handoff": part_handoff,
+         "direct": part_direct}
 
 
 def markdown(results, argv):
@@ -130,6 +174,12 @@ def markdown(results, argv):
               for k, v in results["handoff"]["split add"].items()]
     lines += ["| chains of adds, %s calls | %.2f | %.2f |" % (k, v["one thread"], v["two threads"])
               for k, v in results["handoff"]["GIL chains"].items()]
+    lines += ["", "| forward (batch, channels, size, outputs, kernel, pad) | weights | im2col + GEMM ms | direct ms |",
+              "|---|---|---|---|"]
+    lines += ["| %s | %d | %.2f | %.2f%s |" % (k, v["weights"], v["gemm"], v["direct"],
+                                              " (numpy fallback %.1f)" % v["direct, numpy fallback"]
+                                              if "direct, numpy fallback" in v else "")
+              for k, v in results["direct"].items()]
     return "\n".join(lines) + "\n"
 
 

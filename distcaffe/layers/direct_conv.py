@@ -4,8 +4,8 @@ A stride-1 2-D convolution over few input channels x kernel taps (LeNet conv1: 2
 of K = 25 at ~30 GFLOP/s after an im2col copy. Summing the zero-padded input planes shifted tap by tap, times
 each tap's weight, makes the same products with no columns, at ~37 GFLOP/s in numba's loop
 (window_loops.conv_direct_2d), split over images on any number of threads with the same bits. The numpy
-fallback takes the same products and sums in the same order (bit-identical, and 16-29x slower than the loop: LeNet
-conv1 15 against 1 ms; the `fast` extra is what makes this path pay).
+fallback takes the same products and sums in the same order (bit-identical, and 14-29x slower than the loop: LeNet
+conv1 15-21 against 1-1.4 ms; the `fast` extra is what makes this path pay).
 """
 import numpy as np
 
