@@ -171,10 +171,11 @@ def test_convolution_matches_direct_loops(params, shape, conv_layout):
 
 
 def _conv_layer(params, shape, dtype=np.float32, layer="Convolution"):
+    """A set-up layer with its bottom and top blob lists (data not filled)."""
     layer = make_layer('type: "%s" convolution_param { %s }' % (layer, params), dtype, TRAIN)
     bottom, top = [Blob(shape, dtype)], [Blob(dtype=dtype)]
     layer.setup(bottom, top)
-    return layer, top[0]
+    return layer, bottom, top
 
 
 @pytest.mark.parametrize("params,shape,direct", [
@@ -192,12 +193,12 @@ def _conv_layer(params, shape, dtype=np.float32, layer="Convolution"):
 def test_convolution_direct_forward_where_it_pays(params, shape, direct):
     """The direct forward takes small stride-1 2-D layers (the measured cases in vision.py), nothing else; no
     Deconvolution and no float16."""
-    layer, top = _conv_layer(params, shape)
-    assert layer._direct(top) is direct
-    assert not _conv_layer(params, shape, np.float16)[0]._direct(top)
+    layer, _, top = _conv_layer(params, shape)
+    assert layer._direct(top[0]) is direct
+    assert not _conv_layer(params, shape, np.float16)[0]._direct(top[0])
     if len(shape) == 4:
-        layer, top = _conv_layer(params, shape, layer="Deconvolution")
-        assert not layer._direct(top)
+        layer, _, top = _conv_layer(params, shape, layer="Deconvolution")
+        assert not layer._direct(top[0])
 
 
 def test_convolution_direct_forward_matches_the_columns(monkeypatch):
@@ -207,14 +208,11 @@ def test_convolution_direct_forward_matches_the_columns(monkeypatch):
     rng = np.random.default_rng(3)
     for params, shape in [("num_output: 20 kernel_size: 5", (4, 1, 28, 28)),
                           ("num_output: 32 kernel_size: 5 pad: 2", (2, 3, 32, 32))]:
-        text = 'type: "Convolution" convolution_param { %s bias_filler { type: "gaussian" std: 1 } }' % params
         x = rng.standard_normal(shape)
         tops = []
         for weights in (ConvolutionLayer.DIRECT_WEIGHTS, 0):
             monkeypatch.setattr(ConvolutionLayer, "DIRECT_WEIGHTS", weights)
-            layer = make_layer(text, np.float32, TRAIN)
-            bottom, top = [Blob(shape, np.float32)], [Blob(dtype=np.float32)]
-            layer.setup(bottom, top)
+            layer, bottom, top = _conv_layer(params, shape)
             assert layer._direct(top[0]) is (weights > 0)
             bottom[0].data[...] = x
             layer.blobs[0].data[...] = np.random.default_rng(4).standard_normal(layer.blobs[0].shape)
