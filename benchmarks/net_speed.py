@@ -1,7 +1,8 @@
 """Forward+backward time and peak memory of the zoo's nets: distcaffe vs PyTorch, each in its own process.
 
 usage: python benchmarks/net_speed.py [--nets lenet,cifar10_quick,...] [--threads 1,2] [--rounds 5]
-                                      [--iters 5] [--quick] [--private-blobs] [--out benchmarks/results/net_speed]
+                                      [--iters 5] [--quick] [--private-blobs] [--caffe PATH | --no-caffe]
+                                      [--out benchmarks/results/net_speed]
        python benchmarks/net_speed.py --train [--nets lenet,cifar10_quick] [--threads 1] ...
 
 Each net is a zoo deploy prototxt (/work/shared/zoo, or --zoo DIR) with its input set to the benchmark's batch,
@@ -17,6 +18,17 @@ A round is `--iters` passes; its median wall and CPU (process_time, all threads)
 reported figure is the median over rounds. Peak RSS is the worker's ru_maxrss at the end.
 Writes <out>.json (every round) and <out>.md (the table).
 
+BVLC Caffe, when its `caffe` tool is found (`--caffe PATH`, else `caffe` on PATH; `--no-caffe` leaves it out), is
+the third peer, in the same alternation: each of its rounds is one `caffe time -phase TRAIN -iterations <iters>`
+process on the same net, whose input comes from a DummyData layer (Gaussian data, as the other two get; label 0);
+the round's figure is Caffe's own "Average Forward-Backward" less that DummyData layer's average (its refill each
+pass is not part of the net), so it is a mean over the round's passes and wall time only (no CPU column), with
+Caffe's start-up and warm-up pass outside it. Peak RSS is the largest of its processes'. Caffe's `time` does not
+clear parameter diffs between passes (the other two do). Installing it on Debian 12, as root: add bullseye
+(`deb http://deb.debian.org/debian bullseye main`, pinned below bookworm), `apt-get install -t bullseye caffe`
+(1.0.0+git20180821, CPU_ONLY), and `apt-get install libopenblas0-pthread` so that its libblas.so.3 is OpenBLAS,
+not the reference BLAS.
+
 --train: distcaffe only, one process per net: a full training iteration (`solver.step(1)`: a Data layer
 reading an LMDB of random records through the prefetch queue, forward+backward, SGD momentum update,
 display every iteration) against forward+backward alone on the same net, alternating rounds; writes
@@ -25,13 +37,18 @@ display every iteration) against forward+backward alone on the same net, alterna
 import argparse
 import json
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The environment each worker starts from: as the user's shell had it, before `import distcaffe` (the driver's,
+# for the net definitions) sets its OpenBLAS defaults in this process.
+ENV0 = dict(os.environ)
 ROOT = os.path.dirname(HERE)
 
 # name: (zoo prototxt, batch)
@@ -43,6 +60,7 @@ NETS = {
     "resnet50": ("KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt", 8),
 }
 FRAMEWORKS = ("distcaffe", "pytorch")
+BVLC = "bvlc"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -308,7 +326,7 @@ def train_worker(name, zoo, rounds, iters, share=True):
 
 
 def measure_train(name, threads, rounds, iters, zoo, mode=()):
-    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+    env = dict(ENV0, **{v: str(threads) for v in THREAD_VARS})
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--train-worker", "--nets", name, "--zoo", zoo,
                           "--rounds", str(rounds), "--iters", str(iters)] + list(mode), env=env, stdout=subprocess.PIPE,
@@ -363,7 +381,7 @@ def _write(out, record, md):
 # --- the driver -----------------------------------------------------------------------------------
 class Worker:
     def __init__(self, framework, name, threads, zoo, mode=()):
-        env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+        env = dict(ENV0, **{v: str(threads) for v in THREAD_VARS})
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", framework,
                                       "--nets", name, "--zoo", zoo] + list(mode), stdin=subprocess.PIPE,
@@ -385,19 +403,94 @@ class Worker:
         return rss
 
 
-def measure(name, threads, rounds, iters, zoo, mode=()):
-    """Alternating rounds of both frameworks; per framework the rounds' medians and the peak RSS."""
+DUMMY = "net_speed_input"
+_CAFFE_TIME = {"fb": re.compile(r"Average Forward-Backward: ([0-9.eE+-]+) ms"),
+               "fwd": re.compile(r"\]\s+%s\s+forward: ([0-9.eE+-]+) ms" % DUMMY),
+               "bwd": re.compile(r"\]\s+%s\s+backward: ([0-9.eE+-]+) ms" % DUMMY)}
+
+
+def bvlc_net_text(name, zoo):
+    """The benchmark net as BVLC Caffe's `caffe time` runs it: the Input layers replaced by one DummyData layer."""
+    from google.protobuf import text_format
+    path, batch = NETS[name]
+    net_param, _ = train_net_param(os.path.join(zoo, path), batch)
+    inputs = [lp for lp in net_param.layer if lp.type == "Input"]
+    dummy = net_param.layer.add(name=DUMMY, type="DummyData")
+    for lp in inputs:
+        for top, shape in zip(lp.top, lp.input_param.shape):
+            dummy.top.append(top)
+            dummy.dummy_data_param.shape.add().CopyFrom(shape)
+            filler = dummy.dummy_data_param.data_filler.add()
+            if top == "label":
+                filler.type, filler.value = "constant", 0
+            else:
+                filler.type, filler.std = "gaussian", 1.0
+        net_param.layer.remove(lp)
+    net_param.layer.insert(0, net_param.layer.pop())
+    return text_format.MessageToString(net_param)
+
+
+class CaffeTool:
+    """BVLC Caffe as a peer: each round one `caffe time` process (its start-up and warm-up are not timed)."""
+
+    def __init__(self, caffe, name, threads, zoo):
+        import tempfile
+        fd, self.model = tempfile.mkstemp(prefix="net_speed_%s_" % name, suffix=".prototxt")
+        with os.fdopen(fd, "w") as f:
+            f.write(bvlc_net_text(name, zoo))
+        self.caffe, self.rss_mb = caffe, 0.0
+        self.env = dict(ENV0, **{v: str(threads) for v in THREAD_VARS})
+
+    def ask(self, line):
+        """'run N': one round of N passes, {'wall': mean ms of the net's own layers}."""
+        if line is None:
+            return {}
+        proc = subprocess.Popen([self.caffe, "time", "-model", self.model, "-phase", "TRAIN", "-iterations",
+                                 line.split()[1]], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        log = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        found = {k: rx.search(log) for k, rx in _CAFFE_TIME.items()}
+        if proc.returncode != 0 or not all(found.values()):
+            raise SystemExit("net_speed: %s time -model %s failed (exit %s):\n%s" % (
+                self.caffe, self.model, proc.returncode, log[-2000:]))
+        self.rss_mb = max(self.rss_mb, usage.ru_maxrss / 1024.0)
+        ms = {k: float(m.group(1)) for k, m in found.items()}
+        return {"wall": ms["fb"] - ms["fwd"] - ms["bwd"], "cpu": None}
+
+    def close(self):
+        os.unlink(self.model)
+        return self.rss_mb
+
+
+def find_caffe(args):
+    """The BVLC `caffe` tool to measure against, or None (--no-caffe, or none found)."""
+    if args.no_caffe:
+        return None
+    path = args.caffe or shutil.which("caffe")
+    if args.caffe and not (path and os.access(path, os.X_OK)):
+        raise SystemExit("net_speed: --caffe %s: not an executable" % args.caffe)
+    return path
+
+
+def measure(name, threads, rounds, iters, zoo, mode=(), caffe=None):
+    """Alternating rounds of the frameworks (and BVLC Caffe, given its tool); per framework the rounds' medians
+    and the peak RSS."""
     workers = {}
     for fw in FRAMEWORKS:              # built one after the other: neither build disturbs the other's warm-up
         workers[fw] = Worker(fw, name, threads, zoo, mode)
         workers[fw].ask(None)
-    res = {fw: {"wall": [], "cpu": []} for fw in FRAMEWORKS}
+    if caffe:
+        workers[BVLC] = CaffeTool(caffe, name, threads, zoo)
+    order = list(workers)
+    res = {fw: {"wall": [], "cpu": []} for fw in order}
     for r in range(rounds):
-        for fw in (FRAMEWORKS if r % 2 == 0 else FRAMEWORKS[::-1]):
+        for fw in order[r % len(order):] + order[:r % len(order)]:
             out = workers[fw].ask("run %d" % iters)
             res[fw]["wall"].append(out["wall"])
             res[fw]["cpu"].append(out["cpu"])
-    for fw in FRAMEWORKS:
+    for fw in order:
         res[fw]["rss_mb"] = workers[fw].close()
     return res
 
@@ -411,6 +504,8 @@ def summary_rows(results):
                          ours_wall=med["distcaffe"]["wall"], peer_wall=med["pytorch"]["wall"],
                          ours_cpu=med["distcaffe"]["cpu"], peer_cpu=med["pytorch"]["cpu"],
                          ours_rss=res["distcaffe"]["rss_mb"], peer_rss=res["pytorch"]["rss_mb"]))
+        if BVLC in res:
+            rows[-1].update(bvlc_wall=statistics.median(res[BVLC]["wall"]), bvlc_rss=res[BVLC]["rss_mb"])
     return rows
 
 
@@ -423,6 +518,15 @@ def markdown(rows, args):
         out.append("| %s | %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %.0f | %.0f |" % (
             r["net"], r["batch"], r["threads"], r["ours_wall"], r["peer_wall"], r["ours_wall"] / r["peer_wall"],
             r["ours_cpu"], r["peer_cpu"], r["ours_cpu"] / r["peer_cpu"], r["ours_rss"], r["peer_rss"]))
+    bvlc = [r for r in rows if "bvlc_wall" in r]
+    if bvlc:
+        out += ["", "BVLC Caffe (`caffe time`, the same alternation; wall ms of the net's layers, a mean per round):",
+                "", "| net | batch | threads | distcaffe wall ms | BVLC Caffe wall ms | distcaffe / BVLC | "
+                "distcaffe peak RSS MB | BVLC Caffe peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+        for r in bvlc:
+            out.append("| %s | %d | %d | %.1f | %.1f | %.2f | %.0f | %.0f |" % (
+                r["net"], r["batch"], r["threads"], r["ours_wall"], r["bvlc_wall"], r["ours_wall"] / r["bvlc_wall"],
+                r["ours_rss"], r["bvlc_rss"]))
     return "\n".join(out) + "\n"
 
 
@@ -437,6 +541,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "net_speed"))
     ap.add_argument("--train", action="store_true", help="a full training iteration vs forward+backward")
     ap.add_argument("--private-blobs", action="store_true", help="distcaffe without blob sharing (pycaffe's Net)")
+    ap.add_argument("--caffe", help="BVLC Caffe's `caffe` tool, a third peer (default: `caffe` on PATH, if any)")
+    ap.add_argument("--no-caffe", action="store_true", help="leave BVLC Caffe out")
     ap.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     ap.add_argument("--train-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -449,19 +555,22 @@ def main():
     if args.train:
         return main_train(args)
     results = {}
+    caffe = find_caffe(args)
     for threads in [int(t) for t in args.threads.split(",")]:
         for name in args.nets.split(","):
             if name not in NETS:
                 raise SystemExit("net_speed: unknown net %s (known: %s)" % (name, ", ".join(NETS)))
             t0 = time.time()
             results["%s@%d" % (name, threads)] = measure(name, threads, args.rounds, args.iters, args.zoo,
-                                                         blobs_mode(sys.argv)[0])
+                                                         blobs_mode(sys.argv)[0], caffe)
             row = summary_rows({"%s@%d" % (name, threads): results["%s@%d" % (name, threads)]})[0]
+            bvlc = (" | bvlc %.1f ms (%.2fx)" % (row["bvlc_wall"], row["ours_wall"] / row["bvlc_wall"])
+                    if "bvlc_wall" in row else "")
             print("%-14s %d thr: distcaffe %.1f ms (cpu %.1f) | pytorch %.1f ms (cpu %.1f) | wall %.2fx cpu %.2fx"
-                  " | rss %.0f / %.0f MB  [%.0f s]" % (
+                  " | rss %.0f / %.0f MB%s  [%.0f s]" % (
                       name, threads, row["ours_wall"], row["ours_cpu"], row["peer_wall"], row["peer_cpu"],
                       row["ours_wall"] / row["peer_wall"], row["ours_cpu"] / row["peer_cpu"], row["ours_rss"],
-                      row["peer_rss"], time.time() - t0), flush=True)
+                      row["peer_rss"], bvlc, time.time() - t0), flush=True)
     rows = summary_rows(results)
     _write(args.out, {"rounds": results, "summary": rows}, markdown(rows, sys.argv[1:]))
 
