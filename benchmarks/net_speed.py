@@ -14,7 +14,7 @@ pycaffe Net's default). The PyTorch model is built from the same NetParameter, l
 one affine BatchNorm2d, as a PyTorch user writes it). Per net and thread count, one worker process per framework
 (BLAS/OpenMP pools sized by environment before either library loads) is started; the driver then alternates
 rounds between them (the idle one waits on a pipe, not spinning) so that a noisy machine slows both alike.
-A round is `--iters` passes; its median wall and CPU (process_time, all threads) milliseconds are kept, and the
+A round is `--iters` passes (5; LeNet 20, CIFAR-10 quick 10); its median wall and CPU (process_time, all threads) milliseconds are kept, and the
 reported figure is the median over rounds. Peak RSS is the worker's ru_maxrss at the end.
 Writes <out>.json (every round) and <out>.md (the table).
 
@@ -59,6 +59,10 @@ NETS = {
     "googlenet": ("BVLC__caffe/models/bvlc_googlenet/deploy.prototxt", 8),
     "resnet50": ("KaimingHe__deep-residual-networks/prototxt/ResNet-50-deploy.prototxt", 8),
 }
+# Passes per round unless --iters says: rounds of ~0.2 s at least, so that a millisecond-scale net's figure is
+# not one short burst of a machine whose speed moves (LeNet at 5 passes: 0.79-1.06x BVLC Caffe between runs; at
+# 20, three runs read 0.84-0.89x).
+ROUND_PASSES = {"lenet": 20, "cifar10_quick": 10}
 FRAMEWORKS = ("distcaffe", "pytorch")
 BVLC = "bvlc"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -356,7 +360,7 @@ def main_train(args):
     rows, results = [], {}
     for threads in [int(t) for t in args.threads.split(",")]:
         for name in args.nets.split(","):
-            res = results["%s@%d" % (name, threads)] = measure_train(name, threads, args.rounds, args.iters,
+            res = results["%s@%d" % (name, threads)] = measure_train(name, threads, args.rounds, passes(args, name),
                                                                      args.zoo, blobs_mode(sys.argv)[0])
             med = {k: {m: statistics.median(v[m]) for m in ("wall", "cpu")} for k, v in res.items()}
             rows.append(dict(net=name, batch=NETS[name][1], threads=threads,
@@ -530,12 +534,17 @@ def markdown(rows, args):
     return "\n".join(out) + "\n"
 
 
+def passes(args, name):
+    """Passes per round for `name`: --iters, else its ROUND_PASSES (5 for the large nets)."""
+    return args.iters or ROUND_PASSES.get(name, 5)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=5, help="passes per round")
+    ap.add_argument("--iters", type=int, help="passes per round (default 5; LeNet 20, CIFAR-10 quick 10)")
     ap.add_argument("--quick", action="store_true", help="3 rounds of 2 passes (while iterating)")
     ap.add_argument("--zoo", default=os.environ.get("DISTCAFFE_ZOO", "/work/shared/zoo"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "net_speed"))
@@ -561,7 +570,7 @@ def main():
             if name not in NETS:
                 raise SystemExit("net_speed: unknown net %s (known: %s)" % (name, ", ".join(NETS)))
             t0 = time.time()
-            results["%s@%d" % (name, threads)] = measure(name, threads, args.rounds, args.iters, args.zoo,
+            results["%s@%d" % (name, threads)] = measure(name, threads, args.rounds, passes(args, name), args.zoo,
                                                          blobs_mode(sys.argv)[0], caffe)
             row = summary_rows({"%s@%d" % (name, threads): results["%s@%d" % (name, threads)]})[0]
             bvlc = (" | bvlc %.1f ms (%.2fx)" % (row["bvlc_wall"], row["ours_wall"] / row["bvlc_wall"])
