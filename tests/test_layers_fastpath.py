@@ -1,8 +1,8 @@
 """The compiled CPU loops (numba, the `fast` extra) against the numpy fallback: bit-identical tops and diffs
 for pooling (MAX with mask, AVE), convolution / deconvolution / Im2col (col2im) on random shapes, including odd
-strides, padding and ceil-mode edge windows, the direct convolution forward, and BatchNorm / Scale (pointwise
-loops) in place and not; and the loops split over 2 threads (cpu_split) against one thread. `make test` installs
-the extra, so numba must be there."""
+strides, padding and ceil-mode edge windows, the direct convolution forward, BatchNorm / Scale (pointwise loops)
+in place and not, and LRN across channels; and the loops split over 2 threads (cpu_split) against one thread.
+`make test` installs the extra, so numba must be there."""
 import numpy as np
 import pytest
 
@@ -176,6 +176,40 @@ def test_pointwise_fast_path_is_bit_identical(text, shape, in_place):
     _same(text, shape, ties=True, in_place=in_place)             # signed zeros
 
 
+LRN = [
+    'type: "LRN" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }',        # AlexNet's, GoogLeNet's
+    'type: "LRN" lrn_param { local_size: 3 alpha: 0.5 beta: 0.6 k: 2 }',
+    'type: "LRN" lrn_param { local_size: 1 alpha: 1 beta: 1 }',
+    'type: "LRN" lrn_param { local_size: 7 alpha: 3 beta: 0.75 }',             # wider than some inputs' channels
+]
+
+
+@pytest.mark.parametrize("text", LRN)
+@pytest.mark.parametrize("shape", [(2, 9, 5, 6), (3, 2, 4, 4), (1, 16, 1, 3)])
+def test_lrn_fast_path_is_bit_identical(text, shape, monkeypatch):
+    """LRN across channels: the compiled window sums and bottom diff against numpy's passes, signed zeros
+    included; the compiled steps really ran (once each per fast pass)."""
+    from distcaffe.layers import lrn_loops
+    calls = []
+    for name in ("scale", "bottom_diff"):
+        real = getattr(lrn_loops, name)
+        monkeypatch.setattr(lrn_loops, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    _same(text, shape)
+    _same(text, shape, np.float64)
+    _same(text, shape, ties=True)
+    assert calls == ["scale", "bottom_diff"] * 3
+
+
+def test_lrn_within_channel_and_in_place_stay_on_numpy(monkeypatch):
+    """WITHIN_CHANNEL windows and a bottom diff that is the top diff (in place) take the numpy steps."""
+    from distcaffe.layers import lrn_loops
+    calls = []
+    monkeypatch.setattr(lrn_loops, "bottom_diff", lambda *a: calls.append(a))
+    _same('type: "LRN" lrn_param { local_size: 3 norm_region: WITHIN_CHANNEL }', (2, 3, 6, 5))
+    _same(LRN[0], (2, 9, 5, 6), in_place=True)
+    assert calls == []
+
+
 def test_batchnorm_global_stats_fast_path_is_bit_identical():
     text = 'type: "BatchNorm" batch_norm_param { use_global_stats: true }'
     for in_place in (False, True):
@@ -194,6 +228,7 @@ def test_batchnorm_global_stats_fast_path_is_bit_identical():
     ('type: "BatchNorm"', (4, 6, 7, 5)),
     ('type: "Scale" scale_param { bias_term: true }', (4, 6, 7, 5)),
     ('type: "ReLU"', (4, 6, 7, 5)),
+    ('type: "LRN" lrn_param { local_size: 5 alpha: 0.5 beta: 0.75 }', (4, 7, 5, 6)),
 ])
 def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     """cpu_split cuts every compiled loop into parts for the BLAS pool's threads, and a convolution's runs of
@@ -235,7 +270,8 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
         for threads in (1, 3):
             with threadpool_limits(threads):
                 results.append(_pass(text, x, np.float32, True,
-                                     in_place=not text.startswith('type: "Pooling"') and not conv))
+                                     in_place=not text.startswith(('type: "Pooling"', 'type: "LRN"'))
+                                     and not conv))
         assert max(seen) == 3
         if conv:                                         # forward and backward went run by run on 3 threads
             assert over_runs == [(shape[0], 3)] * (3 if per_image else 2), over_runs
