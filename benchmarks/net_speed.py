@@ -12,7 +12,7 @@ intermediate diff's memory is reused once backward is past it, as PyTorch frees 
 a data no backward reads once forward is past it; `--private-blobs`: every blob keeps its own data and diff, a bare
 pycaffe Net's default). The PyTorch model is built from the same NetParameter, layer for layer (a BatchNorm +
 Scale pair is one affine BatchNorm2d, as a PyTorch user writes it). Per net and thread count, one worker process
-per framework (BLAS/OpenMP pools sized by environment before either library loads) is started; the driver then alternates
+per framework (BLAS/OpenMP pools sized by environment before either library loads) is started; the driver alternates
 rounds between them (the idle one waits on a pipe, not spinning) so that a noisy machine slows both alike.
 A round is `--iters` passes (5; LeNet 20, CIFAR-10 quick 10); its median wall and CPU (process_time, all
 threads) milliseconds are kept, and the reported figure is the median over rounds. Peak RSS is the worker's
