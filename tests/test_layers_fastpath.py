@@ -223,6 +223,7 @@ def test_batchnorm_global_stats_fast_path_is_bit_identical():
     ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 }', (5, 3, 9, 8)),
     ('type: "Convolution" convolution_param { num_output: 8 kernel_size: 5 pad: 2 }', (5, 32, 8, 8)),
     ('type: "Convolution" convolution_param { num_output: 6 kernel_size: 1 }', (4, 5, 9, 8)),    # per image
+    ('type: "Convolution" convolution_param { num_output: 3 kernel_size: 1 }', (4, 5, 9, 8)),    # (k, m) products
     ('type: "Convolution" convolution_param { num_output: 6 kernel_size: 1 stride: 2 }', (4, 5, 9, 8)),
     ('type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 group: 2 }', (4, 4, 9, 8)),
     ('type: "BatchNorm"', (4, 6, 7, 5)),

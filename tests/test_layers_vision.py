@@ -60,7 +60,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=["batched", "chunked", "per_image", "batched_rows", "chunked_rows", "batched_wide",
+@pytest.fixture(params=["batched", "chunked", "per_image", "per_image_t", "batched_rows", "chunked_rows", "batched_wide",
                         "chunked_wide", "batched_straight", "chunked_straight", "direct"])
 def conv_layout(request, monkeypatch):
     """Run a convolution test with each GEMM layout: batched columns (whole batch, or runs of one image),
@@ -68,10 +68,13 @@ def conv_layout(request, monkeypatch):
     gradient as receptive-field rows (col2im_rows), which the layer picks for few outputs and long kernels;
     `_wide`: image-major columns (the layer's choice for wide output rows); `_straight`: weight-diff products
     as (outputs, kernel_dim), the layer's choice for large products over few columns (else transposed);
-    `direct`: the forward as tap sums (direct_conv) wherever the geometry allows it, the backward batched."""
+    `direct`: the forward as tap sums (direct_conv) wherever the geometry allows it, the backward batched;
+    `per_image_t`: per-image weight products as (kernel_dim, outputs), added transposed."""
     from distcaffe.layers.vision import ConvolutionLayer
     direct = request.param == "direct"
-    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if request.param == "per_image" else 1 << 60)
+    per_image = request.param.startswith("per_image")
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if per_image else 1 << 60)
+    monkeypatch.setattr(ConvolutionLayer, "_per_image_transposed", lambda self: request.param == "per_image_t")
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1 << 60 if direct else 1)
     monkeypatch.setattr(ConvolutionLayer, "DIRECT_WEIGHTS", 1 << 30 if direct else 0)
     if request.param.startswith("chunked"):
@@ -136,6 +139,18 @@ def test_convolution_rows_for_few_outputs_and_long_kernels():
     assert not layer("num_output: 16 kernel_size: 1", (4, 480, 7, 7))._rows()             # 1x1
     assert not layer("num_output: 128 kernel_size: 3 pad: 1", (4, 64, 7, 7))._rows()      # 128 outputs
     assert not layer("num_output: 32 kernel_size: 5 pad: 2", (4, 32, 8, 8), "Deconvolution")._rows()
+
+
+def test_convolution_per_image_products_put_the_larger_dimension_first():
+    """Per-image weight products are (kernel_dim, outputs) when kernel_dim is the larger (ResNet-50's 256 -> 64
+    1x1 layers), else (outputs, kernel_dim); per group."""
+    def layer(params, shape):
+        return _run('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape),
+                    dtype=np.float32)[0]
+    assert layer("num_output: 64 kernel_size: 1", (2, 256, 8, 8))._per_image_transposed()
+    assert not layer("num_output: 256 kernel_size: 1", (2, 64, 8, 8))._per_image_transposed()
+    assert not layer("num_output: 64 kernel_size: 1 group: 2", (2, 64, 8, 8))._per_image_transposed()  # 32 = 32
+    assert layer("num_output: 64 kernel_size: 3", (2, 64, 8, 8))._per_image_transposed()               # 576
 
 
 def test_convolution_straight_weight_products():
