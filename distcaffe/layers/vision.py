@@ -471,16 +471,17 @@ class _BaseConvolution(_ConvGeometry, Layer):
             return
 
         pointwise = self._pointwise()
-        col_shape = (self.group, self.kernel_dim, prod(self.col_shape))          # (strided: the columns and
-        window_shape = (self.channels,) + tuple(self.kernel) + tuple(self.col_shape)    # col2im's view of them)
+        col_shape = (self.group, self.kernel_dim, prod(self.col_shape))          # (strided: the columns)
 
         def image_x(n, _):
             dxn = dx[n].reshape(self.group, cg, -1) if pointwise else workspace(np, "dcol", col_shape, g.dtype)
             for gi in range(self.group):
                 np.matmul(w[gi].T, gw[n, gi], out=dxn[gi])
-            if not pointwise:
-                dx[n] = col2im(np, dxn.reshape(window_shape), self.conv_input_shape, self.stride, self.pad,
-                               self.dilation, axis=1)
+            if not pointwise:          # windows apart: zeros, then 0 + each column's value (col2im's sums)
+                dst = dx[n]
+                dst[...] = 0
+                hit = dst[(slice(None),) + tuple(slice(None, o * s, s) for o, s in zip(self.col_shape, self.stride))]
+                np.add(hit, dxn.reshape(hit.shape), out=hit)
         self._each_run(image_x, self._thread_runs(runs=runs), runs)
 
     # --- cuDNN (GPU mode, when the frontend is installed and the layer's engine allows it) ----------
