@@ -436,7 +436,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     def _backward_per_image(self, g, x, dx, w, want_w):
         """1x1 kernels: weight diff accumulated image by image, bottom diff (when dx is given) one GEMM each
-        (at stride 1 straight into dx, else into columns scattered back by col2im).
+        (at stride 1 straight into dx, else into columns added at their strided positions).
         Split over threads, each image's weight product is kept and the products are added in image order."""
         mg, cg = self.num_output // self.group, self.channels // self.group
         gw = g.reshape(self.num, self.group, mg, -1)
