@@ -99,7 +99,7 @@ def test_convolution_gradient(params, shape, conv_layout):
 
 def test_convolution_column_runs_follow_blas_threads():
     """T BLAS threads: cache-sized runs of T x COLUMN_BYTES_PER_THREAD where they hold T x MIN_RUN_PER_THREAD
-    images; else the larger COLUMN_BYTES runs. With T > 1, cache-sized one-thread runs go to the threads."""
+    images; else the larger COLUMN_BYTES runs (ROWS_COLUMN_BYTES for im2row rows). With T > 1, cache-sized one-thread runs go to the threads."""
     from threadpoolctl import threadpool_limits
     from distcaffe import backend
     text = 'type: "Convolution" convolution_param { num_output: 32 kernel_size: 5 pad: 2 }'
@@ -120,9 +120,12 @@ def test_convolution_column_runs_follow_blas_threads():
     with threadpool_limits(limits=2, user_api="blas"):
         assert layer._thread_runs() is None                               # 32 MB runs: one GEMM, 2 threads
     with threadpool_limits(limits=1, user_api="blas"):
-        assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 3 images: too few, 32 MB runs
+        assert [z - a for a, z in layer._chunks()] == [10] * 10           # 3 images: too few, 8 MB runs of rows
     with threadpool_limits(limits=2, user_api="blas"):
-        assert [z - a for a, z in layer._chunks()] == [40, 40, 20]       # 7 images, fewer than 8
+        assert [z - a for a, z in layer._chunks()] == [10] * 10           # 7 images, fewer than 8
+    layer.ROWS_OUTPUTS = 0                                                # columns: 32 MB runs
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert [z - a for a, z in layer._chunks()] == [40, 40, 20]
 
 
 def test_convolution_rows_for_few_outputs_and_long_kernels():
