@@ -488,3 +488,36 @@ def test_convolution_layouts_on_the_gpu_path_match_the_cpu(monkeypatch):
         scale = max(float(np.abs(cpu[k]).max()), 1.0)
         np.testing.assert_allclose(cpu_rows[k], cpu[k], rtol=0, atol=16 * np.finfo(np.float32).eps * scale,
                                    err_msg=k)
+
+
+@pytest.mark.parametrize("params,shape", [
+    ("num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 2", (3, 4, 9, 8)),
+    ("num_output: 5 kernel_size: 5 pad: 2", (2, 3, 7, 7)),
+    ("num_output: 2 kernel_h: 3 kernel_w: 1 dilation: 2", (2, 3, 8, 6)),
+])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_convolution_weights_only_backward_per_image(params, shape, transposed, monkeypatch):
+    """Without a bottom diff (a net's first convolution) any kernel takes the per-image weight products: the same
+    weight and bias diffs as the batched backward, the bottom diff left alone."""
+    from distcaffe.layers.vision import ConvolutionLayer
+    text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" } }' % params
+    x = RNG.standard_normal(shape)
+    g = None
+    diffs, used = [], []
+    real = ConvolutionLayer._backward_per_image
+    monkeypatch.setattr(ConvolutionLayer, "_backward_per_image", lambda self, *a: used.append(1) or real(self, *a))
+    monkeypatch.setattr(ConvolutionLayer, "_per_image_transposed", lambda self: transposed)
+    monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    for positions in (1, 1 << 60):                      # per image, then batched
+        monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", positions)
+        layer, bottom, top = _run(text, x)
+        if g is None:
+            g = RNG.standard_normal(top[0].shape)
+        top[0].diff[...] = g
+        bottom[0].diff[...] = 7.0
+        layer.backward(top, [False], bottom)
+        assert np.all(bottom[0].diff == 7.0)
+        diffs.append([p.diff.copy() for p in layer.blobs])
+    assert used == [1]
+    for a, b in zip(*diffs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
