@@ -1,6 +1,6 @@
 """Forward+backward time and peak memory of the zoo's nets: distcaffe vs PyTorch, each in its own process.
 
-usage: python benchmarks/net_speed.py [--nets lenet,cifar10_quick,...] [--threads 1,2] [--rounds 5]
+usage: python benchmarks/net_speed.py [--nets lenet,cifar10_quick,...] [--threads 1,2] [--rounds 6]
                                       [--iters 5] [--quick] [--private-blobs] [--caffe PATH | --no-caffe]
                                       [--out benchmarks/results/net_speed]
        python benchmarks/net_speed.py --train [--nets lenet,cifar10_quick] [--threads 1] ...
@@ -13,7 +13,8 @@ a data no backward reads once forward is past it; `--private-blobs`: every blob 
 pycaffe Net's default). The PyTorch model is built from the same NetParameter, layer for layer (a BatchNorm +
 Scale pair is one affine BatchNorm2d, as a PyTorch user writes it). Per net and thread count, one worker process
 per framework (BLAS/OpenMP pools sized by environment before either library loads) is started; the driver alternates
-rounds between them (the idle one waits on a pipe, not spinning) so that a noisy machine slows both alike.
+rounds between them (the idle one waits on a pipe, not spinning; round r takes the r-th order of the frameworks,
+so each comes first and after each other as often) so that a noisy machine slows them alike.
 A round is `--iters` passes (5; LeNet 20, CIFAR-10 quick 10); its median wall and CPU (process_time, all
 threads) milliseconds are kept, and the reported figure is the median over rounds. Peak RSS is the worker's
 ru_maxrss at the end.
@@ -36,6 +37,7 @@ display every iteration) against forward+backward alone on the same net, alterna
 <out>_train.{json,md}.
 """
 import argparse
+import itertools
 import json
 import os
 import re
@@ -489,9 +491,10 @@ def measure(name, threads, rounds, iters, zoo, mode=(), caffe=None):
     if caffe:
         workers[BVLC] = CaffeTool(caffe, name, threads, zoo)
     order = list(workers)
-    res = {fw: {"wall": [], "cpu": []} for fw in order}
+    orders = list(itertools.permutations(order))      # every order in turn: each framework as often first,
+    res = {fw: {"wall": [], "cpu": []} for fw in order}  # and after each other one (2: alternating; 3: 6 rounds)
     for r in range(rounds):
-        for fw in order[r % len(order):] + order[:r % len(order)]:
+        for fw in orders[r % len(orders)]:
             out = workers[fw].ask("run %d" % iters)
             res[fw]["wall"].append(out["wall"])
             res[fw]["cpu"].append(out["cpu"])
@@ -544,7 +547,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--iters", type=int, help="passes per round (default 5; LeNet 20, CIFAR-10 quick 10)")
     ap.add_argument("--quick", action="store_true", help="3 rounds of 2 passes (while iterating)")
     ap.add_argument("--zoo", default=os.environ.get("DISTCAFFE_ZOO", "/work/shared/zoo"))
