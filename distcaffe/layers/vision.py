@@ -184,8 +184,9 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # whose images take 1-2 per 8 MB, lost 7-10% on 8 MB runs and keep 32 MB).
     COLUMN_BYTES = 32 << 20
     # im2row rows (`_rows`) have no batch-last rows to keep long, and their large runs fall out of the cache:
-    # ResNet-50's 56x56 3x3 layers (7.2 MB of rows an image), 1 thread, interleaved in the net: 51-52 -> 47 ms
-    # each forward+backward with 8 MB runs, where the same runs over columns lost 8-11% (res3's 3x3 layers).
+    # ResNet-50's 56x56 3x3 layers (7.2 MB of rows an image), 1 thread, two interleaved A/Bs in the net: 51-52 ->
+    # 47 and 55-56 -> 51-53 ms each forward+backward with 8 MB runs, where the same runs over columns lost 8-11%
+    # (res3's 3x3 layers) and AlexNet's conv2 backward 23%.
     ROWS_COLUMN_BYTES = 8 << 20
     COLUMN_BYTES_PER_THREAD = 4 << 20
     MIN_RUN_PER_THREAD = 4
