@@ -290,14 +290,28 @@ class _BaseConvolution(_ConvGeometry, Layer):
             return self._gmm(a, col.transpose(0, 2, 1), "dw")
         return self._gmm(col, a.transpose(0, 2, 1), "dw")
 
-    def _add_weight_product(self, product, straight):
-        """weight diff += a `_weight_product` (of im2row rows where `_rows` says: kernel_dim ordered
-        (*kernel, channel))."""
-        diff = self.blobs[0].mut_dev_diff
+    def _in_diff_layout(self, product, straight):
+        """A `_weight_product` (of im2row rows where `_rows` says: kernel_dim ordered (*kernel, channel)) in the
+        weight diff's shape and order."""
+        shape = self.blobs[0].shape
         product = product if straight else product.transpose(0, 2, 1)
         if self._rows():
-            product = np.moveaxis(product.reshape((diff.shape[0],) + tuple(self.kernel) + (diff.shape[1],)), -1, 1)
-        diff[...] += product.reshape(diff.shape)
+            product = np.moveaxis(product.reshape((shape[0],) + tuple(self.kernel) + (shape[1],)), -1, 1)
+        return product.reshape(shape)
+
+    def _add_weight_product(self, product, straight):
+        """weight diff += a `_weight_product`."""
+        self.blobs[0].mut_dev_diff[...] += self._in_diff_layout(product, straight)
+
+    def _diff_in_product_layout(self, straight):
+        """A copy of the weight diff laid out as a `_weight_product` (the inverse of `_in_diff_layout`): several
+        runs' products are added onto it contiguously and it is stored back once, the sums in the same order as
+        adding each product to the diff (CIFAR-10 quick conv2: 20 reordered adds a pass less)."""
+        d = self.blobs[0].dev_diff
+        if self._rows():
+            d = np.moveaxis(d, 1, -1)
+        d = d.reshape(self.group, -1, self.kernel_dim)
+        return np.array(d if straight else d.transpose(0, 2, 1), order="C")
 
     def _add_weight_diff(self, a, col):
         """weight diff += a (G, m, N) times the columns (G, k, N) transposed."""
@@ -602,6 +616,10 @@ class _BaseConvolution(_ConvGeometry, Layer):
                                  self.mdtype)
             slot = {run: i for i, run in enumerate(split[0])}
 
+        runs = split[0] if split else self._chunks()
+        acc = (self._diff_in_product_layout(straight) if want_w and self.xp is np and len(runs) > 1
+               and self.blobs[0].diff_dtype == self.mdtype else None)
+
         def one_run(a, z):
             gg = self._to_rows(g[a:z]) if rows else self._to_gemm(g[a:z], wide)
             if want_w:
@@ -610,10 +628,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
                                                    straight)
                 else:
                     product = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
-                if products is None:
-                    self._add_weight_product(product, straight)
-                else:
+                if products is not None:
                     products[slot[(a, z)]] = product
+                elif acc is not None:
+                    np.add(acc, product, out=acc)
+                else:
+                    self._add_weight_product(product, straight)
             if dx is not None and rows:
                 grad = self._gmm(gg, wr).reshape((self.group, z - a) + tuple(self.col_shape) + tuple(self.kernel)
                                                  + (self.conv_in_channels // self.group,))
@@ -624,7 +644,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self._each_run(one_run, split)
         if products is not None:
             for product in products:                    # in run order: one thread's sums
-                self._add_weight_product(product, straight)
+                if acc is not None:
+                    acc += product
+                else:
+                    self._add_weight_product(product, straight)
+        if acc is not None:
+            self.blobs[0].mut_dev_diff[...] = self._in_diff_layout(acc, straight)
 
     def backward_reads_data(self, bottom, top):
         return range(len(bottom)), ()
