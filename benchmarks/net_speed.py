@@ -332,9 +332,15 @@ def train_worker(name, zoo, rounds, iters, share=True):
     print(json.dumps(res), flush=True)
 
 
-def measure_train(name, threads, rounds, iters, zoo, mode=()):
+def worker_env(threads):
+    """A worker's environment: the user's (ENV0) with every pool sized to `threads` and this checkout importable."""
     env = dict(ENV0, **{v: str(threads) for v in THREAD_VARS})
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def measure_train(name, threads, rounds, iters, zoo, mode=()):
+    env = worker_env(threads)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--train-worker", "--nets", name, "--zoo", zoo,
                           "--rounds", str(rounds), "--iters", str(iters)] + list(mode), env=env, stdout=subprocess.PIPE,
                          text=True, check=True).stdout
@@ -388,8 +394,7 @@ def _write(out, record, md):
 # --- the driver -----------------------------------------------------------------------------------
 class Worker:
     def __init__(self, framework, name, threads, zoo, mode=()):
-        env = dict(ENV0, **{v: str(threads) for v in THREAD_VARS})
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env = worker_env(threads)
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", framework,
                                       "--nets", name, "--zoo", zoo] + list(mode), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, text=True)
@@ -446,7 +451,7 @@ class CaffeTool:
         with os.fdopen(fd, "w") as f:
             f.write(bvlc_net_text(name, zoo))
         self.caffe, self.rss_mb = caffe, 0.0
-        self.env = dict(ENV0, **{v: str(threads) for v in THREAD_VARS})
+        self.env = worker_env(threads)
 
     def ask(self, line):
         """'run N': one round of N passes, {'wall': mean ms of the net's own layers}."""

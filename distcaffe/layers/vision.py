@@ -620,6 +620,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
         acc = (self._diff_in_product_layout(straight) if want_w and self.xp is np and len(runs) > 1
                and self.blobs[0].diff_dtype == self.mdtype else None)
 
+        def add(product):
+            if acc is not None:
+                np.add(acc, product, out=acc)
+            else:
+                self._add_weight_product(product, straight)
+
         def one_run(a, z):
             gg = self._to_rows(g[a:z]) if rows else self._to_gemm(g[a:z], wide)
             if want_w:
@@ -630,10 +636,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
                     product = self._weight_product(gg, self._im2col_gemm(x[a:z], wide), straight)
                 if products is not None:
                     products[slot[(a, z)]] = product
-                elif acc is not None:
-                    np.add(acc, product, out=acc)
                 else:
-                    self._add_weight_product(product, straight)
+                    add(product)
             if dx is not None and rows:
                 grad = self._gmm(gg, wr).reshape((self.group, z - a) + tuple(self.col_shape) + tuple(self.kernel)
                                                  + (self.conv_in_channels // self.group,))
@@ -644,10 +648,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
         self._each_run(one_run, split)
         if products is not None:
             for product in products:                    # in run order: one thread's sums
-                if acc is not None:
-                    acc += product
-                else:
-                    self._add_weight_product(product, straight)
+                add(product)
         if acc is not None:
             self.blobs[0].mut_dev_diff[...] = self._in_diff_layout(acc, straight)
 
