@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from distcaffe.blob import Blob
+from distcaffe.layers import inner_product
 from distcaffe.errors import NetError
 from layer_harness import check_gradient, make_layer
 
@@ -83,9 +84,11 @@ def test_embed_errors():
 
 
 @pytest.mark.parametrize("transpose", [False, True])
-def test_large_weight_diff_accumulates_in_row_blocks_with_the_same_bits(transpose):
+def test_large_weight_diff_accumulates_in_row_blocks(transpose):
     """A weight diff over the 8 MB block size (here 600 x 9216 floats, AlexNet fc6's K) is accumulated block by
-    block: the same bits as the whole product added at once, onto a diff that already holds values."""
+    block onto a diff that already holds values: the whole product added at once, to float32 rounding (the
+    bits match on OpenBLAS's SkylakeX kernels, not on its Haswell/Zen ones, whose rounding of a row depends on
+    where it falls in their tiles)."""
     layer = make_layer('type: "InnerProduct" inner_product_param { num_output: 600 transpose: %s %s }'
                        % (str(transpose).lower(), FILL), dtype=np.float32)
     x = RNG.standard_normal((16, 9216)).astype(np.float32)
@@ -99,4 +102,5 @@ def test_large_weight_diff_accumulates_in_row_blocks_with_the_same_bits(transpos
     layer.blobs[0].diff[...] = start
     layer.backward([t], [True], [b])
     want = start + (x.T @ g if transpose else g.T @ x)
-    assert layer.blobs[0].diff.tobytes() == want.tobytes()
+    assert inner_product._row_blocks(np, layer.blobs[0].diff) != [slice(None)]
+    np.testing.assert_allclose(layer.blobs[0].diff, want, rtol=1e-5, atol=1e-5)

@@ -75,8 +75,10 @@ _BLOCK_BYTES = 8 << 20
 def _row_blocks(xp, dw):
     """Row slices of the weight diff whose products are accumulated one after another, so that a large layer
     (AlexNet's fc6: a 151 MB product) needs an ~8 MB temporary instead of one the size of its weights. Blocks
-    of at least 256 rows keep BLAS on its blocked GEMM, whose every element is the same dot product as in
-    the whole-matrix call (the same bits); small layers and the GPU take one block."""
+    of at least 256 rows keep BLAS on its blocked GEMM. Each element is the same dot product as in the
+    whole-matrix call; whether its bits match depends on the BLAS kernel (OpenBLAS's SkylakeX kernels: yes;
+    its Haswell and Zen kernels round a row differently by where it falls in their tiles, as they do between
+    1 and 2 threads). Small layers and the GPU take one block."""
     rows = dw.shape[0]
     step = max(256, _BLOCK_BYTES // max(1, dw[0].nbytes))
     if xp is not np or rows <= step:
