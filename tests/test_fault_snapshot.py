@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _dist_helpers as h  # noqa: E402
 
 pytestmark = pytest.mark.slow
-TRIALS = int(os.environ.get("DISTCAFFE_KILL_TRIALS", "20"))
+TRIALS = int(os.environ.get("DISTCAFFE_KILL_TRIALS", "12"))
 
 
 def _job(tmp, name):

@@ -1,6 +1,6 @@
 """Prototxt fuzzer: seeded mutations of the zoo's nets (tests/_fuzz_worker.py; train_val nets mostly with their
 data layers pointed at generated data, so that cases get past them) must each end as a valid net or one clean
-CaffeError line -- no traceback, no hang, no signal, no allocation beyond the worker's address-space cap. CI runs a ~1 minute budget; DISTCAFFE_FUZZ_SECONDS / DISTCAFFE_FUZZ_SEED run longer or other cases (the
+CaffeError line -- no traceback, no hang, no signal, no allocation beyond the worker's address-space cap. CI runs a 40 s budget; DISTCAFFE_FUZZ_SECONDS / DISTCAFFE_FUZZ_SEED run longer or other cases (the
 counts of a long run are in benchmarks/RESULTS.md; `python tests/test_fuzz_prototxt.py SECONDS` prints them)."""
 import collections
 import json
@@ -87,12 +87,12 @@ def fuzz(seconds, base_seed=0):
 
 def test_fuzzed_zoo_prototxts_end_cleanly():
     assert ZOO.is_dir(), "the zoo (../shared/zoo) is needed"
-    counts, bad, stages = fuzz(float(os.environ.get("DISTCAFFE_FUZZ_SECONDS", "60")),
+    counts, bad, stages = fuzz(float(os.environ.get("DISTCAFFE_FUZZ_SECONDS", "40")),
                                int(os.environ.get("DISTCAFFE_FUZZ_SEED", "0")))
     assert sum(counts.values()) >= 50, counts
     assert not bad, (counts, bad[:5])
     # mutated train_val nets on generated data get past their data layers, some through a forward pass
-    assert stages["generated data: valid, forward TEST"] >= 5, stages
+    assert stages["generated data: valid, forward TEST"] >= 3, stages
 
 
 if __name__ == "__main__":
