@@ -145,8 +145,8 @@ def test_direct_convolution_split_over_threads_gives_the_same_bits(monkeypatch):
     monkeypatch.setattr(cpu_split, "MIN_PART", 1)
     seen = []
     real = cpu_split.run
-    monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None: seen.append(
-        len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads))
+    monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None, **kw: seen.append(
+        len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads, **kw))
     text = 'type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 pad: 1 }'
     x = RNG.standard_normal((5, 2, 9, 8)).astype(np.float32)
     results = []
@@ -258,9 +258,9 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     seen = []
     real = cpu_split.run
 
-    def run(fn, n, work, threads=None):
+    def run(fn, n, work, threads=None, **kw):
         seen.append(len(cpu_split.parts(n, work, threads)))
-        real(fn, n, work, threads)
+        real(fn, n, work, threads, **kw)
     monkeypatch.setattr(cpu_split, "run", run)
     x = RNG.standard_normal(shape).astype(np.float32)
     conv = text.startswith('type: "Convolution"')
@@ -278,6 +278,26 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
             assert over_runs == [(shape[0], 3)] * (3 if per_image else 2), over_runs
         for i, (a, b) in enumerate(zip(*results)):
             assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
+
+
+def test_split_pieces_go_to_whichever_thread_is_free():
+    """The pieces of a split are taken as threads come free: while the caller sits on a slow first piece, the
+    pool thread does the rest; each piece runs once, and every index is covered once."""
+    import threading
+    import time
+    from distcaffe.layers import cpu_split
+    done, main = [], threading.get_ident()
+
+    def fn(lo, hi):
+        if lo == 0:
+            time.sleep(0.3)
+        done.append((lo, hi, threading.get_ident() == main))
+    cpu_split.run(fn, 16, 1 << 30, threads=2, pieces=8)
+    assert sorted(i for lo, hi, _ in done for i in range(lo, hi)) == list(range(16))
+    assert len(done) == 8 and [lo for lo, _, by_main in done if by_main] == [0], done
+    done[:] = []
+    cpu_split.run(fn, 100, cpu_split.MIN_PART * 100, threads=2)       # pieces by default: 4 a thread
+    assert len(done) == 2 * cpu_split.PIECES_PER_THREAD and sum(hi - lo for lo, hi, _ in done) == 100
 
 
 def test_split_pool_grows_and_is_kept():

@@ -1,22 +1,28 @@
 """Split a layer's compiled CPU loops over as many threads as numpy's BLAS runs with, so that a rank given 2+
 threads speeds up its pooling, col2im and fused elementwise loops too, not only its GEMMs.
 
-Each part is a disjoint slice of the outputs, computed by the same code in the same order, so the numbers do not
-depend on the thread count. Parts run on a small thread pool (the caller takes the first part itself); numba's
-loops are compiled nogil. Plain numpy passes are not split: on the 2-core development VM a second thread added
-nothing to a memory-bound add of 16 MB or more, and a hand-off costs ~130 us (benchmarks/RESULTS.md).
+Each piece is a disjoint slice of the outputs, computed by the same code in the same order, so the numbers do not
+depend on the thread count or on which thread takes it. Pieces run on a small thread pool (the caller takes its
+share too); numba's loops are compiled nogil. Plain numpy passes are not split: on the 2-core development VM a
+second thread added nothing to a memory-bound add of 16 MB or more, and a hand-off costs ~130 us
+(benchmarks/RESULTS.md).
 OpenBLAS's idle threads spin for 2^28 cycles after each GEMM and would take the core from a part, so
 `import distcaffe` (before numpy loads) shortens that spin unless OPENBLAS_THREAD_TIMEOUT is set.
 """
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import backend
 
-# Elements per part below which the caller does everything itself (a hand-off to the pool costs ~130 us here;
+# Elements per thread below which the caller does everything itself (a hand-off to the pool costs ~130 us here;
 # interleaved A/B at 2 threads: GoogLeNet 1091 ms at 2^16, 1118 at 2^20, 1211 unsplit).
 MIN_PART = 1 << 16
+# Pieces a thread of a compiled loop's split (a convolution's runs are one piece each). Interleaved A/B at 2
+# threads against even halves (Zen 4 VM, 12-03; medians of round medians): 2 pieces CIFAR-10 quick 132.5 ->
+# 123.8 ms, LeNet 22.3 -> 22.2, GoogLeNet 1231 -> 1185; 4 pieces CIFAR-10 quick level, LeNet 19.8 -> 21.1.
+PIECES_PER_THREAD = 2
 
 _pool = None
 _pool_key = None
@@ -42,13 +48,8 @@ def _mark():
     _inside.pool = True
 
 
-def parts(n, work, threads=None):
-    """[lo, hi) parts of range(n) for up to `threads` threads (the BLAS pool's size), none under MIN_PART
-    elements of `work`; one part on a pool thread (no nesting) or for small work."""
-    threads = backend.blas_threads() if threads is None else threads
-    count = max(1, min(threads, n, work // MIN_PART))
-    if count == 1 or getattr(_inside, "pool", False):
-        return [(0, n)]
+def _even(n, count):
+    """range(n) as `count` [lo, hi) slices whose sizes differ by at most one."""
     step, extra = divmod(n, count)
     out, lo = [], 0
     for i in range(count):
@@ -58,18 +59,41 @@ def parts(n, work, threads=None):
     return out
 
 
-def run(fn, n, work, threads=None):
-    """Call fn(lo, hi) for the parts of range(n) (`work`: elements the whole call touches; `threads`: the
-    BLAS pool's size unless given), concurrently; returns when every part is done, raising a failed part's
-    exception."""
-    pieces = parts(n, work, threads)
-    if len(pieces) == 1:
+def parts(n, work, threads=None):
+    """[lo, hi) parts of range(n) for up to `threads` threads (the BLAS pool's size), none under MIN_PART
+    elements of `work`; one part on a pool thread (no nesting) or for small work."""
+    threads = backend.blas_threads() if threads is None else threads
+    count = max(1, min(threads, n, work // MIN_PART))
+    if count == 1 or getattr(_inside, "pool", False):
+        return [(0, n)]
+    return _even(n, count)
+
+
+def run(fn, n, work, threads=None, pieces=None):
+    """Call fn(lo, hi) over range(n) on the threads `parts` gives (`work`: elements the whole call touches;
+    `threads`: the BLAS pool's size unless given); returns when all is done, raising a failed piece's
+    exception. The range is cut into up to PIECES_PER_THREAD pieces a thread (`pieces` when given: one per
+    run of a convolution), which the threads take in order as each finishes its last, so a core that is
+    slower or shared with another process takes fewer (even halves waited on it: on this VM's second core,
+    ~1.4x slower at times, a MAX pooling loop ran 6.1 ms a half alone and 7.4-8.9 ms the pair)."""
+    count = len(parts(n, work, threads))
+    if count == 1:
         fn(0, n)
         return
-    pool = _executor(len(pieces) - 1)
-    futures = [pool.submit(fn, lo, hi) for lo, hi in pieces[1:]]
+    if pieces is None:
+        pieces = max(count, min(n, count * PIECES_PER_THREAD, work // max(1, MIN_PART // PIECES_PER_THREAD)))
+    bounds = _even(n, pieces)
+    claim = itertools.count()
+
+    def take():
+        i = next(claim)
+        while i < len(bounds):
+            fn(*bounds[i])
+            i = next(claim)
+    pool = _executor(count - 1)
+    futures = [pool.submit(take) for _ in range(count - 1)]
     try:
-        fn(*pieces[0])
+        take()
     finally:
         for f in futures:
             f.result()

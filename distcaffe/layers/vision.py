@@ -248,7 +248,7 @@ class _BaseConvolution(_ConvGeometry, Layer):
             for a, z in runs[lo:hi]:
                 body(a, z)
         with backend.one_blas_thread():
-            cpu_split.run(part, len(runs), cpu_split.MIN_PART * threads, threads)
+            cpu_split.run(part, len(runs), cpu_split.MIN_PART * threads, threads, pieces=len(runs))
 
     def _image_runs(self):
         """One run per image (the per-image passes)."""
