@@ -296,7 +296,7 @@ def test_split_pieces_go_to_whichever_thread_is_free():
     assert sorted(i for lo, hi, _ in done for i in range(lo, hi)) == list(range(16))
     assert len(done) == 8 and [lo for lo, _, by_main in done if by_main] == [0], done
     done[:] = []
-    cpu_split.run(fn, 100, cpu_split.MIN_PART * 100, threads=2)       # pieces by default: 4 a thread
+    cpu_split.run(fn, 100, cpu_split.MIN_PART * 100, threads=2)       # pieces by default: PIECES_PER_THREAD a thread
     assert len(done) == 2 * cpu_split.PIECES_PER_THREAD and sum(hi - lo for lo, hi, _ in done) == 100
 
 

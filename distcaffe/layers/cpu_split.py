@@ -59,24 +59,27 @@ def _even(n, count):
     return out
 
 
-def parts(n, work, threads=None):
-    """[lo, hi) parts of range(n) for up to `threads` threads (the BLAS pool's size), none under MIN_PART
-    elements of `work`; one part on a pool thread (no nesting) or for small work."""
+def _thread_count(n, work, threads=None):
+    """Threads for range(n): up to `threads` (the BLAS pool's size), none with under MIN_PART elements of
+    `work`; 1 on a pool thread (no nesting) or for small work."""
     threads = backend.blas_threads() if threads is None else threads
     count = max(1, min(threads, n, work // MIN_PART))
-    if count == 1 or getattr(_inside, "pool", False):
-        return [(0, n)]
-    return _even(n, count)
+    return 1 if getattr(_inside, "pool", False) else count
+
+
+def parts(n, work, threads=None):
+    """range(n) in even [lo, hi) parts, one for each thread `run` would use."""
+    return _even(n, _thread_count(n, work, threads))
 
 
 def run(fn, n, work, threads=None, pieces=None):
-    """Call fn(lo, hi) over range(n) on the threads `parts` gives (`work`: elements the whole call touches;
+    """Call fn(lo, hi) over range(n) on the threads `_thread_count` gives (`work`: elements the whole call touches;
     `threads`: the BLAS pool's size unless given); returns when all is done, raising a failed piece's
     exception. The range is cut into up to PIECES_PER_THREAD pieces a thread (`pieces` when given: one per
     run of a convolution), which the threads take in order as each finishes its last, so a core that is
     slower or shared with another process takes fewer (even halves waited on it: on this VM's second core,
     ~1.4x slower at times, a MAX pooling loop ran 6.1 ms a half alone and 7.4-8.9 ms the pair)."""
-    count = len(parts(n, work, threads))
+    count = _thread_count(n, work, threads)
     if count == 1:
         fn(0, n)
         return
