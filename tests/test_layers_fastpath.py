@@ -112,6 +112,7 @@ def test_col2im_fast_path_is_bit_identical(layer, params, shape, per_image, colu
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
     monkeypatch.setattr(ConvolutionLayer, "ROWS_OUTPUTS", row_outputs)  # columns and im2row rows
     monkeypatch.setattr(ConvolutionLayer, "ROWS_KERNEL_DIM", 1)
+    monkeypatch.setattr(ConvolutionLayer, "TILED_KERNEL_DIM", 1 << 30)    # (tiles: no numpy twin, own tests)
     text = 'type: "%s" convolution_param { %s }' % (layer, params)
     _same(text, shape)
     _same(text, shape, np.float64)
@@ -244,6 +245,7 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     monkeypatch.setattr(ConvolutionLayer, "_image_bytes", lambda self: 1)   # cache-sized runs of one image,
     monkeypatch.setattr(ConvolutionLayer, "COLUMN_BYTES_PER_THREAD", 1)     # over the threads (_thread_runs)
     monkeypatch.setattr(ConvolutionLayer, "MIN_RUN_PER_THREAD", 1)
+    monkeypatch.setattr(ConvolutionLayer, "TILED_KERNEL_DIM", 1 << 30)    # (GEMM runs; tests/test_conv_tiles.py)
     per_image = "kernel_size: 1 " in text
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", 1 if per_image else 1 << 60)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)

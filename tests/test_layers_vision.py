@@ -454,6 +454,7 @@ def test_convolution_layouts_on_the_gpu_path_match_the_cpu(monkeypatch):
     from distcaffe.layers.vision import ConvolutionLayer
     from distcaffe.net import Net
     rows_outputs = ConvolutionLayer.ROWS_OUTPUTS
+    monkeypatch.setattr(ConvolutionLayer, "TILED_KERNEL_DIM", 1 << 30)    # (the CPU's GEMM layouts)
 
     def run(gpu, rows=False):
         monkeypatch.setattr(ConvolutionLayer, "ROWS_OUTPUTS", rows_outputs if rows else 0)

@@ -1,0 +1,186 @@
+"""The register-tiled direct convolution (layers/conv_tiles.py, numba): bit for bit the sequential sums of a numpy
+reference in (channel, ky, kx) order, forward and data gradient, in both tile layouts, float32 and float64; the
+Convolution layer takes it where it applies (numba on) and matches its own im2col + GEMM path (numba off) to
+float32 rounding; 1 and 3 threads give the same bits; the generated kernels are written and cached once."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from distcaffe.blob import Blob
+from distcaffe.layers import conv_tiles, cpu_split, fastpath
+from distcaffe.net import TRAIN
+from layer_harness import make_layer
+
+RNG = np.random.default_rng(11)
+
+
+def _reference(x, w, bias, pad, kernel):
+    """Each output the sum of its products from the first, in (channel, ky, kx) order, then + bias (0 if none)."""
+    n, c, h, wd = x.shape
+    kh, kw = kernel
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh, ow = h + 2 * pad[0] - kh + 1, wd + 2 * pad[1] - kw + 1
+    acc, r = None, 0
+    for ci in range(c):
+        for ky in range(kh):
+            for kx in range(kw):
+                term = w[:, r][None, :, None, None] * xp[:, ci, None, ky:ky + oh, kx:kx + ow]
+                acc = term if acc is None else acc + term
+                r += 1
+    b = np.zeros(w.shape[0], x.dtype) if bias is None else bias
+    return acc + b[None, :, None, None]
+
+
+GEOMETRIES = [            # (N, C, H, W), outputs, kernel, pad: both layouts, partial tiles and blocks
+    ((3, 4, 9, 13), 11, (3, 2), (1, 0)),
+    ((2, 3, 8, 8), 16, (5, 5), (2, 2)),
+    ((2, 2, 7, 20), 9, (3, 3), (1, 1)),
+    ((1, 5, 6, 30), 3, (2, 4), (0, 1)),
+    ((2, 1, 12, 12), 20, (5, 5), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
+def test_tiled_forward_is_the_sequential_sum_bit_for_bit(shape, outputs, kernel, pad, dtype):
+    x = RNG.standard_normal(shape).astype(dtype)
+    w = RNG.standard_normal((outputs, shape[1] * kernel[0] * kernel[1])).astype(dtype)
+    for bias in (RNG.standard_normal(outputs).astype(dtype), None):
+        want = _reference(x, w, bias, pad, kernel)
+        got = np.full(want.shape, np.nan, dtype)
+        conv_tiles.forward(x, w, bias, pad, kernel, got)
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
+def test_tiled_data_gradient_is_the_flipped_convolution(shape, outputs, kernel, pad):
+    """The data gradient's sums are the reference's on the top diff padded kernel - 1 - pad with flipped,
+    transposed weights, and equal the adjoint of the forward: <dy, conv(x)> = <data_gradient(dy), x>."""
+    x = RNG.standard_normal(shape)
+    w = RNG.standard_normal((outputs, shape[1]) + kernel)
+    top = np.empty((shape[0], outputs, shape[2] + 2 * pad[0] - kernel[0] + 1, shape[3] + 2 * pad[1] - kernel[1] + 1))
+    conv_tiles.forward(x, w.reshape(outputs, -1), None, pad, kernel, top)
+    dy = RNG.standard_normal(top.shape)
+    dx = np.full(shape, np.nan)
+    conv_tiles.data_gradient(dy, w, pad, kernel, dx)
+    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(shape[1], -1)
+    assert np.array_equal(dx, _reference(dy, flipped, None, [k - 1 - p for k, p in zip(kernel, pad)], kernel))
+    assert np.isclose(np.vdot(dy, top), np.vdot(dx, x), rtol=1e-12)
+
+
+def _layer_pass(text, x, with_fast, dtype=np.float32):
+    before = fastpath.set_enabled(with_fast)
+    try:
+        layer = make_layer(text, dtype, TRAIN)
+        bottom, top = Blob(x.shape, dtype), Blob(dtype=dtype)
+        bottom.data[...] = x
+        layer.setup([bottom], [top])
+        for p in layer.blobs:
+            p.data[...] = np.random.default_rng(1).standard_normal(p.shape)
+        layer.forward([bottom], [top])
+        top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
+        layer.backward([top], [True], [bottom])
+        return layer, [top.data.copy(), bottom.diff.copy()] + [p.diff.copy() for p in layer.blobs]
+    finally:
+        fastpath.set_enabled(before)
+
+
+CONVS = [
+    ('num_output: 32 kernel_size: 5 pad: 2', (3, 32, 16, 16)),       # CIFAR-10 quick's conv2
+    ('num_output: 12 kernel_size: 5 pad: 2', (2, 4, 8, 8)),           # its conv3's row length
+    ('num_output: 20 kernel_h: 3 kernel_w: 5 pad_h: 1 bias_term: false', (2, 4, 10, 14)),
+]
+
+
+@pytest.mark.parametrize("params,shape", CONVS)
+def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, monkeypatch):
+    calls = []
+    for name in ("forward", "data_gradient"):
+        real = getattr(conv_tiles, name)
+        monkeypatch.setattr(conv_tiles, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" } }' % params
+    x = RNG.standard_normal(shape).astype(np.float32)
+    layer, fast = _layer_pass(text, x, True)
+    assert calls == ["forward", "data_gradient", "forward"]      # (the gradient is a forward of the diff)
+    del calls[:]
+    _, gemm = _layer_pass(text, x, False)
+    assert calls == []
+    for name, a, b in zip(["top", "bottom diff", "weight diff", "bias diff"], fast, gemm):
+        scale = np.abs(b).max()
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * scale * layer.kernel_dim ** 0.5, err_msg=name)
+
+
+@pytest.mark.parametrize("params,shape,why", [
+    ('num_output: 8 kernel_size: 3 stride: 2', (2, 3, 13, 13), "stride"),
+    ('num_output: 8 kernel_size: 3 group: 2', (2, 4, 13, 13), "groups"),
+    ('num_output: 128 kernel_size: 5 pad: 2', (2, 8, 13, 13), "outputs"),
+    ('num_output: 8 kernel_size: 5', (2, 1, 13, 13), "taps"),
+    ('num_output: 8 kernel_size: 3 pad: 1', (2, 8, 4, 4), "row"),
+])
+def test_layer_keeps_the_gemm_path_where_tiles_do_not_apply(params, shape, why, monkeypatch):
+    monkeypatch.setattr(conv_tiles, "forward", lambda *a: pytest.fail("tiled forward for " + why))
+    monkeypatch.setattr(conv_tiles, "data_gradient", lambda *a: pytest.fail("tiled gradient for " + why))
+    _layer_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), True)
+
+
+def test_padding_past_the_kernel_keeps_the_gemm_data_gradient(monkeypatch):
+    """pad >= kernel has no flipped convolution (its padding would be negative): the forward is tiled, the
+    data gradient is col2im's."""
+    calls = []
+    monkeypatch.setattr(conv_tiles, "data_gradient", lambda *a: pytest.fail("tiled gradient with pad 3"))
+    real = conv_tiles.forward
+    monkeypatch.setattr(conv_tiles, "forward", lambda *a: calls.append(1) or real(*a))
+    _layer_pass('type: "Convolution" convolution_param { num_output: 8 kernel_size: 3 pad: 3 }',
+                RNG.standard_normal((2, 8, 7, 7)), True)
+    assert calls == [1]
+
+
+def test_tiles_split_over_threads_give_the_same_bits(monkeypatch):
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(cpu_split, "MIN_PART", 1)
+    seen = []
+    real = cpu_split.run
+    monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None, **kw: seen.append(
+        len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads, **kw))
+    text = 'type: "Convolution" convolution_param { num_output: 16 kernel_size: 3 pad: 1 }'
+    x = RNG.standard_normal((5, 6, 9, 14)).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        with threadpool_limits(threads):
+            results.append(_layer_pass(text, x, True)[1])
+    assert max(seen) == 3
+    for i, (a, b) in enumerate(zip(*results)):
+        assert np.array_equal(a, b), "output %d differs between 1 and 3 threads" % i
+
+
+def test_generated_kernels_are_written_once_and_cached(tmp_path):
+    """A fresh process writes each layout's source into DISTCAFFE_CACHE and numba caches its compilation
+    beside it; a second process finds both and compiles nothing."""
+    code = ("import numpy as np, sys; from distcaffe.layers import conv_tiles\n"
+            "for w in (8, 16):\n"
+            "    x = np.ones((1, 2, 5, w), np.float32); out = np.empty((1, 3, 5, w), np.float32)\n"
+            "    conv_tiles.forward(x, np.ones((3, 18), np.float32), None, [1, 1], [3, 3], out)\n"
+            "    assert out[0, 0, 2, 2] == 18\n"
+            "print(sum(k.stats.cache_misses.get(s, 0) for k in conv_tiles._kernels.values() for s in k.signatures))")
+    env = dict(os.environ, DISTCAFFE_CACHE=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)                  # (numba would cache there instead)
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    sources = sorted(p.name for p in tmp_path.glob("distcaffe_conv_tiles_*.py"))
+    assert len(sources) == 2
+    assert list(tmp_path.glob("__pycache__/distcaffe_conv_tiles_*.nbi"))
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split()[-1] == "0"
+    assert sorted(p.name for p in tmp_path.glob("distcaffe_conv_tiles_*.py")) == sources
+
+
+def test_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("DISTCAFFE_CACHE", str(blocked / "cache"))
+    import tempfile
+    assert conv_tiles._cache_dir() == tempfile.gettempdir()
