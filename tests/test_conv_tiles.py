@@ -1,5 +1,6 @@
-"""The register-tiled direct convolution (layers/conv_tiles.py, numba): bit for bit the sequential sums of a numpy
-reference in (channel, ky, kx) order, forward and data gradient, in both tile layouts, float32 and float64; the
+"""The register-tiled direct convolution (layers/conv_tiles.py, numba): bit for bit the sequential sums of numpy
+references, forward and data gradient in (channel, ky, kx) order in both tile layouts, the weight diff in
+position order across chunks, float32 and float64; the
 Convolution layer takes it where it applies (numba on) and matches its own im2col + GEMM path (numba off) to
 float32 rounding; 1 and 3 threads give the same bits; the generated kernels are written and cached once."""
 import os
@@ -71,6 +72,32 @@ def test_tiled_data_gradient_is_the_flipped_convolution(shape, outputs, kernel, 
     assert np.isclose(np.vdot(dy, top), np.vdot(dx, x), rtol=1e-12)
 
 
+def _weight_reference(x, dy, pad, kernel):
+    """Each weight's products summed over the positions (image, row, column) from the first."""
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    acc = None
+    for n in range(dy.shape[0]):
+        for y in range(dy.shape[2]):
+            for col in range(dy.shape[3]):
+                term = dy[n, :, y, col][:, None, None, None] * xp[n, None, :, y:y + kernel[0], col:col + kernel[1]]
+                acc = term if acc is None else acc + term
+    return acc
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 12, 1 << 30])     # a chunk a position, a few, one
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
+def test_tiled_weight_diff_is_the_sum_over_positions_bit_for_bit(shape, outputs, kernel, pad, dtype, chunk_bytes,
+                                                               monkeypatch):
+    monkeypatch.setattr(conv_tiles, "WEIGHT_CHUNK_BYTES", chunk_bytes)
+    x = RNG.standard_normal(shape).astype(dtype)
+    dy = RNG.standard_normal((shape[0], outputs, shape[2] + 2 * pad[0] - kernel[0] + 1,
+                              shape[3] + 2 * pad[1] - kernel[1] + 1)).astype(dtype)
+    got = conv_tiles.weight_gradient(x, dy, pad, kernel)
+    assert got.dtype == dtype
+    assert np.array_equal(got, _weight_reference(x, dy, pad, kernel))
+
+
 def _layer_pass(text, x, with_fast, dtype=np.float32):
     before = fastpath.set_enabled(with_fast)
     try:
@@ -98,13 +125,13 @@ CONVS = [
 @pytest.mark.parametrize("params,shape", CONVS)
 def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, monkeypatch):
     calls = []
-    for name in ("forward", "data_gradient"):
+    for name in ("forward", "data_gradient", "weight_gradient"):
         real = getattr(conv_tiles, name)
         monkeypatch.setattr(conv_tiles, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" } }' % params
     x = RNG.standard_normal(shape).astype(np.float32)
     layer, fast = _layer_pass(text, x, True)
-    assert calls == ["forward", "data_gradient", "forward"]      # (the gradient is a forward of the diff)
+    assert calls == ["forward", "weight_gradient", "data_gradient", "forward"]   # (the data gradient: a forward)
     del calls[:]
     _, gemm = _layer_pass(text, x, False)
     assert calls == []
@@ -118,12 +145,50 @@ def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, monkeypa
     ('num_output: 8 kernel_size: 3 group: 2', (2, 4, 13, 13), "groups"),
     ('num_output: 128 kernel_size: 5 pad: 2', (2, 8, 13, 13), "outputs"),
     ('num_output: 8 kernel_size: 5', (2, 1, 13, 13), "taps"),
-    ('num_output: 8 kernel_size: 3 pad: 1', (2, 8, 4, 4), "row"),
 ])
 def test_layer_keeps_the_gemm_path_where_tiles_do_not_apply(params, shape, why, monkeypatch):
     monkeypatch.setattr(conv_tiles, "forward", lambda *a: pytest.fail("tiled forward for " + why))
     monkeypatch.setattr(conv_tiles, "data_gradient", lambda *a: pytest.fail("tiled gradient for " + why))
+    monkeypatch.setattr(conv_tiles, "weight_gradient", lambda *a: pytest.fail("tiled weight diff for " + why))
     _layer_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), True)
+
+
+def test_short_rows_keep_the_gemm_forward_and_data_gradient(monkeypatch):
+    """Rows of 4 positions would leave most of a forward tile unused; the weight diff, whose tiles run along
+    window rows (kernel columns x channels), is still tiled."""
+    calls = []
+    monkeypatch.setattr(conv_tiles, "forward", lambda *a: pytest.fail("tiled forward of 4-wide rows"))
+    real = conv_tiles.weight_gradient
+    monkeypatch.setattr(conv_tiles, "weight_gradient", lambda *a: calls.append(1) or real(*a))
+    _layer_pass('type: "Convolution" convolution_param { num_output: 8 kernel_size: 3 pad: 1 }',
+                RNG.standard_normal((2, 8, 4, 4)), True)
+    assert calls == [1]
+
+
+def test_first_layer_takes_the_tiled_weight_diff_only(monkeypatch):
+    """A net's first convolution (no bottom diff wanted, 3 channels: window rows of 15) gets the tiled weight
+    diff, as the GEMM path's to float32 rounding."""
+    calls = []
+    real = conv_tiles.weight_gradient
+    monkeypatch.setattr(conv_tiles, "weight_gradient", lambda *a: calls.append(1) or real(*a))
+    text = 'type: "Convolution" convolution_param { num_output: 32 kernel_size: 5 pad: 2 }'
+    x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    diffs = []
+    for fast in (True, False):
+        before = fastpath.set_enabled(fast)
+        try:
+            layer = make_layer(text, np.float32, TRAIN)
+            bottom, top = Blob(x.shape, np.float32), Blob(dtype=np.float32)
+            bottom.data[...] = x
+            layer.setup([bottom], [top])
+            top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
+            layer.blobs[0].diff[...] = 1                         # (Caffe accumulates into the diff)
+            layer.backward([top], [False], [bottom])
+            diffs.append(layer.blobs[0].diff.copy())
+        finally:
+            fastpath.set_enabled(before)
+    assert calls == [1]
+    np.testing.assert_allclose(diffs[0], diffs[1], rtol=1e-5, atol=1e-4)
 
 
 def test_padding_past_the_kernel_keeps_the_gemm_data_gradient(monkeypatch):

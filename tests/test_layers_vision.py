@@ -509,6 +509,7 @@ def test_convolution_weights_only_backward_per_image(params, shape, transposed, 
     monkeypatch.setattr(ConvolutionLayer, "_backward_per_image", lambda self, *a: used.append(1) or real(self, *a))
     monkeypatch.setattr(ConvolutionLayer, "_per_image_transposed", lambda self: transposed)
     monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_MACS", 1)
+    monkeypatch.setattr(ConvolutionLayer, "TILED_KERNEL_DIM", 1 << 30)    # (the GEMM paths)
     for positions in (1, 1 << 60):                      # per image, then batched
         monkeypatch.setattr(ConvolutionLayer, "PER_IMAGE_POSITIONS", positions)
         layer, bottom, top = _run(text, x)

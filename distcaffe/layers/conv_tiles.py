@@ -27,18 +27,20 @@ from .im2col import workspace
 
 OUTPUTS = 8              # outputs of a tile (registers: 8 x 16 float32 = 8 AVX-512 or 16 AVX2 vectors)
 POSITIONS = 16           # positions of a tile: one run of 16 along an output row, or two runs of 8
-_LAYOUTS = ((16, 1), (8, 2))          # (run length, runs a tile): rows of 12+ outputs take the first
+_LAYOUTS = ((16, 1), (8, 2))
+# Bytes of input and top diff a chunk of the weight diff's positions spans (interleaved, 1 thread, CIFAR-10 quick
+# conv2: 32 KB - 1 MB 15.4-17.0 ms, 4 MB 20.1, unchunked 20.8; conv3 8.3-8.7 / 11.2 / 11.7).
+WEIGHT_CHUNK_BYTES = 512 << 10          # (run length, runs a tile): rows of 12+ outputs take the first
 
 
-def _kernel_source(run, runs):
+_HEADER = ["import numpy as np", "from numba import njit", "", "",
+           "@njit(cache=True, nogil=True, error_model='numpy', boundscheck=False)"]
+
+
+def _forward_source(run, runs):
     """Source of `tiles(x, wb, toff, segs, bias, out, lo, hi)` for tiles of OUTPUTS x (runs x run) positions."""
     acc = [(i, s, j) for i in range(OUTPUTS) for s in range(runs) for j in range(run)]
-    lines = [
-        "import numpy as np",
-        "from numba import njit",
-        "",
-        "",
-        "@njit(cache=True, nogil=True, error_model='numpy', boundscheck=False)",
+    lines = _HEADER + [
         "def tiles(x, wb, toff, segs, bias, out, lo, hi):",
         "    # x (N, L) flat padded planes; wb (B, R, %d) weights by output block; toff (R,) tap offsets; segs (S, %d, 3)"
         % (OUTPUTS, runs),
@@ -72,6 +74,48 @@ def _kernel_source(run, runs):
     return "\n".join(lines)
 
 
+def _weight_source():
+    """Source of `wtiles(x, dy, xoff, doff, out, row, plane, chunk, lo, hi)`: weight-diff tiles of OUTPUTS
+    outputs x POSITIONS consecutive values of a window row (kernel column, channel), each summed over every
+    position in order; the positions go in chunks (each tile's partial sums kept between them) so that a chunk's
+    input and top diff stay in the cache while all the tiles run over it."""
+    acc = [(i, j) for i in range(OUTPUTS) for j in range(POSITIONS)]
+    lines = _HEADER + [
+        "def wtiles(x, dy, xoff, doff, out, row, plane, chunk, lo, hi):",
+        "    # x flat channels-last padded input; dy flat top diff (N, O, plane); xoff / doff (N * plane,) each",
+        "    # position's offset in them; out (O, KH, KW * C); row: a padded input row's length; tiles lo..hi-1",
+        "    O, KH, RUN = out.shape",
+        "    Q = (RUN + %d) // %d" % (POSITIONS - 1, POSITIONS),
+        "    NP = xoff.shape[0]",
+        "    part = np.empty((hi - lo, %d, %d), out.dtype)" % (OUTPUTS, POSITIONS),
+    ] + ["    u%d = np.uint64(%d)" % (j, j) for j in range(POSITIONS)] + [
+        "    for c0 in range(0, NP, chunk):",
+        "        for t in range(lo, hi):",
+        "            o0, ky, q = (t // (KH * Q)) * %d, (t // Q) %% KH, t %% Q" % OUTPUTS,
+        "            xb = np.uint64(ky * row + q * %d)" % POSITIONS,
+        "            pt = part[t - lo]",
+    ] + ["            d%d = np.uint64(min(o0 + %d, O - 1) * plane)" % (i, i) for i in range(OUTPUTS)] + [
+        "            if c0 == 0:",
+        "                xa, da = xoff[0] + xb, doff[0]",
+    ] + ["                a%d_%d = dy[da + d%d] * x[xa + u%d]" % (i, j, i, j) for i, j in acc] + [
+        "            else:",
+    ] + ["                a%d_%d = pt[%d, %d]" % (i, j, i, j) for i, j in acc] + [
+        "            for p in range(max(c0, 1), min(c0 + chunk, NP)):",
+        "                xa, da = xoff[p] + xb, doff[p]",
+    ] + ["                g%d = dy[da + d%d]" % (i, i) for i in range(OUTPUTS)] + [
+        "                x%d = x[xa + u%d]" % (j, j) for j in range(POSITIONS)] + [
+        "                a%d_%d = a%d_%d + g%d * x%d" % (i, j, i, j, i, j) for i, j in acc] + [
+        "            pt[%d, %d] = a%d_%d" % (i, j, i, j) for i, j in acc] + [
+        "    for t in range(lo, hi):",
+        "        o0, ky, q = (t // (KH * Q)) * %d, (t // Q) %% KH, t %% Q" % OUTPUTS,
+        "        for i in range(min(%d, O - o0)):" % OUTPUTS,
+        "            for j in range(min(%d, RUN - q * %d)):" % (POSITIONS, POSITIONS),
+        "                out[o0 + i, ky, q * %d + j] = part[t - lo, i, j]" % POSITIONS,
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _cache_dir():
     """Where the generated kernels live: $DISTCAFFE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /distcaffe; the
     temporary directory when that cannot be made."""
@@ -85,16 +129,18 @@ def _cache_dir():
 
 
 _kernels = {}
+_SIGNATURES = {
+    "tiles": "(%s[:, ::1], %s[:, :, ::1], uint64[::1], uint64[:, :, ::1], %s[::1], %s[:, :, ::1], int64, int64)",
+    "wtiles": "(%s[::1], %s[::1], uint64[::1], uint64[::1], %s[:, :, ::1], int64, int64, int64, int64, int64)",
+}
 
 
-def _kernel(run, runs):
-    """The compiled `tiles` of a layout: its source written (atomically, once per content) into the cache
-    directory and imported, compiled with numba's SLP vectorizer on (off by default; it packs the 128 scalar
-    sums into vectors, and vectorizes no reassociation: the same roundings)."""
-    key = (run, runs)
-    if key not in _kernels:
-        source = _kernel_source(run, runs)
-        name = "distcaffe_conv_tiles_%d_%d_%s" % (run, runs, hashlib.sha1(source.encode()).hexdigest()[:12])
+def _kernel(function, source):
+    """The compiled `function` of a generated `source`: written (atomically, once per content) into the cache
+    directory and imported, compiled for float32 and float64 with numba's SLP vectorizer on (off by default;
+    it packs the scalar sums into vectors and reassociates nothing: the same roundings)."""
+    name = "distcaffe_conv_%s_%s" % (function, hashlib.sha1(source.encode()).hexdigest()[:12])
+    if name not in _kernels:
         path = os.path.join(_cache_dir(), name + ".py")
         if not os.path.exists(path):
             tmp = "%s.%d.tmp" % (path, os.getpid())
@@ -106,22 +152,26 @@ def _kernel(run, runs):
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
+        kernel = getattr(module, function)
         before, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
         try:
-            module.tiles.compile("(float32[:, ::1], float32[:, :, ::1], uint64[::1], uint64[:, :, ::1], "
-                                 "float32[::1], float32[:, :, ::1], int64, int64)")
-            module.tiles.compile("(float64[:, ::1], float64[:, :, ::1], uint64[::1], uint64[:, :, ::1], "
-                                 "float64[::1], float64[:, :, ::1], int64, int64)")
+            for dtype in ("float32", "float64"):
+                kernel.compile(_SIGNATURES[function].replace("%s", dtype))
         finally:
             config.SLP_VECTORIZE = before
-        _kernels[key] = module.tiles
-    return _kernels[key]
+        _kernels[name] = kernel
+    return _kernels[name]
 
 
 def applies(kernel, out_width):
     """True for the geometry the kernel computes well: output rows of 6+ positions (shorter rows leave most of a
     tile's positions unused) and more than one tap."""
     return out_width >= 6 and kernel[0] * kernel[1] > 1
+
+
+def weights_apply(kernel, channels):
+    """True where a window row (kernel columns x channels) fills most of a weight tile's POSITIONS lanes."""
+    return kernel[1] * channels >= 12 and kernel[0] * kernel[1] > 1
 
 
 def _layout(out_width):
@@ -160,7 +210,7 @@ def forward(x, w, bias, pad, kernel, out):
     segs = _segments(oh, ow, wp, run, runs)
     b = np.zeros(o, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     dst = out.reshape(n, o, oh * ow)
-    tiles = _kernel(run, runs)
+    tiles = _kernel("tiles", _forward_source(run, runs))
     cpu_split.run(lambda lo, hi: tiles(xs, wb, toff, segs, b, dst, lo, hi), n, x.size + out.size)
 
 
@@ -171,3 +221,32 @@ def data_gradient(dy, w, pad, kernel, dx):
     kx) order."""
     flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(w.shape[1], -1)
     forward(dy, flipped, None, [k - 1 - p for k, p in zip(kernel, pad)], kernel, dx)
+
+
+def weight_gradient(x, dy, pad, kernel):
+    """The weight diff (O, C, kh, kw) of a stride-1 convolution of x (N, C, H, W) with padding `pad`, from its
+    top diff dy (N, O, OH, OW): each weight's products summed over the positions (image, row, column) in order
+    from the first. Tiles of OUTPUTS outputs x POSITIONS consecutive (kernel column, channel) values of a window
+    row, read from a channels-last padded copy of x, split over the BLAS pool's threads (the same bits)."""
+    n, c, h, wd = x.shape
+    o, oh, ow = dy.shape[1:]
+    hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
+    xs = workspace(np, "tiles_rows_in", (n * hp * wp * c + POSITIONS,), x.dtype)   # (+: a last tile's reads)
+    xs[n * hp * wp * c:] = 0
+    inner = xs[:n * hp * wp * c].reshape(n, hp, wp, c)
+    if any(pad):
+        inner[...] = 0
+    inner[:, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = np.moveaxis(x, 1, -1)
+    positions = np.arange(oh, dtype=np.uint64)[:, None] * np.uint64(wp * c) + \
+        np.arange(ow, dtype=np.uint64) * np.uint64(c)
+    xoff = (np.arange(n, dtype=np.uint64)[:, None, None] * np.uint64(hp * wp * c) + positions).reshape(-1)
+    doff = (np.arange(n, dtype=np.uint64)[:, None] * np.uint64(o * oh * ow)
+            + np.arange(oh * ow, dtype=np.uint64)).reshape(-1)
+    out = np.empty((o, kernel[0], kernel[1] * c), x.dtype)
+    count = -(-o // OUTPUTS) * kernel[0] * -(-kernel[1] * c // POSITIONS)
+    wtiles = _kernel("wtiles", _weight_source())
+    flat = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
+    chunk = max(1, WEIGHT_CHUNK_BYTES // (x.dtype.itemsize * (c * hp * wp + o * oh * ow) // (oh * ow)))
+    cpu_split.run(lambda lo, hi: wtiles(xs, flat, xoff, doff, out, wp * c, oh * ow, chunk, lo, hi), count,
+                  count * xoff.shape[0])
+    return np.moveaxis(out.reshape(o, kernel[0], kernel[1], c), -1, 1)

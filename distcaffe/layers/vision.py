@@ -402,25 +402,29 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 and self.stride == [1, 1] and self.dilation == [1, 1]
                 and self.mdtype in (np.float32, np.float64) and top.dtype == self.mdtype)
 
-    # --- register-tiled direct convolution (CPU with numba, conv_tiles): stride-1 2-D layers, forward and data
-    # gradient, in place of im2col + GEMM (whose sums round differently: with numba off the GEMMs run). Measured
-    # forward, 1 thread (layer path -> tiled ms): CIFAR-10 quick conv1 13.3 -> 8.5, conv2 22.4 -> 15.6, conv3
-    # 10.1 -> 8.8; LeNet conv1 (25 taps) is faster on direct_conv's loop (1.1 vs 1.5), hence the tap floor.
+    # --- register-tiled direct convolution (CPU with numba, conv_tiles): stride-1 2-D layers, forward, data and
+    # weight gradients, in place of im2col + GEMM (whose sums round differently: with numba off the GEMMs run).
+    # Measured, 1 thread (layer path -> tiled ms): CIFAR-10 quick forward conv1 13.3 -> 8.5, conv2 22.4 -> 15.6,
+    # conv3 10.1 -> 8.8; weight diff conv1 14.6 -> 6.2, conv2 23.2 -> 16.6, conv3 12.1 -> 8.3. LeNet conv1 (25
+    # taps) is faster on direct_conv's loop (1.1 vs 1.5 ms forward), hence the tap floor.
     TILED_KERNEL_DIM = 48
     TILED_OUTPUTS = 64
 
-    def _tiled(self, blob, diff=False):
-        """True where the tiled kernel runs this layer's forward (or, `diff`, its data gradient into blob's diff):
-        numpy with the compiled loops on, ungrouped, stride 1, undilated, 2-D, at least TILED_KERNEL_DIM taps
-        and at most TILED_OUTPUTS outputs, rows the kernel fills, in float32/64; the data gradient also needs
-        the padding below the kernel size."""
-        return (self.xp is np and not self.reverse and self.group == 1 and len(self.kernel) == 2
+    def _tiled(self, blob, what="forward"):
+        """True where the tiled kernel computes `what` ("forward" into blob's data, "data" or "weights" from
+        its diff / data): numpy with the compiled loops on, ungrouped, stride 1, undilated, 2-D, at least
+        TILED_KERNEL_DIM taps and at most TILED_OUTPUTS outputs, in float32/64, rows (or window rows) the kernel
+        fills; the data gradient also needs the padding below the kernel size."""
+        if what == "weights":
+            fills = conv_tiles.weights_apply(self.kernel, self.channels)
+        else:
+            fills = conv_tiles.applies(self.kernel, (self.conv_input_shape if what == "data" else self.col_shape)[-1])
+        return (fills and self.xp is np and not self.reverse and self.group == 1 and len(self.kernel) == 2
                 and self.stride == [1, 1] and self.dilation == [1, 1]
                 and self.kernel_dim >= self.TILED_KERNEL_DIM and self.num_output <= self.TILED_OUTPUTS
                 and self.mdtype in (np.float32, np.float64)
-                and (blob.diff_dtype if diff else blob.dtype) == self.mdtype
-                and conv_tiles.applies(self.kernel, (self.conv_input_shape if diff else self.col_shape)[-1])
-                and (not diff or all(p < k for p, k in zip(self.pad, self.kernel)))
+                and (blob.diff_dtype if what == "data" else blob.dtype) == self.mdtype
+                and (what != "data" or all(p < k for p, k in zip(self.pad, self.kernel)))
                 and fastpath.loops(np, self.mdtype) is not None)
 
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
@@ -610,17 +614,6 @@ class _BaseConvolution(_ConvGeometry, Layer):
             run = self._cudnn_run()
             if run:
                 self._cudnn_backward(run, g, b, want_w, propagate_down[i])
-            elif propagate_down[i] and self._tiled(b, diff=True):
-                if want_w:
-                    self._weight_diff(g, b, w)
-                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape))
-                conv_tiles.data_gradient(g, self.m(self.blobs[0].dev_data), self.pad, self.kernel, dx)
-            elif not (propagate_down[i] or self.reverse):
-                self._weight_diff(g, b, w)
-            elif self._unit_kernel() and self._per_image(b, diff=True):
-                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape)) \
-                    if propagate_down[i] else None
-                self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
             elif self.reverse:
                 col = self._im2col_gemm(g)                   # columns of the top diff
                 if want_w:
@@ -628,15 +621,36 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 if propagate_down[i]:
                     b.mut_dev_diff[...] = self._from_gemm(self._gmm(w, col), self.channels, self.num).reshape(
                         b.shape)
+            elif not propagate_down[i] or self._tiled(b, "weights") or self._tiled(b, "data"):
+                if want_w:                                   # the two diffs apart
+                    self._weight_diff(g, b, w)
+                if propagate_down[i]:
+                    self._data_diff(g, b, w)
+            elif self._unit_kernel() and self._per_image(b, diff=True):
+                dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape))
+                self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, want_w)
             else:
-                self._batched_backward(g, b, w, want_w, propagate_down[i])
+                self._batched_backward(g, b, w, want_w, True)
 
     def _weight_diff(self, g, b, w):
-        """The weight diff alone (a net's first convolution, or beside the tiled data gradient)."""
-        if self._per_image(b, diff=True):
+        """The weight diff alone (a net's first convolution, or beside a tiled bottom diff, or tiled itself)."""
+        if self._tiled(b, "weights"):
+            self.blobs[0].mut_dev_diff[...] += conv_tiles.weight_gradient(
+                self._as_batch(b.dev_data, self.channels), g, self.pad, self.kernel)
+        elif self._per_image(b, diff=True):
             self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), None, w, True)
         else:
             self._batched_backward(g, b, w, True, False)
+
+    def _data_diff(self, g, b, w):
+        """The bottom diff alone (beside a tiled weight diff, or tiled itself)."""
+        dx = b.mut_dev_diff.reshape((self.num, self.channels) + tuple(self.conv_input_shape))
+        if self._tiled(b, "data"):
+            conv_tiles.data_gradient(g, self.m(self.blobs[0].dev_data), self.pad, self.kernel, dx)
+        elif self._unit_kernel() and self._per_image(b, diff=True):
+            self._backward_per_image(g, self._as_batch(b.dev_data, self.channels), dx, w, False)
+        else:
+            self._batched_backward(g, b, w, False, True)
 
     def _batched_backward(self, g, b, w, want_w, want_x):
         """Weight and bottom diffs run by run of images (split over threads where `_thread_runs` says), over
