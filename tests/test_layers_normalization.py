@@ -63,6 +63,26 @@ def test_batchnorm_running_statistics():
     np.testing.assert_allclose(t.data, (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5))
 
 
+def test_batchnorm_reuses_its_x_norm_but_not_a_view_of_it():
+    """On CPU each pass writes x_norm into the last pass's array (no fresh memory paged in), the same numbers; an
+    x_norm that is a view (Large Model Support's copy of it) or of another shape gets a new array."""
+    x = RNG.standard_normal((4, 3, 5, 2))
+    layer, b, t = _run('type: "BatchNorm"', x)
+    first, top = layer.x_norm, t.data.copy()
+    layer.forward([b], [t])
+    assert layer.x_norm is first
+    np.testing.assert_array_equal(t.data, top)
+    layer.x_norm = np.empty(2 * first.size).reshape(2, -1)[0].reshape(first.shape)      # a view
+    view = layer.x_norm
+    layer.forward([b], [t])
+    assert layer.x_norm is not view and layer.x_norm.base is None
+    np.testing.assert_array_equal(t.data, top)
+    b.reshape((2, 3, 5, 2))
+    t.reshape((2, 3, 5, 2))
+    layer.forward([b], [t])
+    assert layer.x_norm.shape == (2, 3, 10)
+
+
 def test_batchnorm_zero_scale_factor_gives_zero_stats_and_phase_default():
     x = RNG.standard_normal((2, 2, 2, 2))
     layer, _, t = _run('type: "BatchNorm"', x, phase=TEST)      # TEST: global stats by default, all zero
