@@ -2,7 +2,8 @@
 for pooling (MAX with mask, AVE), convolution / deconvolution / Im2col (col2im) on random shapes, including odd
 strides, padding and ceil-mode edge windows, the direct convolution forward, BatchNorm / Scale (pointwise loops)
 in place and not, and LRN across channels; and the loops split over 2 threads (cpu_split) against one thread.
-`make test` installs the extra, so numba must be there."""
+`make test` installs the extra, so numba must be there. (The tiled convolution, which has no numpy twin, is
+held to its numpy reference in tests/test_conv_tiles.py; the cases here keep the GEMM paths.)"""
 import numpy as np
 import pytest
 

@@ -3,7 +3,9 @@ pooling, the direct convolution forward), pointwise loops (BatchNorm's, Scale's 
 steps) and LRN's window sums and bottom diff across channels.
 
 The loops are used for numpy float32/float64 arrays when numba imports and DISTCAFFE_NUMBA is not 0; otherwise the numpy code
-runs, with identical numbers. numba is imported on first use, never by `import distcaffe`.
+runs, with identical numbers. One exception: the register-tiled convolution (conv_tiles) has no numpy twin, and
+without the loops those layers take im2col + GEMM, whose float32 sums round differently. numba is imported on
+first use, never by `import distcaffe`.
 """
 import importlib
 import os
