@@ -236,16 +236,37 @@ def test_generated_kernels_are_written_once_and_cached(tmp_path):
     assert first.returncode == 0, first.stderr
     sources = sorted(p.name for p in tmp_path.glob("distcaffe_conv_tiles_*.py"))
     assert len(sources) == 2
-    assert list(tmp_path.glob("__pycache__/distcaffe_conv_tiles_*.nbi"))
+    assert len(list(tmp_path.glob("__pycache__/distcaffe_conv_tiles_*.nbi"))) == 2
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split()[-1] == "0"
     assert sorted(p.name for p in tmp_path.glob("distcaffe_conv_tiles_*.py")) == sources
+    assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+def test_unwritable_cache_falls_back_to_a_private_temporary_directory(tmp_path, monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     monkeypatch.setenv("DISTCAFFE_CACHE", str(blocked / "cache"))
+    monkeypatch.setattr(conv_tiles, "_private", None)
     import tempfile
-    assert conv_tiles._cache_dir() == tempfile.gettempdir()
+    where = conv_tiles._cache_dir()
+    assert os.path.dirname(where) == tempfile.gettempdir() and os.path.basename(where).startswith("distcaffe-")
+    assert os.stat(where).st_mode & 0o077 == 0                  # (mkdtemp: this user's alone)
+    assert conv_tiles._cache_dir() == where
+
+
+def test_a_damaged_kernel_file_is_written_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTCAFFE_CACHE", str(tmp_path))
+    monkeypatch.setattr(conv_tiles, "_kernels", {})
+    source = conv_tiles._weight_source()
+    conv_tiles._kernel("wtiles", source)
+    (path,) = tmp_path.glob("distcaffe_conv_wtiles_*.py")
+    path.write_text(source[:100])                              # cut short
+    monkeypatch.setattr(conv_tiles, "_kernels", {})
+    kernel = conv_tiles._kernel("wtiles", source)
+    assert path.read_text() == source
+    x = np.ones((1, 2, 4, 6), np.float32)
+    np.testing.assert_array_equal(conv_tiles.weight_gradient(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]),
+                                  _weight_reference(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]))
+    assert kernel is conv_tiles._kernels[path.stem]

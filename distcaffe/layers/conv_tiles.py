@@ -117,15 +117,21 @@ def _weight_source():
 
 
 def _cache_dir():
-    """Where the generated kernels live: $DISTCAFFE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /distcaffe; the
-    temporary directory when that cannot be made."""
+    """Where the generated kernels live: $DISTCAFFE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /distcaffe; when that
+    cannot be made, a private temporary directory of this process (never a shared one: its modules are imported)."""
     base = os.environ.get("DISTCAFFE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "distcaffe")
     try:
-        os.makedirs(base, exist_ok=True)
+        os.makedirs(base, mode=0o700, exist_ok=True)
         return base
     except OSError:
-        return tempfile.gettempdir()
+        global _private
+        if _private is None:
+            _private = tempfile.mkdtemp(prefix="distcaffe-kernels-")
+        return _private
+
+
+_private = None
 
 
 _kernels = {}
@@ -135,6 +141,15 @@ _SIGNATURES = {
 }
 
 
+def _holds(path, source):
+    """True when the file at `path` is exactly `source` (a file cut short or edited is written again)."""
+    try:
+        with open(path) as f:
+            return f.read() == source
+    except OSError:
+        return False
+
+
 def _kernel(function, source):
     """The compiled `function` of a generated `source`: written (atomically, once per content) into the cache
     directory and imported, compiled for float32 and float64 with numba's SLP vectorizer on (off by default;
@@ -142,7 +157,7 @@ def _kernel(function, source):
     name = "distcaffe_conv_%s_%s" % (function, hashlib.sha1(source.encode()).hexdigest()[:12])
     if name not in _kernels:
         path = os.path.join(_cache_dir(), name + ".py")
-        if not os.path.exists(path):
+        if not _holds(path, source):
             tmp = "%s.%d.tmp" % (path, os.getpid())
             with open(tmp, "w") as f:
                 f.write(source)
