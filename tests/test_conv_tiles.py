@@ -1,8 +1,8 @@
 """The register-tiled direct convolution (layers/conv_tiles.py, numba): bit for bit the sequential sums of numpy
 references, forward and data gradient in (channel, ky, kx) order in both tile layouts, the weight diff in
-position order across chunks, float32 and float64; the
-Convolution layer takes it where it applies (numba on) and matches its own im2col + GEMM path (numba off) to
-float32 rounding; 1 and 3 threads give the same bits; the generated kernels are written and cached once."""
+position order across chunks, float32 and float64; the Convolution layer takes it where it applies (numba on)
+and matches its own im2col + GEMM path (numba off) to float32 rounding; the generated kernels are written and
+cached once. (1 and 3 threads: test_layers_fastpath.py's split test.)"""
 import os
 import subprocess
 import sys
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from distcaffe.blob import Blob
-from distcaffe.layers import conv_tiles, cpu_split, fastpath
+from distcaffe.layers import conv_tiles, fastpath
 from distcaffe.net import TRAIN
 from layer_harness import make_layer
 
@@ -153,16 +153,21 @@ def test_layer_keeps_the_gemm_path_where_tiles_do_not_apply(params, shape, why, 
     _layer_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), True)
 
 
-def test_short_rows_keep_the_gemm_forward_and_data_gradient(monkeypatch):
+def _tiled_calls(monkeypatch, params, shape, absent, present):
+    """Calls of the tiled `present` in one layer pass, failing on any call of the tiled `absent`."""
+    calls = []
+    monkeypatch.setattr(conv_tiles, absent, lambda *a: pytest.fail("tiled %s for %s" % (absent, params)))
+    real = getattr(conv_tiles, present)
+    monkeypatch.setattr(conv_tiles, present, lambda *a: calls.append(1) or real(*a))
+    _layer_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), True)
+    return len(calls)
+
+
+def test_short_rows_keep_the_gemm_forward(monkeypatch):
     """Rows of 4 positions would leave most of a forward tile unused; the weight diff, whose tiles run along
     window rows (kernel columns x channels), is still tiled."""
-    calls = []
-    monkeypatch.setattr(conv_tiles, "forward", lambda *a: pytest.fail("tiled forward of 4-wide rows"))
-    real = conv_tiles.weight_gradient
-    monkeypatch.setattr(conv_tiles, "weight_gradient", lambda *a: calls.append(1) or real(*a))
-    _layer_pass('type: "Convolution" convolution_param { num_output: 8 kernel_size: 3 pad: 1 }',
-                RNG.standard_normal((2, 8, 4, 4)), True)
-    assert calls == [1]
+    assert _tiled_calls(monkeypatch, "num_output: 8 kernel_size: 3 pad: 1", (2, 8, 4, 4), "forward",
+                        "weight_gradient") == 1
 
 
 def test_first_layer_takes_the_tiled_weight_diff_only(monkeypatch):
@@ -194,31 +199,8 @@ def test_first_layer_takes_the_tiled_weight_diff_only(monkeypatch):
 def test_padding_past_the_kernel_keeps_the_gemm_data_gradient(monkeypatch):
     """pad >= kernel has no flipped convolution (its padding would be negative): the forward is tiled, the
     data gradient is col2im's."""
-    calls = []
-    monkeypatch.setattr(conv_tiles, "data_gradient", lambda *a: pytest.fail("tiled gradient with pad 3"))
-    real = conv_tiles.forward
-    monkeypatch.setattr(conv_tiles, "forward", lambda *a: calls.append(1) or real(*a))
-    _layer_pass('type: "Convolution" convolution_param { num_output: 8 kernel_size: 3 pad: 3 }',
-                RNG.standard_normal((2, 8, 7, 7)), True)
-    assert calls == [1]
-
-
-def test_tiles_split_over_threads_give_the_same_bits(monkeypatch):
-    from threadpoolctl import threadpool_limits
-    monkeypatch.setattr(cpu_split, "MIN_PART", 1)
-    seen = []
-    real = cpu_split.run
-    monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None, **kw: seen.append(
-        len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads, **kw))
-    text = 'type: "Convolution" convolution_param { num_output: 16 kernel_size: 3 pad: 1 }'
-    x = RNG.standard_normal((5, 6, 9, 14)).astype(np.float32)
-    results = []
-    for threads in (1, 3):
-        with threadpool_limits(threads):
-            results.append(_layer_pass(text, x, True)[1])
-    assert max(seen) == 3
-    for i, (a, b) in enumerate(zip(*results)):
-        assert np.array_equal(a, b), "output %d differs between 1 and 3 threads" % i
+    assert _tiled_calls(monkeypatch, "num_output: 8 kernel_size: 3 pad: 3", (2, 8, 7, 7), "data_gradient",
+                        "forward") == 1
 
 
 def test_generated_kernels_are_written_once_and_cached(tmp_path):

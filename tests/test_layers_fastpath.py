@@ -140,8 +140,13 @@ def test_direct_convolution_fast_path_is_bit_identical(params, shape, monkeypatc
     assert len(calls) == 6                       # every pass, fast and fallback, took the direct forward
 
 
-def test_direct_convolution_split_over_threads_gives_the_same_bits(monkeypatch):
-    """The direct forward cut into parts of images for 3 threads gives one thread's bits."""
+@pytest.mark.parametrize("params,shape", [
+    ("num_output: 3 kernel_size: 3 pad: 1", (5, 2, 9, 8)),              # direct_conv's loop
+    ("num_output: 16 kernel_size: 3 pad: 1", (5, 6, 9, 14)),            # conv_tiles: forward and both diffs
+])
+def test_direct_convolution_split_over_threads_gives_the_same_bits(params, shape, monkeypatch):
+    """The direct forward (and the tiled convolution's three kernels) cut into parts for 3 threads give one
+    thread's bits."""
     from threadpoolctl import threadpool_limits
     from distcaffe.layers import cpu_split
     monkeypatch.setattr(cpu_split, "MIN_PART", 1)
@@ -149,8 +154,8 @@ def test_direct_convolution_split_over_threads_gives_the_same_bits(monkeypatch):
     real = cpu_split.run
     monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None, **kw: seen.append(
         len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads, **kw))
-    text = 'type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 pad: 1 }'
-    x = RNG.standard_normal((5, 2, 9, 8)).astype(np.float32)
+    text = 'type: "Convolution" convolution_param { %s }' % params
+    x = RNG.standard_normal(shape).astype(np.float32)
     results = []
     for threads in (1, 3):
         with threadpool_limits(threads):
