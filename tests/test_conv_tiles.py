@@ -143,7 +143,7 @@ def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, monkeypa
 @pytest.mark.parametrize("params,shape,why", [
     ('num_output: 8 kernel_size: 3 stride: 2', (2, 3, 13, 13), "stride"),
     ('num_output: 8 kernel_size: 3 group: 2', (2, 4, 13, 13), "groups"),
-    ('num_output: 128 kernel_size: 5 pad: 2', (2, 8, 13, 13), "outputs"),
+    ('num_output: 136 kernel_size: 5 pad: 2', (2, 8, 13, 13), "outputs"),
     ('num_output: 8 kernel_size: 5', (2, 1, 13, 13), "taps"),
 ])
 def test_layer_keeps_the_gemm_path_where_tiles_do_not_apply(params, shape, why, monkeypatch):

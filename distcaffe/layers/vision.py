@@ -406,9 +406,12 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # weight gradients, in place of im2col + GEMM (whose sums round differently: with numba off the GEMMs run).
     # Measured, 1 thread (layer path -> tiled ms): CIFAR-10 quick forward conv1 13.3 -> 8.5, conv2 22.4 -> 15.6,
     # conv3 10.1 -> 8.8; weight diff conv1 14.6 -> 6.2, conv2 23.2 -> 16.6, conv3 12.1 -> 8.3. LeNet conv1 (25
-    # taps) is faster on direct_conv's loop (1.1 vs 1.5 ms forward), hence the tap floor.
+    # taps) is faster on direct_conv's loop (1.1 vs 1.5 ms forward), hence the tap floor. The output bound, A/B
+    # in the nets (1 thread, forward+backward of the layers it would take): GoogLeNet's 3x3/5x5 layers 700-715 ms
+    # tiled to 64 outputs, 663-682 to 128, 684-731 to 32; ResNet-50's res3 3x3 (128 outputs) level, and all its
+    # stride-1 3x3 layers tiled 1168-1223 -> 1470-1526 ms (256-512 outputs: OpenBLAS's GEMMs are efficient).
     TILED_KERNEL_DIM = 48
-    TILED_OUTPUTS = 64
+    TILED_OUTPUTS = 128
 
     def _tiled(self, blob, what="forward"):
         """True where the tiled kernel computes `what` ("forward" into blob's data, "data" or "weights" from
