@@ -118,7 +118,7 @@ def _layer_pass(text, x, with_fast, dtype=np.float32):
 CONVS = [
     ('num_output: 32 kernel_size: 5 pad: 2', (3, 32, 16, 16)),       # CIFAR-10 quick's conv2
     ('num_output: 12 kernel_size: 5 pad: 2', (2, 4, 8, 8)),           # its conv3's row length
-    ('num_output: 20 kernel_h: 3 kernel_w: 5 pad_h: 1 bias_term: false', (2, 4, 10, 14)),
+    ('num_output: 20 kernel_h: 3 kernel_w: 5 pad_h: 1 pad_w: 1 bias_term: false', (2, 4, 10, 14)),
 ]
 
 
@@ -194,6 +194,13 @@ def test_first_layer_takes_the_tiled_weight_diff_only(monkeypatch):
             fastpath.set_enabled(before)
     assert calls == [1]
     np.testing.assert_allclose(diffs[0], diffs[1], rtol=1e-5, atol=1e-4)
+
+
+def test_an_unpadded_layer_on_small_planes_keeps_the_gemm_data_gradient(monkeypatch):
+    """LeNet's conv2 (5x5, no padding, 12x12 -> 8x8): the flipped convolution would sum 2.25x the useful
+    products, so its data gradient stays im2row's; its forward is tiled."""
+    assert _tiled_calls(monkeypatch, "num_output: 50 kernel_size: 5", (2, 20, 12, 12), "data_gradient",
+                        "forward") == 1
 
 
 def test_padding_past_the_kernel_keeps_the_gemm_data_gradient(monkeypatch):

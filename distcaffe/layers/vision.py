@@ -412,12 +412,18 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # stride-1 3x3 layers tiled 1168-1223 -> 1470-1526 ms (256-512 outputs: OpenBLAS's GEMMs are efficient).
     TILED_KERNEL_DIM = 48
     TILED_OUTPUTS = 128
+    # The tiled data gradient sums every input position over all kh x kw taps of the top diff padded kernel - 1 -
+    # pad, zeros too: for an unpadded layer on small planes that is H*W / (OH*OW) times the useful products (LeNet
+    # conv2: 2.25x; 1 thread, backward 15.2-19.3 ms tiled against 7.5-12.1 with im2row + GEMM + col2im_rows), so
+    # it is tiled only up to TILED_DATA_SPAN (same-padded layers: 1).
+    TILED_DATA_SPAN = 1.3
 
     def _tiled(self, blob, what="forward"):
         """True where the tiled kernel computes `what` ("forward" into blob's data, "data" or "weights" from
         its diff / data): numpy with the compiled loops on, ungrouped, stride 1, undilated, 2-D, at least
         TILED_KERNEL_DIM taps and at most TILED_OUTPUTS outputs, in float32/64, rows (or window rows) the kernel
-        fills; the data gradient also needs the padding below the kernel size."""
+        fills; the data gradient also needs the padding below the kernel size and no more than TILED_DATA_SPAN
+        input positions an output position."""
         if what == "weights":
             fills = conv_tiles.weights_apply(self.kernel, self.channels)
         else:
@@ -427,7 +433,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
                 and self.kernel_dim >= self.TILED_KERNEL_DIM and self.num_output <= self.TILED_OUTPUTS
                 and self.mdtype in (np.float32, np.float64)
                 and (blob.diff_dtype if what == "data" else blob.dtype) == self.mdtype
-                and (what != "data" or all(p < k for p, k in zip(self.pad, self.kernel)))
+                and (what != "data" or (all(p < k for p, k in zip(self.pad, self.kernel))
+                                        and prod(self.conv_input_shape) <= self.TILED_DATA_SPAN * prod(self.col_shape)))
                 and fastpath.loops(np, self.mdtype) is not None)
 
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
