@@ -249,13 +249,13 @@ def test_a_damaged_kernel_file_is_written_again(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTCAFFE_CACHE", str(tmp_path))
     monkeypatch.setattr(conv_tiles, "_kernels", {})
     source = conv_tiles._weight_source()
-    conv_tiles._kernel("wtiles", source)
+    conv_tiles._kernel("wtiles")
     (path,) = tmp_path.glob("distcaffe_conv_wtiles_*.py")
     path.write_text(source[:100])                              # cut short
     monkeypatch.setattr(conv_tiles, "_kernels", {})
-    kernel = conv_tiles._kernel("wtiles", source)
+    kernel = conv_tiles._kernel("wtiles")
     assert path.read_text() == source
     x = np.ones((1, 2, 4, 6), np.float32)
     np.testing.assert_array_equal(conv_tiles.weight_gradient(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]),
                                   _weight_reference(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]))
-    assert kernel is conv_tiles._kernels[path.stem]
+    assert kernel is conv_tiles._kernels[("wtiles",)]

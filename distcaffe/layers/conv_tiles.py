@@ -7,13 +7,15 @@ the column copies; oneDNN's direct convolution runs them at ~100. This kernel ta
 outputs at 16 positions of an output row (or 8 positions of two rows) held as 128 scalars that LLVM's SLP
 vectorizer packs into vector registers: ~98 GFLOP/s on CIFAR-10 quick's conv2 forward (Zen 4, 1 thread), bit for
 bit the sequential sums of tests/test_conv_tiles.py's numpy reference. The data gradient of such a layer is the
-same kernel on the top diff with the weights flipped and transposed (`data_gradient`).
+same kernel on the top diff with the weights flipped and transposed (`data_gradient`); the weight diff's tiles
+are 8 outputs x 16 consecutive (kernel column, channel) values of a window row (`weight_gradient`).
 
 The kernel's source is written out of a template (128 accumulators are no hand-written code) into this user's
 cache directory and imported from there, so that numba caches its compilation like the other loops'. There is no
 numpy twin of it: no numpy formulation of these sums in this order is within 10x of the GEMM, so with numba off
 (or missing) the layer keeps its im2col + GEMM path, whose sums round differently (as cuDNN's do).
 """
+import functools
 import hashlib
 import importlib.util
 import os
@@ -27,10 +29,10 @@ from .im2col import workspace
 
 OUTPUTS = 8              # outputs of a tile (registers: 8 x 16 float32 = 8 AVX-512 or 16 AVX2 vectors)
 POSITIONS = 16           # positions of a tile: one run of 16 along an output row, or two runs of 8
-_LAYOUTS = ((16, 1), (8, 2))
+_LAYOUTS = ((16, 1), (8, 2))          # (run length, runs a tile): rows of 12+ outputs take the first
 # Bytes of input and top diff a chunk of the weight diff's positions spans (interleaved, 1 thread, CIFAR-10 quick
 # conv2: 32 KB - 1 MB 15.4-17.0 ms, 4 MB 20.1, unchunked 20.8; conv3 8.3-8.7 / 11.2 / 11.7).
-WEIGHT_CHUNK_BYTES = 512 << 10          # (run length, runs a tile): rows of 12+ outputs take the first
+WEIGHT_CHUNK_BYTES = 512 << 10
 
 
 _HEADER = ["import numpy as np", "from numba import njit", "", "",
@@ -132,8 +134,6 @@ def _cache_dir():
 
 
 _private = None
-
-
 _kernels = {}
 _SIGNATURES = {
     "tiles": "(%s[:, ::1], %s[:, :, ::1], uint64[::1], uint64[:, :, ::1], %s[::1], %s[:, :, ::1], int64, int64)",
@@ -150,12 +150,15 @@ def _holds(path, source):
         return False
 
 
-def _kernel(function, source):
-    """The compiled `function` of a generated `source`: written (atomically, once per content) into the cache
-    directory and imported, compiled for float32 and float64 with numba's SLP vectorizer on (off by default;
-    it packs the scalar sums into vectors and reassociates nothing: the same roundings)."""
-    name = "distcaffe_conv_%s_%s" % (function, hashlib.sha1(source.encode()).hexdigest()[:12])
-    if name not in _kernels:
+def _kernel(function, *layout):
+    """The compiled `function` ("tiles": forward tiles of `layout` (run, runs); "wtiles": weight-diff tiles) of
+    its generated source: written (atomically, when the file does not hold it) into the cache directory and
+    imported, compiled for float32 and float64 with numba's SLP vectorizer on (off by default; it packs the scalar
+    sums into vectors and reassociates nothing: the same roundings). Once a process."""
+    key = (function,) + layout
+    if key not in _kernels:
+        source = {"tiles": _forward_source, "wtiles": _weight_source}[function](*layout)
+        name = "distcaffe_conv_%s_%s" % (function, hashlib.sha1(source.encode()).hexdigest()[:12])
         path = os.path.join(_cache_dir(), name + ".py")
         if not _holds(path, source):
             tmp = "%s.%d.tmp" % (path, os.getpid())
@@ -174,8 +177,8 @@ def _kernel(function, source):
                 kernel.compile(_SIGNATURES[function].replace("%s", dtype))
         finally:
             config.SLP_VECTORIZE = before
-        _kernels[name] = kernel
-    return _kernels[name]
+        _kernels[key] = kernel
+    return _kernels[key]
 
 
 def applies(kernel, out_width):
@@ -193,12 +196,28 @@ def _layout(out_width):
     return _LAYOUTS[0] if out_width >= 12 else _LAYOUTS[1]
 
 
-def _segments(oh, ow, width, run, runs):
-    """(S, runs, 3) uint64: each tile's runs as (input offset at the padded `width`, output offset, valid
-    positions), along output rows; a last tile short of runs gets empty ones."""
+@functools.lru_cache(maxsize=256)
+def _forward_offsets(channels, plane, width, kernel, oh, ow, run, runs):
+    """(toff, segs) of a geometry (kept, never written: a layer asks every pass): each tap's offset (channel,
+    ky, kx) in the flat padded planes of `width`, and each tile's runs as (input offset, output offset, valid
+    positions) along output rows, a last tile short of runs given empty ones."""
+    taps = [ky * width + kx for ky in range(kernel[0]) for kx in range(kernel[1])]
+    toff = np.array([ci * plane + t for ci in range(channels) for t in taps], dtype=np.uint64)
     flat = [(y * width + x, y * ow + x, min(run, ow - x)) for y in range(oh) for x in range(0, ow, run)]
     flat += [(0, 0, 0)] * (-len(flat) % runs)
-    return np.array(flat, dtype=np.uint64).reshape(-1, runs, 3)
+    return toff, np.array(flat, dtype=np.uint64).reshape(-1, runs, 3)
+
+
+@functools.lru_cache(maxsize=256)
+def _weight_offsets(n, hp, wp, c, o, oh, ow):
+    """(xoff, doff), kept and never written: each position's (image, row, column) offset in the flat
+    channels-last padded input and in the flat top diff."""
+    positions = np.arange(oh, dtype=np.uint64)[:, None] * np.uint64(wp * c) + \
+        np.arange(ow, dtype=np.uint64) * np.uint64(c)
+    xoff = (np.arange(n, dtype=np.uint64)[:, None, None] * np.uint64(hp * wp * c) + positions).reshape(-1)
+    doff = (np.arange(n, dtype=np.uint64)[:, None] * np.uint64(o * oh * ow)
+            + np.arange(oh * ow, dtype=np.uint64)).reshape(-1)
+    return xoff, doff
 
 
 def forward(x, w, bias, pad, kernel, out):
@@ -220,12 +239,10 @@ def forward(x, w, bias, pad, kernel, out):
     wb = np.zeros((blocks * OUTPUTS, w.shape[1]), x.dtype)
     wb[:o] = w
     wb = np.ascontiguousarray(wb.reshape(blocks, OUTPUTS, -1).transpose(0, 2, 1))
-    taps = [ky * wp + kx for ky in range(kernel[0]) for kx in range(kernel[1])]
-    toff = np.array([ci * plane + t for ci in range(c) for t in taps], dtype=np.uint64)
-    segs = _segments(oh, ow, wp, run, runs)
+    toff, segs = _forward_offsets(c, plane, wp, tuple(kernel), oh, ow, run, runs)
     b = np.zeros(o, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     dst = out.reshape(n, o, oh * ow)
-    tiles = _kernel("tiles", _forward_source(run, runs))
+    tiles = _kernel("tiles", run, runs)
     cpu_split.run(lambda lo, hi: tiles(xs, wb, toff, segs, b, dst, lo, hi), n, x.size + out.size)
 
 
@@ -252,14 +269,10 @@ def weight_gradient(x, dy, pad, kernel):
     if any(pad):
         inner[...] = 0
     inner[:, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = np.moveaxis(x, 1, -1)
-    positions = np.arange(oh, dtype=np.uint64)[:, None] * np.uint64(wp * c) + \
-        np.arange(ow, dtype=np.uint64) * np.uint64(c)
-    xoff = (np.arange(n, dtype=np.uint64)[:, None, None] * np.uint64(hp * wp * c) + positions).reshape(-1)
-    doff = (np.arange(n, dtype=np.uint64)[:, None] * np.uint64(o * oh * ow)
-            + np.arange(oh * ow, dtype=np.uint64)).reshape(-1)
+    xoff, doff = _weight_offsets(n, hp, wp, c, o, oh, ow)
     out = np.empty((o, kernel[0], kernel[1] * c), x.dtype)
     count = -(-o // OUTPUTS) * kernel[0] * -(-kernel[1] * c // POSITIONS)
-    wtiles = _kernel("wtiles", _weight_source())
+    wtiles = _kernel("wtiles")
     flat = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
     chunk = max(1, WEIGHT_CHUNK_BYTES // (x.dtype.itemsize * (c * hp * wp + o * oh * ow) // (oh * ow)))
     cpu_split.run(lambda lo, hi: wtiles(xs, flat, xoff, doff, out, wp * c, oh * ow, chunk, lo, hi), count,
