@@ -11,7 +11,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from distcaffe.blob import Blob
-from distcaffe.layers import create_layer
+from distcaffe.layers import create_layer, fastpath
 from distcaffe.net import TEST, TRAIN, Net
 from distcaffe.proto import caffe_pb2
 
@@ -103,6 +103,26 @@ def make_layer(layer_text, dtype=np.float64, phase=TRAIN):
         lp.name = "layer"
     lp.phase = phase
     return create_layer(lp, dtype=dtype)
+
+
+def fast_pass(text, x, dtype, with_fast, num_top=1, in_place=False, phase=TRAIN):
+    """Forward + backward of one layer with numba's compiled loops on or off (parameters and top diff
+    seeded); returns its tops, the bottom diff and any parameter diffs."""
+    before = fastpath.set_enabled(with_fast)
+    try:
+        layer = make_layer(text, dtype, phase)
+        bottom = Blob(x.shape, dtype)
+        bottom.data[...] = x
+        top = [bottom] if in_place else [Blob(dtype=dtype) for _ in range(num_top)]
+        layer.setup([bottom], top)
+        for p in layer.blobs:
+            p.data[...] = np.random.default_rng(1).standard_normal(p.shape)
+        layer.forward([bottom], top)
+        top[0].diff[...] = np.random.default_rng(2).standard_normal(top[0].shape)
+        layer.backward(top, [True], [bottom])
+        return [t.data.copy() for t in top] + [bottom.diff.copy()] + [p.diff.copy() for p in layer.blobs]
+    finally:
+        fastpath.set_enabled(before)
 
 
 def setup_layer(layer_text, arrays, num_top=1, phase=TRAIN, dtype=np.float64, in_place=False):

@@ -13,7 +13,7 @@ import pytest
 from distcaffe.blob import Blob
 from distcaffe.layers import conv_tiles, fastpath
 from distcaffe.net import TRAIN
-from layer_harness import make_layer
+from layer_harness import fast_pass, make_layer
 
 RNG = np.random.default_rng(11)
 
@@ -98,46 +98,29 @@ def test_tiled_weight_diff_is_the_sum_over_positions_bit_for_bit(shape, outputs,
     assert np.array_equal(got, _weight_reference(x, dy, pad, kernel))
 
 
-def _layer_pass(text, x, with_fast, dtype=np.float32):
-    before = fastpath.set_enabled(with_fast)
-    try:
-        layer = make_layer(text, dtype, TRAIN)
-        bottom, top = Blob(x.shape, dtype), Blob(dtype=dtype)
-        bottom.data[...] = x
-        layer.setup([bottom], [top])
-        for p in layer.blobs:
-            p.data[...] = np.random.default_rng(1).standard_normal(p.shape)
-        layer.forward([bottom], [top])
-        top.diff[...] = np.random.default_rng(2).standard_normal(top.shape)
-        layer.backward([top], [True], [bottom])
-        return layer, [top.data.copy(), bottom.diff.copy()] + [p.diff.copy() for p in layer.blobs]
-    finally:
-        fastpath.set_enabled(before)
-
-
-CONVS = [
-    ('num_output: 32 kernel_size: 5 pad: 2', (3, 32, 16, 16)),       # CIFAR-10 quick's conv2
-    ('num_output: 12 kernel_size: 5 pad: 2', (2, 4, 8, 8)),           # its conv3's row length
-    ('num_output: 20 kernel_h: 3 kernel_w: 5 pad_h: 1 pad_w: 1 bias_term: false', (2, 4, 10, 14)),
+CONVS = [                   # (parameters, bottom shape, taps a channel)
+    ('num_output: 32 kernel_size: 5 pad: 2', (3, 32, 16, 16), 25),       # CIFAR-10 quick's conv2
+    ('num_output: 12 kernel_size: 5 pad: 2', (2, 4, 8, 8), 25),           # its conv3's row length
+    ('num_output: 20 kernel_h: 3 kernel_w: 5 pad_h: 1 pad_w: 1 bias_term: false', (2, 4, 10, 14), 15),
 ]
 
 
-@pytest.mark.parametrize("params,shape", CONVS)
-def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, monkeypatch):
+@pytest.mark.parametrize("params,shape,taps", CONVS)
+def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, taps, monkeypatch):
     calls = []
     for name in ("forward", "data_gradient", "weight_gradient"):
         real = getattr(conv_tiles, name)
         monkeypatch.setattr(conv_tiles, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     text = 'type: "Convolution" convolution_param { %s weight_filler { type: "gaussian" } }' % params
     x = RNG.standard_normal(shape).astype(np.float32)
-    layer, fast = _layer_pass(text, x, True)
+    fast = fast_pass(text, x, np.float32, True)
     assert calls == ["forward", "weight_gradient", "data_gradient", "forward"]   # (the data gradient: a forward)
     del calls[:]
-    _, gemm = _layer_pass(text, x, False)
+    gemm = fast_pass(text, x, np.float32, False)
     assert calls == []
     for name, a, b in zip(["top", "bottom diff", "weight diff", "bias diff"], fast, gemm):
         scale = np.abs(b).max()
-        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * scale * layer.kernel_dim ** 0.5, err_msg=name)
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * scale * (shape[1] * taps) ** 0.5, err_msg=name)
 
 
 @pytest.mark.parametrize("params,shape,why", [
@@ -150,7 +133,7 @@ def test_layer_keeps_the_gemm_path_where_tiles_do_not_apply(params, shape, why, 
     monkeypatch.setattr(conv_tiles, "forward", lambda *a: pytest.fail("tiled forward for " + why))
     monkeypatch.setattr(conv_tiles, "data_gradient", lambda *a: pytest.fail("tiled gradient for " + why))
     monkeypatch.setattr(conv_tiles, "weight_gradient", lambda *a: pytest.fail("tiled weight diff for " + why))
-    _layer_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), True)
+    fast_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), np.float32, True)
 
 
 def _tiled_calls(monkeypatch, params, shape, absent, present):
@@ -159,7 +142,7 @@ def _tiled_calls(monkeypatch, params, shape, absent, present):
     monkeypatch.setattr(conv_tiles, absent, lambda *a: pytest.fail("tiled %s for %s" % (absent, params)))
     real = getattr(conv_tiles, present)
     monkeypatch.setattr(conv_tiles, present, lambda *a: calls.append(1) or real(*a))
-    _layer_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), True)
+    fast_pass('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape), np.float32, True)
     return len(calls)
 
 

@@ -7,10 +7,9 @@ held to its numpy reference in tests/test_conv_tiles.py; the cases here keep the
 import numpy as np
 import pytest
 
-from distcaffe.blob import Blob
 from distcaffe.layers import fastpath
-from distcaffe.net import TEST, TRAIN
-from layer_harness import make_layer
+from distcaffe.net import TEST
+from layer_harness import fast_pass
 
 RNG = np.random.default_rng(7)
 
@@ -24,32 +23,13 @@ def _bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64) if a.dtype.kind == "f" else a
 
 
-def _pass(text, x, dtype, with_fast, num_top=1, in_place=False, phase=TRAIN):
-    """Forward + backward of one layer; returns its tops, the bottom diff and any parameter diffs."""
-    before = fastpath.set_enabled(with_fast)
-    try:
-        layer = make_layer(text, dtype, phase)
-        bottom = Blob(x.shape, dtype)
-        bottom.data[...] = x
-        top = [bottom] if in_place else [Blob(dtype=dtype) for _ in range(num_top)]
-        layer.setup([bottom], top)
-        for p in layer.blobs:
-            p.data[...] = np.random.default_rng(1).standard_normal(p.shape)
-        layer.forward([bottom], top)
-        top[0].diff[...] = np.random.default_rng(2).standard_normal(top[0].shape)
-        layer.backward(top, [True], [bottom])
-        return [t.data.copy() for t in top] + [bottom.diff.copy()] + [p.diff.copy() for p in layer.blobs]
-    finally:
-        fastpath.set_enabled(before)
-
-
 def _same(text, shape, dtype=np.float32, num_top=1, ties=False, **how):
     x = RNG.standard_normal(shape).astype(dtype)
     if ties:                                   # repeated values and signed zeros: first-max and -0 rules
         x = np.round(x).astype(dtype)
         x[x == 0] = np.where(RNG.random((x == 0).sum()) < 0.5, -0.0, 0.0)
-    fast = _pass(text, x, dtype, True, num_top, **how)
-    slow = _pass(text, x, dtype, False, num_top, **how)
+    fast = fast_pass(text, x, dtype, True, num_top, **how)
+    slow = fast_pass(text, x, dtype, False, num_top, **how)
     assert len(fast) == len(slow)
     for i, (a, b) in enumerate(zip(fast, slow)):
         assert a.shape == b.shape
@@ -159,7 +139,7 @@ def test_direct_convolution_split_over_threads_gives_the_same_bits(params, shape
     results = []
     for threads in (1, 3):
         with threadpool_limits(threads):
-            results.append(_pass(text, x, np.float32, True))
+            results.append(fast_pass(text, x, np.float32, True))
     assert max(seen) == 3
     for i, (a, b) in enumerate(zip(*results)):
         assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads" % i
@@ -278,7 +258,7 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
         results = []
         for threads in (1, 3):
             with threadpool_limits(threads):
-                results.append(_pass(text, x, np.float32, True,
+                results.append(fast_pass(text, x, np.float32, True,
                                      in_place=not text.startswith(('type: "Pooling"', 'type: "LRN"'))
                                      and not conv))
         assert max(seen) == 3
