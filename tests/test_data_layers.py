@@ -251,6 +251,26 @@ def test_record_that_is_not_a_datum(tmp_path):
         net.forward()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_bad_record_while_precaching_is_one_error_and_leaves_no_threads(tmp_path):
+    """precache reads every record at set-up: a bad one is the record's error there, with no parser or data
+    thread left running and nothing raised later when the half-built pipeline is collected."""
+    import gc
+    import threading
+    with LMDBWriter(tmp_path / "db") as w:
+        for i in range(4):
+            w.put("%08d" % i, array_to_datum(np.zeros((1, 2, 2), np.uint8), 0).SerializeToString())
+        w.put("00000004_bad", b"\xff\xff\xff\xff this is not a protobuf")
+    before = threading.active_count()
+    with pytest.raises(DataError, match=r"db record '00000004_bad': record is not a Datum"):
+        data_net(str(tmp_path / "db"), batch=2, data_param="precache: true")
+    gc.collect()
+    deadline = time.time() + 5
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before, [t.name for t in threading.enumerate()]
+
+
 def test_corrupt_encoded_image(tmp_path):
     with LMDBWriter(tmp_path / "db") as w:
         w.put("00000000_broken.png", encoded_datum(b"\x89PNG\r\n\x1a\n garbage", 1).SerializeToString())

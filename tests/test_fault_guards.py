@@ -69,8 +69,11 @@ def test_forward_on_an_empty_blob_names_the_layer():
         net.forward()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_prefetch_beyond_memory_is_refused_before_threads_start(tmp_path):
-    """A batch that fits but whose prefetch queue would not: one line naming the layer, and no thread started."""
+    """A batch that fits but whose prefetch queue would not: one line naming the layer, no thread started, and
+    nothing raised when the half-built pipeline is collected."""
+    import gc
     import threading
 
     import psutil
@@ -87,4 +90,6 @@ def test_prefetch_beyond_memory_is_refused_before_threads_start(tmp_path):
     with pytest.raises(CaffeError, match=r"layer 'd' \(Data\).*prefetched batches.*more than the") as e:
         Net(parse_net_text(text), phase=caffe_pb2.TRAIN)
     assert "\n" not in str(e.value)
+    del e
+    gc.collect()
     assert threading.active_count() == before

@@ -65,13 +65,17 @@ class Pipeline:
         self.cache = RecordCache(len(source), what) if cache or precache else None
         self.device_transform = device_transform
         self.threads = int(threads) or auto_threads()
-        self.parsers = ThreadPoolExecutor(int(parser_threads) or self.threads, thread_name_prefix="caffe-parser")
         self.depth = max(1, -(-int(prefetch or 4) // self.threads))
         self._check_memory(batch_nbytes)
         self.wait_seconds = 0.0
-        if precache:
-            self._precache()
-        self._start(0)
+        self.parsers = ThreadPoolExecutor(int(parser_threads) or self.threads, thread_name_prefix="caffe-parser")
+        try:
+            if precache:
+                self._precache()
+            self._start(0)
+        except BaseException:   # a record that fails to parse while precaching: no parser threads left behind
+            self.parsers.shutdown(wait=False, cancel_futures=True)
+            raise
         _live.add(self)
 
     def _check_memory(self, batch_nbytes):
@@ -224,7 +228,9 @@ class Pipeline:
             self.source.close()
 
     def __del__(self):
-        self.stop.set()
+        stop = getattr(self, "stop", None)   # absent when __init__ raised before the threads started
+        if stop is not None:
+            stop.set()
 
 
 @atexit.register
