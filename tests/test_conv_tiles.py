@@ -242,3 +242,18 @@ def test_a_damaged_kernel_file_is_written_again(tmp_path, monkeypatch):
     np.testing.assert_array_equal(conv_tiles.weight_gradient(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]),
                                   _weight_reference(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]))
     assert kernel is conv_tiles._kernels[("wtiles",)]
+
+
+@pytest.mark.parametrize("pad", [(0, 0), (1, 0), (0, 2), (2, 3)])
+def test_padded_into_a_dirty_workspace_equals_np_pad(pad):
+    """The kernels pad into reused workspaces, writing only the border and the interior: nothing of what the
+    buffer held before (another layer's data) may survive, channels-first or channels-last."""
+    from distcaffe.layers.im2col import padded
+    x = RNG.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    expect = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    out = np.full(expect.shape, np.nan, np.float32)
+    assert padded(np, x, pad, expect.shape[2:], out=out) is out
+    np.testing.assert_array_equal(out, expect)
+    last = np.full(np.moveaxis(expect, 1, -1).shape, np.nan, np.float32)
+    padded(np, np.moveaxis(x, 1, -1), pad, expect.shape[2:], axis=1, out=last)
+    np.testing.assert_array_equal(last, np.moveaxis(expect, 1, -1))

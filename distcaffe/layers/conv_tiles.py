@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 from . import cpu_split
-from .im2col import workspace
+from .im2col import padded, workspace
 
 OUTPUTS = 8              # outputs of a tile (registers: 8 x 16 float32 = 8 AVX-512 or 16 AVX2 vectors)
 POSITIONS = 16           # positions of a tile: one run of 16 along an output row, or two runs of 8
@@ -231,10 +231,7 @@ def forward(x, w, bias, pad, kernel, out):
     plane = hp * wp
     xs = workspace(np, "tiles_in", (n, c * plane + run), x.dtype)       # (+ run: a last run's unused reads)
     xs[:, c * plane:] = 0
-    inner = xs[:, :c * plane].reshape(n, c, hp, wp)
-    if any(pad):
-        inner[...] = 0
-    inner[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
+    padded(np, x, pad, (hp, wp), out=xs[:, :c * plane].reshape(n, c, hp, wp))
     blocks = -(-o // OUTPUTS)
     wb = np.zeros((blocks * OUTPUTS, w.shape[1]), x.dtype)
     wb[:o] = w
@@ -265,10 +262,7 @@ def weight_gradient(x, dy, pad, kernel):
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
     xs = workspace(np, "tiles_rows_in", (n * hp * wp * c + POSITIONS,), x.dtype)   # (+: a last tile's reads)
     xs[n * hp * wp * c:] = 0
-    inner = xs[:n * hp * wp * c].reshape(n, hp, wp, c)
-    if any(pad):
-        inner[...] = 0
-    inner[:, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = np.moveaxis(x, 1, -1)
+    padded(np, np.moveaxis(x, 1, -1), pad, (hp, wp), axis=1, out=xs[:n * hp * wp * c].reshape(n, hp, wp, c))
     xoff, doff = _weight_offsets(n, hp, wp, c, o, oh, ow)
     out = np.empty((o, kernel[0], kernel[1] * c), x.dtype)
     count = -(-o // OUTPUTS) * kernel[0] * -(-kernel[1] * c // POSITIONS)

@@ -10,7 +10,7 @@ conv1 15-21 against 1-1.4 ms; the `fast` extra is what makes this path pay).
 import numpy as np
 
 from . import fastpath
-from .im2col import workspace
+from .im2col import padded, workspace
 
 
 def _taps(kernel, width):
@@ -26,9 +26,7 @@ def forward(x, w, bias, pad, kernel, out):
         raise ValueError("no data to convolve: the bottom is empty")
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
     if any(pad):
-        xs = workspace(np, "direct_in", (n, c, hp, wp), x.dtype)
-        xs[...] = 0
-        xs[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
+        xs = padded(np, x, pad, (hp, wp), out=workspace(np, "direct_in", (n, c, hp, wp), x.dtype))
     else:
         xs = np.ascontiguousarray(x)
     xs = xs.reshape(n, c, hp * wp)

@@ -55,14 +55,20 @@ def _spatial(x, axis, n, values):
     return (slice(None),) * axis + tuple(values) + (slice(None),) * (x.ndim - axis - n)
 
 
-def padded(xp, x, pad, padded_shape, value=0, axis=2):
-    """`x` placed at offset `pad` on its spatial axes inside an array of spatial shape `padded_shape`."""
+def padded(xp, x, pad, padded_shape, value=0, axis=2, out=None):
+    """`x` placed at offset `pad` on its spatial axes inside an array of spatial shape `padded_shape`; into
+    `out` when given (a reused workspace), filling only its border with `value`, not the whole array."""
     n = len(pad)
     spatial = x.shape[axis:axis + n]
     padded_shape = tuple(padded_shape)
-    if not any(pad) and padded_shape == tuple(spatial):
-        return x
-    out = xp.full(x.shape[:axis] + padded_shape + x.shape[axis + n:], value, dtype=x.dtype)
+    if out is None:
+        if not any(pad) and padded_shape == tuple(spatial):
+            return x
+        out = xp.full(x.shape[:axis] + padded_shape + x.shape[axis + n:], value, dtype=x.dtype)
+    else:
+        for i, (p, s) in enumerate(zip(pad, spatial)):
+            for side in (slice(0, p), slice(p + s, None)):
+                out[_spatial(out, axis, n, [slice(None)] * i + [side])] = value
     out[_spatial(out, axis, n, [slice(p, p + s) for p, s in zip(pad, spatial)])] = x
     return out
 
