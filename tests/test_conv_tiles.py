@@ -84,12 +84,14 @@ def _weight_reference(x, dy, pad, kernel):
     return acc
 
 
+@pytest.mark.parametrize("major_taps", [0, 1 << 30])               # the top diff position-major, as held
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 12, 1 << 30])     # a chunk a position, a few, one
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
 def test_tiled_weight_diff_is_the_sum_over_positions_bit_for_bit(shape, outputs, kernel, pad, dtype, chunk_bytes,
-                                                               monkeypatch):
+                                                               major_taps, monkeypatch):
     monkeypatch.setattr(conv_tiles, "WEIGHT_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_tiles, "POSITION_MAJOR_TAPS", major_taps)
     x = RNG.standard_normal(shape).astype(dtype)
     dy = RNG.standard_normal((shape[0], outputs, shape[2] + 2 * pad[0] - kernel[0] + 1,
                               shape[3] + 2 * pad[1] - kernel[1] + 1)).astype(dtype)
@@ -231,17 +233,18 @@ def test_unwritable_cache_falls_back_to_a_private_temporary_directory(tmp_path, 
 def test_a_damaged_kernel_file_is_written_again(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTCAFFE_CACHE", str(tmp_path))
     monkeypatch.setattr(conv_tiles, "_kernels", {})
-    source = conv_tiles._weight_source()
-    conv_tiles._kernel("wtiles")
+    monkeypatch.setattr(conv_tiles, "POSITION_MAJOR_TAPS", 1 << 30)
+    source = conv_tiles._weight_source("planes")
+    conv_tiles._kernel("wtiles", "planes")
     (path,) = tmp_path.glob("distcaffe_conv_wtiles_*.py")
     path.write_text(source[:100])                              # cut short
     monkeypatch.setattr(conv_tiles, "_kernels", {})
-    kernel = conv_tiles._kernel("wtiles")
+    kernel = conv_tiles._kernel("wtiles", "planes")
     assert path.read_text() == source
     x = np.ones((1, 2, 4, 6), np.float32)
     np.testing.assert_array_equal(conv_tiles.weight_gradient(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]),
                                   _weight_reference(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]))
-    assert kernel is conv_tiles._kernels[("wtiles",)]
+    assert kernel is conv_tiles._kernels[("wtiles", "planes")]
 
 
 @pytest.mark.parametrize("pad", [(0, 0), (1, 0), (0, 2), (2, 3)])

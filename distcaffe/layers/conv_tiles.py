@@ -8,7 +8,8 @@ outputs at 16 positions of an output row (or 8 positions of two rows) held as 12
 vectorizer packs into vector registers: ~98 GFLOP/s on CIFAR-10 quick's conv2 forward (Zen 4, 1 thread), bit for
 bit the sequential sums of tests/test_conv_tiles.py's numpy reference. The data gradient of such a layer is the
 same kernel on the top diff with the weights flipped and transposed (`data_gradient`); the weight diff's tiles
-are 8 outputs x 16 consecutive (kernel column, channel) values of a window row (`weight_gradient`).
+are 8 outputs x 16 consecutive (kernel column, channel) values of a window row (`weight_gradient`), reading
+the top diff as the layer holds it or, for many taps, a position-major copy where a tile's 8 outputs are adjacent.
 
 The kernel's source is written out of a template (128 accumulators are no hand-written code) into this user's
 cache directory and imported from there, so that numba caches its compilation like the other loops'. There is no
@@ -33,6 +34,12 @@ _LAYOUTS = ((16, 1), (8, 2))          # (run length, runs a tile): rows of 12+ o
 # Bytes of input and top diff a chunk of the weight diff's positions spans (interleaved, 1 thread, CIFAR-10 quick
 # conv2: 32 KB - 1 MB 15.4-17.0 ms, 4 MB 20.1, unchunked 20.8; conv3 8.3-8.7 / 11.2 / 11.7).
 WEIGHT_CHUNK_BYTES = 512 << 10
+# Taps (C x kh x kw) from which the weight diff reads a position-major copy of the top diff, whose 8 outputs of a
+# tile are one vector load (interleaved in one process, 12-03, ms at 1 / 2 threads, planes -> positions: CIFAR-10
+# quick conv2 (800 taps) 22.6 -> 20.1 / 14.6 -> 13.2, ResNet-50 3x3 128 (1152) 36.1 -> 32.2 / 22.8 -> 20.2,
+# GoogLeNet 3x3 96 (864) 25.3 -> 20.1 / 15.9 -> 15.1; LeNet conv2 (500) level). Below, the copy costs more than
+# it saves: CIFAR-10 quick conv1 (75 taps, its 4 KB planes a strided copy's worst case) 7.8 -> 17.0 ms.
+POSITION_MAJOR_TAPS = 256
 
 
 _HEADER = ["import numpy as np", "from numba import njit", "", "",
@@ -76,16 +83,25 @@ def _forward_source(run, runs):
     return "\n".join(lines)
 
 
-def _weight_source():
-    """Source of `wtiles(x, dy, xoff, doff, out, row, plane, chunk, lo, hi)`: weight-diff tiles of OUTPUTS
+def _weight_source(major):
+    """Source of `wtiles(x, dy, xoff, doff, out, row, step, chunk, lo, hi)`: weight-diff tiles of OUTPUTS
     outputs x POSITIONS consecutive values of a window row (kernel column, channel), each summed over every
     position in order; the positions go in chunks (each tile's partial sums kept between them) so that a chunk's
-    input and top diff stay in the cache while all the tiles run over it."""
+    input and top diff stay in the cache while all the tiles run over it. `major` is the top diff's layout:
+    "planes", as the layer holds it (a tile's 8 outputs a plane apart, `step`), or "positions", a copy (N * P,
+    `step`) with the outputs padded to whole tiles, where a tile's 8 outputs are one contiguous vector."""
     acc = [(i, j) for i in range(OUTPUTS) for j in range(POSITIONS)]
+    if major == "planes":
+        tile_outputs = ["            d%d = np.uint64(min(o0 + %d, O - 1) * step)" % (i, i) for i in range(OUTPUTS)]
+        first, at, output = "doff[0]", "doff[p]", "d%d"
+    else:
+        tile_outputs = ["            ob = np.uint64(o0)"]
+        first, at, output = "ob", "np.uint64(p * step) + ob", "u%d"
     lines = _HEADER + [
-        "def wtiles(x, dy, xoff, doff, out, row, plane, chunk, lo, hi):",
-        "    # x flat channels-last padded input; dy flat top diff (N, O, plane); xoff / doff (N * plane,) each",
-        "    # position's offset in them; out (O, KH, KW * C); row: a padded input row's length; tiles lo..hi-1",
+        "def wtiles(x, dy, xoff, doff, out, row, step, chunk, lo, hi):",
+        "    # x flat channels-last padded input; dy flat top diff; xoff / doff (N * plane,) each position's offset",
+        "    # in them (doff: %s); out (O, KH, KW * C); row: a padded input row's length; tiles lo..hi-1"
+        % ("read" if major == "planes" else "unread, p * step"),
         "    O, KH, RUN = out.shape",
         "    Q = (RUN + %d) // %d" % (POSITIONS - 1, POSITIONS),
         "    NP = xoff.shape[0]",
@@ -96,15 +112,15 @@ def _weight_source():
         "            o0, ky, q = (t // (KH * Q)) * %d, (t // Q) %% KH, t %% Q" % OUTPUTS,
         "            xb = np.uint64(ky * row + q * %d)" % POSITIONS,
         "            pt = part[t - lo]",
-    ] + ["            d%d = np.uint64(min(o0 + %d, O - 1) * plane)" % (i, i) for i in range(OUTPUTS)] + [
+    ] + tile_outputs + [
         "            if c0 == 0:",
-        "                xa, da = xoff[0] + xb, doff[0]",
-    ] + ["                a%d_%d = dy[da + d%d] * x[xa + u%d]" % (i, j, i, j) for i, j in acc] + [
+        "                xa, da = xoff[0] + xb, %s" % first,
+    ] + ["                a%d_%d = dy[da + %s] * x[xa + u%d]" % (i, j, output % i, j) for i, j in acc] + [
         "            else:",
     ] + ["                a%d_%d = pt[%d, %d]" % (i, j, i, j) for i, j in acc] + [
         "            for p in range(max(c0, 1), min(c0 + chunk, NP)):",
-        "                xa, da = xoff[p] + xb, doff[p]",
-    ] + ["                g%d = dy[da + d%d]" % (i, i) for i in range(OUTPUTS)] + [
+        "                xa, da = xoff[p] + xb, %s" % at,
+    ] + ["                g%d = dy[da + %s]" % (i, output % i) for i in range(OUTPUTS)] + [
         "                x%d = x[xa + u%d]" % (j, j) for j in range(POSITIONS)] + [
         "                a%d_%d = a%d_%d + g%d * x%d" % (i, j, i, j, i, j) for i, j in acc] + [
         "            pt[%d, %d] = a%d_%d" % (i, j, i, j) for i, j in acc] + [
@@ -151,7 +167,8 @@ def _holds(path, source):
 
 
 def _kernel(function, *layout):
-    """The compiled `function` ("tiles": forward tiles of `layout` (run, runs); "wtiles": weight-diff tiles) of
+    """The compiled `function` ("tiles": forward tiles of `layout` (run, runs); "wtiles": weight-diff tiles of
+    `layout` (major,), the top diff's layout) of
     its generated source: written (atomically, when the file does not hold it) into the cache directory and
     imported, compiled for float32 and float64 with numba's SLP vectorizer on (off by default; it packs the scalar
     sums into vectors and reassociates nothing: the same roundings). Once a process."""
@@ -256,7 +273,8 @@ def weight_gradient(x, dy, pad, kernel):
     """The weight diff (O, C, kh, kw) of a stride-1 convolution of x (N, C, H, W) with padding `pad`, from its
     top diff dy (N, O, OH, OW): each weight's products summed over the positions (image, row, column) in order
     from the first. Tiles of OUTPUTS outputs x POSITIONS consecutive (kernel column, channel) values of a window
-    row, read from a channels-last padded copy of x, split over the BLAS pool's threads (the same bits)."""
+    row, read from a channels-last padded copy of x (and, from POSITION_MAJOR_TAPS taps, a position-major copy
+    of dy: the same products in the same order), split over the BLAS pool's threads (the same bits)."""
     n, c, h, wd = x.shape
     o, oh, ow = dy.shape[1:]
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
@@ -265,10 +283,19 @@ def weight_gradient(x, dy, pad, kernel):
     padded(np, np.moveaxis(x, 1, -1), pad, (hp, wp), axis=1, out=xs[:n * hp * wp * c].reshape(n, hp, wp, c))
     xoff, doff = _weight_offsets(n, hp, wp, c, o, oh, ow)
     out = np.empty((o, kernel[0], kernel[1] * c), x.dtype)
-    count = -(-o // OUTPUTS) * kernel[0] * -(-kernel[1] * c // POSITIONS)
-    wtiles = _kernel("wtiles")
-    flat = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
+    blocks = -(-o // OUTPUTS)
+    count = blocks * kernel[0] * -(-kernel[1] * c // POSITIONS)
+    if c * kernel[0] * kernel[1] >= POSITION_MAJOR_TAPS:
+        major, step = "positions", blocks * OUTPUTS
+        flat = workspace(np, "tiles_rows_dy", (n, oh * ow, step), x.dtype)
+        flat[:, :, o:] = 0
+        flat[:, :, :o] = dy.reshape(n, o, -1).transpose(0, 2, 1)
+        flat = flat.reshape(-1)
+    else:
+        major, step = "planes", oh * ow
+        flat = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
     chunk = max(1, WEIGHT_CHUNK_BYTES // (x.dtype.itemsize * (c * hp * wp + o * oh * ow) // (oh * ow)))
-    cpu_split.run(lambda lo, hi: wtiles(xs, flat, xoff, doff, out, wp * c, oh * ow, chunk, lo, hi), count,
+    wtiles = _kernel("wtiles", major)
+    cpu_split.run(lambda lo, hi: wtiles(xs, flat, xoff, doff, out, wp * c, step, chunk, lo, hi), count,
                   count * xoff.shape[0])
     return np.moveaxis(out.reshape(o, kernel[0], kernel[1], c), -1, 1)
