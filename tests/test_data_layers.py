@@ -261,14 +261,14 @@ def test_bad_record_while_precaching_is_one_error_and_leaves_no_threads(tmp_path
         for i in range(4):
             w.put("%08d" % i, array_to_datum(np.zeros((1, 2, 2), np.uint8), 0).SerializeToString())
         w.put("00000004_bad", b"\xff\xff\xff\xff this is not a protobuf")
-    before = threading.active_count()
+    before = set(threading.enumerate())          # (earlier tests' threads may end meanwhile: not counted)
     with pytest.raises(DataError, match=r"db record '00000004_bad': record is not a Datum"):
         data_net(str(tmp_path / "db"), batch=2, data_param="precache: true")
     gc.collect()
     deadline = time.time() + 5
-    while threading.active_count() > before and time.time() < deadline:
+    while set(threading.enumerate()) - before and time.time() < deadline:
         time.sleep(0.05)
-    assert threading.active_count() == before, [t.name for t in threading.enumerate()]
+    assert not set(threading.enumerate()) - before, [t.name for t in set(threading.enumerate()) - before]
 
 
 def test_corrupt_encoded_image(tmp_path):
