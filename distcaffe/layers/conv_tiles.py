@@ -168,10 +168,10 @@ def _holds(path, source):
 
 def _kernel(function, *layout):
     """The compiled `function` ("tiles": forward tiles of `layout` (run, runs); "wtiles": weight-diff tiles of
-    `layout` (major,), the top diff's layout) of
-    its generated source: written (atomically, when the file does not hold it) into the cache directory and
-    imported, compiled for float32 and float64 with numba's SLP vectorizer on (off by default; it packs the scalar
-    sums into vectors and reassociates nothing: the same roundings). Once a process."""
+    `layout` (major,), the top diff's layout) of its generated source: written (atomically, when the file does
+    not hold it) into the cache directory and imported, compiled for float32 and float64 with numba's SLP
+    vectorizer on (off by default; it packs the scalar sums into vectors and reassociates nothing: the same
+    roundings). Once a process."""
     key = (function,) + layout
     if key not in _kernels:
         source = {"tiles": _forward_source, "wtiles": _weight_source}[function](*layout)
