@@ -257,6 +257,29 @@ def test_padded_into_a_dirty_workspace_equals_np_pad(pad):
     out = np.full(expect.shape, np.nan, np.float32)
     assert padded(np, x, pad, expect.shape[2:], out=out) is out
     np.testing.assert_array_equal(out, expect)
+    layout = fastpath.loops(np, np.float32, "layout_loops")
     last = np.full(np.moveaxis(expect, 1, -1).shape, np.nan, np.float32)
-    padded(np, np.moveaxis(x, 1, -1), pad, expect.shape[2:], axis=1, out=last)
+    layout.channels_last_padded(x, last, *pad)
     np.testing.assert_array_equal(last, np.moveaxis(expect, 1, -1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layout_copies_into_dirty_workspaces_equal_numpy(dtype, threads, monkeypatch):
+    """The weight diff's compiled copies (channels-last padded x, position-major top diff with its outputs
+    padded to whole tiles), split over images, equal numpy's transposes bit for bit and leave nothing of the
+    buffer's earlier contents."""
+    from distcaffe.layers import cpu_split
+    monkeypatch.setattr(cpu_split, "MIN_PART", 1)
+    monkeypatch.setattr(cpu_split.backend, "blas_threads", lambda: threads)
+    layout = fastpath.loops(np, dtype, "layout_loops")
+    x = RNG.standard_normal((5, 7, 6, 9)).astype(dtype)
+    x[0, 0, 0, 0] = -0.0
+    last = np.full((5, 6 + 4, 9 + 2, 7), np.nan, dtype)
+    layout.channels_last_padded(x, last, 2, 1)
+    np.testing.assert_array_equal(last, np.pad(np.moveaxis(x, 1, -1), ((0, 0), (2, 2), (1, 1), (0, 0))))
+    assert np.signbit(last[0, 2, 1, 0])
+    dy = RNG.standard_normal((5, 11, 30)).astype(dtype)
+    major = np.full((5, 30, 16), np.nan, dtype)
+    layout.position_major(dy, major)
+    np.testing.assert_array_equal(major, np.pad(dy.transpose(0, 2, 1), ((0, 0), (0, 0), (0, 5))))

@@ -25,8 +25,8 @@ import tempfile
 
 import numpy as np
 
-from . import cpu_split
-from .im2col import padded, workspace
+from . import cpu_split, fastpath
+from .im2col import workspace
 
 OUTPUTS = 8              # outputs of a tile (registers: 8 x 16 float32 = 8 AVX-512 or 16 AVX2 vectors)
 POSITIONS = 16           # positions of a tile: one run of 16 along an output row, or two runs of 8
@@ -50,15 +50,25 @@ def _forward_source(run, runs):
     """Source of `tiles(x, wb, toff, segs, bias, out, lo, hi)` for tiles of OUTPUTS x (runs x run) positions."""
     acc = [(i, s, j) for i in range(OUTPUTS) for s in range(runs) for j in range(run)]
     lines = _HEADER + [
-        "def tiles(x, wb, toff, segs, bias, out, lo, hi):",
-        "    # x (N, L) flat padded planes; wb (B, R, %d) weights by output block; toff (R,) tap offsets; segs (S, %d, 3)"
-        % (OUTPUTS, runs),
-        "    # (input offset, output offset, valid positions) of each run; out (N, O, P); images lo..hi-1",
+        "def tiles(x, ph, pw, wb, toff, segs, bias, out, lo, hi):",
+        "    # x (N, C, H, W) images, each copied in turn into xn, its flat planes padded by (ph, pw); wb (B, R, %d)"
+        % OUTPUTS,
+        "    # weights by output block; toff (R,) tap offsets in xn; segs (S, %d, 3) (input offset, output offset," % runs,
+        "    # valid positions) of each run; out (N, O, P); images lo..hi-1",
         "    R, O = toff.shape[0], out.shape[1]",
+        "    C, H, W = x.shape[1], x.shape[2], x.shape[3]",
+        "    wp = W + 2 * pw",
+        "    plane = (H + 2 * ph) * wp",
+        "    xn = np.zeros(C * plane + %d, x.dtype)" % run,
         "    tile = np.empty((%d, %d), out.dtype)" % (OUTPUTS, runs * run),
     ] + ["    u%d = np.uint64(%d)" % (j, j) for j in range(run)] + [
         "    for n in range(lo, hi):",
-        "        xn, on = x[n], out[n]",
+        "        for c in range(C):",
+        "            for y in range(H):",
+        "                row = c * plane + (y + ph) * wp + pw",
+        "                for i in range(W):",
+        "                    xn[row + i] = x[n, c, y, i]",
+        "        on = out[n]",
         "        for b in range(wb.shape[0]):",
         "            w, o0 = wb[b], b * %d" % OUTPUTS,
         "            for s in range(segs.shape[0]):",
@@ -152,7 +162,8 @@ def _cache_dir():
 _private = None
 _kernels = {}
 _SIGNATURES = {
-    "tiles": "(%s[:, ::1], %s[:, :, ::1], uint64[::1], uint64[:, :, ::1], %s[::1], %s[:, :, ::1], int64, int64)",
+    "tiles": "(%s[:, :, :, ::1], int64, int64, %s[:, :, ::1], uint64[::1], uint64[:, :, ::1], %s[::1], %s[:, :, ::1], "
+             "int64, int64)",
     "wtiles": "(%s[::1], %s[::1], uint64[::1], uint64[::1], %s[:, :, ::1], int64, int64, int64, int64, int64)",
 }
 
@@ -246,9 +257,6 @@ def forward(x, w, bias, pad, kernel, out):
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
     run, runs = _layout(ow)
     plane = hp * wp
-    xs = workspace(np, "tiles_in", (n, c * plane + run), x.dtype)       # (+ run: a last run's unused reads)
-    xs[:, c * plane:] = 0
-    padded(np, x, pad, (hp, wp), out=xs[:, :c * plane].reshape(n, c, hp, wp))
     blocks = -(-o // OUTPUTS)
     wb = np.zeros((blocks * OUTPUTS, w.shape[1]), x.dtype)
     wb[:o] = w
@@ -257,7 +265,8 @@ def forward(x, w, bias, pad, kernel, out):
     b = np.zeros(o, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     dst = out.reshape(n, o, oh * ow)
     tiles = _kernel("tiles", run, runs)
-    cpu_split.run(lambda lo, hi: tiles(xs, wb, toff, segs, b, dst, lo, hi), n, x.size + out.size)
+    x = np.ascontiguousarray(x)
+    cpu_split.run(lambda lo, hi: tiles(x, pad[0], pad[1], wb, toff, segs, b, dst, lo, hi), n, x.size + out.size)
 
 
 def data_gradient(dy, w, pad, kernel, dx):
@@ -278,9 +287,10 @@ def weight_gradient(x, dy, pad, kernel):
     n, c, h, wd = x.shape
     o, oh, ow = dy.shape[1:]
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
+    layout = fastpath.loops(np, x.dtype, "layout_loops")
     xs = workspace(np, "tiles_rows_in", (n * hp * wp * c + POSITIONS,), x.dtype)   # (+: a last tile's reads)
     xs[n * hp * wp * c:] = 0
-    padded(np, np.moveaxis(x, 1, -1), pad, (hp, wp), axis=1, out=xs[:n * hp * wp * c].reshape(n, hp, wp, c))
+    layout.channels_last_padded(np.ascontiguousarray(x), xs[:n * hp * wp * c].reshape(n, hp, wp, c), *pad)
     xoff, doff = _weight_offsets(n, hp, wp, c, o, oh, ow)
     out = np.empty((o, kernel[0], kernel[1] * c), x.dtype)
     blocks = -(-o // OUTPUTS)
@@ -288,8 +298,7 @@ def weight_gradient(x, dy, pad, kernel):
     if c * kernel[0] * kernel[1] >= POSITION_MAJOR_TAPS:
         major, step = "positions", blocks * OUTPUTS
         flat = workspace(np, "tiles_rows_dy", (n, oh * ow, step), x.dtype)
-        flat[:, :, o:] = 0
-        flat[:, :, :o] = dy.reshape(n, o, -1).transpose(0, 2, 1)
+        layout.position_major(np.ascontiguousarray(dy, dtype=x.dtype).reshape(n, o, -1), flat)
         flat = flat.reshape(-1)
     else:
         major, step = "planes", oh * ow

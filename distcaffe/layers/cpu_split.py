@@ -100,3 +100,13 @@ def run(fn, n, work, threads=None, pieces=None):
     finally:
         for f in futures:
             f.result()
+
+
+def over_planes(loop, split):
+    """`loop` run over parts of the leading axis of its first `split` arguments (each part its own planes)."""
+    def call(*args):
+        arrays, rest = args[:split], args[split:]
+        run(lambda lo, hi: loop(*[a[lo:hi] for a in arrays], *rest), arrays[0].shape[0],
+            arrays[0].size + arrays[1].size)
+    call.__name__, call.__doc__ = loop.__name__.lstrip("_"), loop.__doc__
+    return call

@@ -1,6 +1,6 @@
 """Which CPU fast paths apply: numba's compiled loops (`pip install 'distcaffe[fast]'`): window loops (col2im,
 pooling, the direct convolution forward), pointwise loops (BatchNorm's, Scale's and ReLU's fused elementwise
-steps) and LRN's window sums and bottom diff across channels.
+steps), LRN's window sums and bottom diff across channels, and the tiled convolution's layout copies.
 
 The loops are used for numpy float32/float64 arrays when numba imports and DISTCAFFE_NUMBA is not 0; otherwise the numpy code
 runs, with identical numbers. One exception: the register-tiled convolution (conv_tiles) has no numpy twin, and
@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 _modules = None        # None: not looked up yet; False: unavailable or switched off; else {name: module}
-NAMES = ("window_loops", "pointwise_loops", "lrn_loops")
+NAMES = ("window_loops", "pointwise_loops", "lrn_loops", "layout_loops")
 
 
 def enabled():

@@ -291,23 +291,13 @@ def _conv_direct_2d(x, out, w, offsets, width, bias, add_bias):
 
 
 # --- the public loops: each split over its independent outputs (planes; col2im_rows_2d: images) ----------
-def _over_planes(loop, split):
-    """`loop` run over parts of the leading axis of its first `split` arguments (each part its own planes)."""
-    def call(*args):
-        arrays, rest = args[:split], args[split:]
-        cpu_split.run(lambda lo, hi: loop(*[a[lo:hi] for a in arrays], *rest), arrays[0].shape[0],
-                      arrays[0].size + arrays[1].size)
-    call.__name__, call.__doc__ = loop.__name__.lstrip("_"), loop.__doc__
-    return call
-
-
-col2im_2d = _over_planes(_col2im_2d, 2)
-max_pool = _over_planes(_max_pool, 3)
-max_unpool = _over_planes(_max_unpool, 3)
-max_unpool_tiled = _over_planes(_max_unpool_tiled, 3)
-ave_pool = _over_planes(_ave_pool, 2)
-ave_unpool = _over_planes(_ave_unpool, 2)
-conv_direct_2d = _over_planes(_conv_direct_2d, 2)
+col2im_2d = cpu_split.over_planes(_col2im_2d, 2)
+max_pool = cpu_split.over_planes(_max_pool, 3)
+max_unpool = cpu_split.over_planes(_max_unpool, 3)
+max_unpool_tiled = cpu_split.over_planes(_max_unpool_tiled, 3)
+ave_pool = cpu_split.over_planes(_ave_pool, 2)
+ave_unpool = cpu_split.over_planes(_ave_unpool, 2)
+conv_direct_2d = cpu_split.over_planes(_conv_direct_2d, 2)
 
 
 def col2im_rows_2d(col, out, *geometry):
