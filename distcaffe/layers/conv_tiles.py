@@ -47,7 +47,8 @@ _HEADER = ["import numpy as np", "from numba import njit", "", "",
 
 
 def _forward_source(run, runs):
-    """Source of `tiles(x, wb, toff, segs, bias, out, lo, hi)` for tiles of OUTPUTS x (runs x run) positions."""
+    """Source of `tiles(x, ph, pw, wb, toff, segs, bias, out, lo, hi)` for tiles of OUTPUTS x (runs x run)
+    positions."""
     acc = [(i, s, j) for i in range(OUTPUTS) for s in range(runs) for j in range(run)]
     lines = _HEADER + [
         "def tiles(x, ph, pw, wb, toff, segs, bias, out, lo, hi):",
