@@ -7,7 +7,8 @@ The net is net_speed.py's (the zoo deploy net at its benchmark batch, a label In
 blobs shared), in a process whose BLAS/OpenMP/numba pools are sized to --threads before numpy loads. After two
 warm-up passes, each of --iters passes is timed per layer through `Net.before_/after_forward` and
 `before_/after_backward` (perf_counter and process_time, which counts all of the process's threads); the table
-gives each (layer, direction)'s median, largest wall first, and the pass's median total. It reads the cost of a
+gives each (layer, direction)'s median, largest wall first, the pass's median total, and the medians summed by
+layer type. It reads the cost of a
 layer where it runs, not a ratio against a peer: net_speed.py is the benchmark.
 """
 import argparse
@@ -20,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def profile(name, iters, zoo):
-    """{(layer, 'forward'|'backward'): [(wall ms, cpu ms) per pass]} and the passes' wall ms."""
+    """{(layer, 'forward'|'backward'): [(wall ms, cpu ms) per pass]}, {layer: Caffe type} and the passes' wall
+    ms."""
     sys.path.insert(0, os.path.dirname(HERE))
     import net_speed
     import distcaffe as caffe
@@ -57,7 +59,7 @@ def profile(name, iters, zoo):
         net.forward_backward()
         if k >= 2:
             totals.append((time.perf_counter() - t) * 1e3)
-    return times, totals
+    return times, {layer.name: layer.type for layer in net.layers}, totals
 
 
 def main():
@@ -70,7 +72,7 @@ def main():
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    times, totals = profile(args.net, args.iters, args.zoo)
+    times, types, totals = profile(args.net, args.iters, args.zoo)
     rows = sorted(((statistics.median(w for w, _ in v), statistics.median(c for _, c in v), k)
                    for k, v in times.items()), reverse=True)
     wall = sum(r[0] for r in rows)
@@ -80,6 +82,13 @@ def main():
     print("%-28s %-8s %9s %9s %5s" % ("layer", "pass", "wall ms", "CPU ms", "busy"))
     for w, c, (layer, direction) in rows[:args.top]:
         print("%-28s %-8s %9.2f %9.2f %5.2f" % (layer, direction, w, c, c / w if w else 0.0))
+    by_type = {}
+    for w, c, (layer, direction) in rows:
+        total = by_type.setdefault((types[layer], direction), [0.0, 0.0])
+        total[0], total[1] = total[0] + w, total[1] + c
+    print("\n%-28s %-8s %9s %9s %5s" % ("type (sum of its layers)", "pass", "wall ms", "CPU ms", "busy"))
+    for (kind, direction), (w, c) in sorted(by_type.items(), key=lambda item: -item[1][0]):
+        print("%-28s %-8s %9.2f %9.2f %5.2f" % (kind, direction, w, c, c / w if w else 0.0))
 
 
 if __name__ == "__main__":

@@ -217,6 +217,7 @@ def test_batchnorm_global_stats_fast_path_is_bit_identical():
     ('type: "Scale" scale_param { bias_term: true }', (4, 6, 7, 5)),
     ('type: "ReLU"', (4, 6, 7, 5)),
     ('type: "LRN" lrn_param { local_size: 5 alpha: 0.5 beta: 0.75 }', (4, 7, 5, 6)),
+    ('type: "Bias"', (4, 6, 7, 5)),                                     # einsum's per-channel sums
 ])
 def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
     """cpu_split cuts every compiled loop into parts for the BLAS pool's threads, and a convolution's runs of
@@ -266,6 +267,43 @@ def test_loops_split_over_threads_give_the_same_bits(text, shape, monkeypatch):
             assert over_runs == [(shape[0], 3)] * (3 if per_image else 2), over_runs
         for i, (a, b) in enumerate(zip(*results)):
             assert np.array_equal(_bits(a), _bits(b)), "output %d differs between 1 and 3 threads (%s)" % (i, text)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 35), (3, 7, 1), (1, 5, 300), (2, 1, 40)])
+def test_numpy_passes_split_over_threads_give_the_same_bits(shape, monkeypatch):
+    """Per-channel sums and dot products (einsum) and elementwise numpy calls cut into parts for 3 threads, down
+    to one channel or element a part, give one whole call's bits, and the parts ran apart."""
+    from threadpoolctl import threadpool_limits
+    from distcaffe.layers import cpu_split
+    from distcaffe.layers.elementwise import dot_outer_inner, mean_outer_inner, sum_outer_inner
+    monkeypatch.setattr(cpu_split, "MIN_PART", 1)
+    a, b = RNG.standard_normal((2,) + shape).astype(np.float32)
+    whole = [np.einsum("ijk->j", a), np.einsum("ijk,ijk->j", a, b), np.einsum("ijk->j", a) / (a.size // a.shape[1]),
+             a + b, np.maximum(a, 0)]
+    seen = []
+    real = cpu_split.run
+    monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None, **kw: seen.append(
+        len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads, **kw))
+    with threadpool_limits(3):
+        added, relu = np.empty_like(a), np.empty_like(a)
+        cpu_split.elementwise(lambda x, y, o: np.add(x, y, out=o), a, b, added)
+        cpu_split.elementwise(lambda x, o: np.maximum(x, 0, out=o), a, relu)
+        split = [sum_outer_inner(a), dot_outer_inner(np, a, b), mean_outer_inner(a), added, relu]
+    for w, got in zip(whole, split):
+        assert np.array_equal(_bits(w), _bits(got))
+    assert max(seen) == 3
+
+
+def test_per_channel_sums_of_fp16_accumulate_in_fp32():
+    """fp16 per-channel sums and means accumulate in fp32 and come back as fp16 (an fp16 running sum of 64,000
+    values near 0.5 stalls where fp16's spacing passes the addend)."""
+    from distcaffe.layers.elementwise import dot_outer_inner, mean_outer_inner, sum_outer_inner
+    a = RNG.random((64, 3, 1000)).astype(np.float16)
+    exact = a.astype(np.float64).sum(axis=(0, 2))
+    for got, want in [(sum_outer_inner(a), exact), (mean_outer_inner(a), exact / 64000),
+                      (dot_outer_inner(np, a, np.ones_like(a)), exact)]:
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, want.astype(np.float32).astype(np.float16))
 
 
 def test_split_pieces_go_to_whichever_thread_is_free():

@@ -2,8 +2,9 @@
 broadcast along axes `axis .. axis+num_axes` of bottom 0, learned or given as a second bottom)."""
 import numpy as np
 
+from .. import backend
 from ..proto import caffe_pb2
-from . import fastpath
+from . import cpu_split, fastpath
 from .base import Layer, register
 from .shape import canonical_axis
 
@@ -35,14 +36,38 @@ def broadcast_dims(layer, bottom0, p, axis, what):
     return bottom0.count_range(0, axis), p.count, bottom0.count_range(axis + p.num_axes)
 
 
+def _per_channel(subscripts, *arrays3):
+    """np.einsum(subscripts, *arrays3), the (dim,) per-channel sums of (outer, dim, inner) numpy arrays, over parts
+    of dim on the BLAS pool's threads, in their accumulation dtype (fp32 for fp16, as numpy's mean). einsum's order
+    per channel is the same in a part as in the whole (numpy's pairwise `sum` along two axes is not: its blocking
+    follows the part's shape)."""
+    out = np.empty((1, arrays3[0].shape[1], 1), backend.accum_dtype(np.result_type(*arrays3)))
+
+    def part(*parts):
+        parts[-1][0, :, 0] = np.einsum(subscripts, *parts[:-1], dtype=out.dtype)
+    cpu_split.over_axis(part, 1, *arrays3, out)
+    return out.reshape(-1)
+
+
 def sum_outer_inner(a3):
-    """Sum an (outer, dim, inner) array down to (dim,)."""
-    return a3.sum(axis=(0, 2))
+    """Sum an (outer, dim, inner) array down to (dim,) (cupy's: one reduction kernel)."""
+    if type(a3) is not np.ndarray:
+        return a3.sum(axis=(0, 2))
+    return _per_channel("ijk->j", a3).astype(a3.dtype, copy=False)
+
+
+def mean_outer_inner(a3):
+    """The mean of an (outer, dim, inner) array per channel, (dim,) (BatchNorm's batch mean)."""
+    if type(a3) is not np.ndarray:
+        return a3.mean(axis=(0, 2))
+    return (_per_channel("ijk->j", a3) / (a3.shape[0] * a3.shape[2])).astype(a3.dtype, copy=False)
 
 
 def dot_outer_inner(xp, a3, b3):
     """sum_outer_inner(a3 * b3) without the product array (one pass: per-channel dot products)."""
-    return xp.einsum("ijk,ijk->j", a3, b3)
+    if type(a3) is not np.ndarray:
+        return xp.einsum("ijk,ijk->j", a3, b3)
+    return _per_channel("ijk,ijk->j", a3, b3).astype(np.result_type(a3, b3), copy=False)
 
 
 @register("Eltwise")
@@ -78,9 +103,10 @@ class EltwiseLayer(Layer):
                 y *= x
         elif (self.op == SUM and all(c == 1 for c in self.coeffs) and top[0].dtype == xs[0].dtype
               and all(top[0] is not b for b in bottom[1:])):
-            y = xp.add(xs[0], xs[1], out=top[0].mut_dev_data)      # straight into the top
+            y = top[0].mut_dev_data                                 # straight into the top
+            cpu_split.elementwise(lambda a, b, o: xp.add(a, b, out=o), xs[0], xs[1], y)
             for x in xs[2:]:
-                y += x
+                cpu_split.elementwise(lambda a, o: xp.add(o, a, out=o), x, y)
             return
         elif self.op == SUM:
             y = self.coeffs[0] * xs[0]
@@ -255,6 +281,7 @@ class ScaleLayer(_BroadcastParamLayer):
             s3 = self.m(s.dev_data).reshape(1, -1, 1)
             out = bottom[0].mut_dev_diff
             if out.dtype == dy.dtype:
-                self.xp.multiply(dy.reshape(self.dims), s3, out=out.reshape(self.dims))
+                cpu_split.over_axis(lambda a, b, o: self.xp.multiply(a, b, out=o), 1, dy.reshape(self.dims), s3,
+                                    out.reshape(self.dims))
             else:
                 out[...] = (dy.reshape(self.dims) * s3).reshape(bottom[0].shape)

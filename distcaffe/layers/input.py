@@ -1,4 +1,5 @@
 """Layers that hold values rather than compute them: Input (net inputs), Parameter, and Split."""
+from . import cpu_split
 from .base import Layer, register
 
 
@@ -76,6 +77,7 @@ class SplitLayer(Layer):
         if len(top) == 1:
             d[...] = top[0].dev_diff
             return
-        self.xp.add(top[0].dev_diff, top[1].dev_diff, out=d)       # summed without a copy first
+        xp = self.xp                                                 # summed without a copy first
+        cpu_split.elementwise(lambda a, b, o: xp.add(a, b, out=o), top[0].dev_diff, top[1].dev_diff, d)
         for t in top[2:]:
-            d += t.dev_diff
+            cpu_split.elementwise(lambda a, o: xp.add(o, a, out=o), t.dev_diff, d)

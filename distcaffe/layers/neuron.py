@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import backend
 from ..proto import caffe_pb2
-from . import fastpath
+from . import cpu_split, fastpath
 from .base import NeuronLayer, register
 
 
@@ -185,7 +185,9 @@ class ReLULayer(_Pointwise):
     def forward(self, bottom, top):
         if self.slope:
             return super().forward(bottom, top)
-        self.xp.maximum(self.m(bottom[0].dev_data), 0, out=top[0].mut_dev_data)
+        xp = self.xp
+        cpu_split.elementwise(lambda x, y: xp.maximum(x, 0, out=y), self.m(bottom[0].dev_data),
+                              top[0].mut_dev_data)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import backend
 from . import fastpath
-from .elementwise import dot_outer_inner
+from .elementwise import dot_outer_inner, mean_outer_inner
 from .im2col import workspace
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register
@@ -65,7 +65,7 @@ class BatchNormLayer(NeuronLayer):
             mean = self.m(self.blobs[0].dev_data) * factor
             var = self.m(self.blobs[1].dev_data) * factor
         else:
-            mean = x.mean(axis=(0, 2))
+            mean = mean_outer_inner(x)
         xc = self._x_norm_buffer(x.shape, np.result_type(x.dtype, mean.dtype))
         _center(xp, x, mean, xc)
         if not self.use_global_stats:
@@ -122,7 +122,7 @@ class BatchNormLayer(NeuronLayer):
             y = self.x_norm
             m = g.size // self.channels
             mean_gy = dot_outer_inner(xp, g, y) / m
-            mean_g = g.mean(axis=(0, 2))
+            mean_g = mean_outer_inner(g)
             _input_diff(xp, g, y, mean_g, mean_gy, self.std, d)
         if diff.dtype != g.dtype:
             diff[...] = d.reshape(diff.shape)
