@@ -1,6 +1,6 @@
 """The register-tiled direct convolution (layers/conv_tiles.py, numba): bit for bit the sequential sums of numpy
 references, forward and data gradient in (channel, ky, kx) order in both tile layouts, the weight diff in
-position order across chunks, float32 and float64; the Convolution layer takes it where it applies (numba on)
+position order across chunks, float64 rounded twice a product and float32 fused (FMA); the Convolution layer takes it where it applies (numba on)
 and matches its own im2col + GEMM path (numba off) to float32 rounding; the generated kernels are written and
 cached once. (1 and 3 threads: test_layers_fastpath.py's split test.)"""
 import os
@@ -18,6 +18,15 @@ from layer_harness import fast_pass, make_layer
 RNG = np.random.default_rng(11)
 
 
+def _multiply_add(acc, a, b):
+    """acc + a * b as the kernels compute it: in float64 a rounded product and a rounded sum; in float32 fused,
+    one rounding (emulated in float64: the product exact, the sum rounded twice, which differs from once only at a
+    float32 tie that these data never meet)."""
+    if acc.dtype == np.float32:
+        return (acc.astype(np.float64) + a.astype(np.float64) * b.astype(np.float64)).astype(np.float32)
+    return acc + a * b
+
+
 def _reference(x, w, bias, pad, kernel):
     """Each output the sum of its products from the first, in (channel, ky, kx) order, then + bias (0 if none)."""
     n, c, h, wd = x.shape
@@ -28,8 +37,8 @@ def _reference(x, w, bias, pad, kernel):
     for ci in range(c):
         for ky in range(kh):
             for kx in range(kw):
-                term = w[:, r][None, :, None, None] * xp[:, ci, None, ky:ky + oh, kx:kx + ow]
-                acc = term if acc is None else acc + term
+                wr, xr = w[:, r][None, :, None, None], xp[:, ci, None, ky:ky + oh, kx:kx + ow]
+                acc = wr * xr if acc is None else _multiply_add(acc, wr, xr)
                 r += 1
     b = np.zeros(w.shape[0], x.dtype) if bias is None else bias
     return acc + b[None, :, None, None]
@@ -79,8 +88,8 @@ def _weight_reference(x, dy, pad, kernel):
     for n in range(dy.shape[0]):
         for y in range(dy.shape[2]):
             for col in range(dy.shape[3]):
-                term = dy[n, :, y, col][:, None, None, None] * xp[n, None, :, y:y + kernel[0], col:col + kernel[1]]
-                acc = term if acc is None else acc + term
+                g, xw = dy[n, :, y, col][:, None, None, None], xp[n, None, :, y:y + kernel[0], col:col + kernel[1]]
+                acc = g * xw if acc is None else _multiply_add(acc, g, xw)
     return acc
 
 
@@ -196,21 +205,22 @@ def test_padding_past_the_kernel_keeps_the_gemm_data_gradient(monkeypatch):
 
 
 def test_generated_kernels_are_written_once_and_cached(tmp_path):
-    """A fresh process writes each layout's source into DISTCAFFE_CACHE and numba caches its compilation
-    beside it; a second process finds both and compiles nothing."""
+    """A fresh process writes each layout's source into DISTCAFFE_CACHE and numba caches its compilation (a
+    function a dtype) beside it; a second process finds both and compiles nothing."""
     code = ("import numpy as np, sys; from distcaffe.layers import conv_tiles\n"
             "for w in (8, 16):\n"
             "    x = np.ones((1, 2, 5, w), np.float32); out = np.empty((1, 3, 5, w), np.float32)\n"
             "    conv_tiles.forward(x, np.ones((3, 18), np.float32), None, [1, 1], [3, 3], out)\n"
             "    assert out[0, 0, 2, 2] == 18\n"
-            "print(sum(k.stats.cache_misses.get(s, 0) for k in conv_tiles._kernels.values() for s in k.signatures))")
+            "print(sum(k.stats.cache_misses.get(s, 0) for ks in conv_tiles._kernels.values() for k in ks.values()\n"
+            "          for s in k.signatures))")
     env = dict(os.environ, DISTCAFFE_CACHE=str(tmp_path))
     env.pop("NUMBA_CACHE_DIR", None)                  # (numba would cache there instead)
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     sources = sorted(p.name for p in tmp_path.glob("distcaffe_conv_tiles_*.py"))
     assert len(sources) == 2
-    assert len(list(tmp_path.glob("__pycache__/distcaffe_conv_tiles_*.nbi"))) == 2
+    assert len(list(tmp_path.glob("__pycache__/distcaffe_conv_tiles_*.nbi"))) == 2 * len(conv_tiles.FUSED)
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split()[-1] == "0"
@@ -234,7 +244,7 @@ def test_a_damaged_kernel_file_is_written_again(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTCAFFE_CACHE", str(tmp_path))
     monkeypatch.setattr(conv_tiles, "_kernels", {})
     monkeypatch.setattr(conv_tiles, "POSITION_MAJOR_TAPS", 1 << 30)
-    source = conv_tiles._weight_source("planes")
+    source = conv_tiles._source("wtiles", "planes")
     conv_tiles._kernel("wtiles", "planes")
     (path,) = tmp_path.glob("distcaffe_conv_wtiles_*.py")
     path.write_text(source[:100])                              # cut short

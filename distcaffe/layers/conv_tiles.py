@@ -3,10 +3,13 @@ in CPU registers, 8 outputs x 16 positions at a time, with no columns and no GEM
 
 OpenBLAS runs the GEMMs of im2col convolutions with 32-64 outputs (CIFAR-10 quick, LeNet) at 55-85 GFLOP/s plus
 the column copies; oneDNN's direct convolution runs them at ~100. This kernel takes each output's products in
-(channel, ky, kx) order from the first, a rounded multiply and a rounded add each (no fused multiply-add), for 8
-outputs at 16 positions of an output row (or 8 positions of two rows) held as 128 scalars that LLVM's SLP
-vectorizer packs into vector registers: ~98 GFLOP/s on CIFAR-10 quick's conv2 forward (Zen 4, 1 thread), bit for
-bit the sequential sums of tests/test_conv_tiles.py's numpy reference. The data gradient of such a layer is the
+(channel, ky, kx) order from the first, for 8 outputs at 16 positions of an output row (or 8 positions of two
+rows) held as 128 scalars that LLVM's SLP vectorizer packs into vector registers: ~98 GFLOP/s on CIFAR-10 quick's
+conv2 forward (Zen 4, 1 thread, unfused), bit for bit the sequential sums of tests/test_conv_tiles.py's numpy
+reference. In float32 each product is fused into its sum (FMA, one rounding instead of two; the order unchanged):
+CIFAR-10 quick forward+backward at 2 threads 70.8 -> 59.3 ms on a Xeon with two 512-bit FMA ports, whose
+multiplies and adds issued apart took both ports for one product-add. Float64's stay a rounded multiply and a
+rounded add, which numpy's references reproduce bit for bit (the gradient checks run in float64). The data gradient of such a layer is the
 same kernel on the top diff with the weights flipped and transposed (`data_gradient`); the weight diff's tiles
 are 8 outputs x 16 consecutive (kernel column, channel) values of a window row (`weight_gradient`), reading
 the top diff as the layer holds it or, for many taps, a position-major copy where a tile's 8 outputs are adjacent.
@@ -42,15 +45,16 @@ WEIGHT_CHUNK_BYTES = 512 << 10
 POSITION_MAJOR_TAPS = 256
 
 
-_HEADER = ["import numpy as np", "from numba import njit", "", "",
-           "@njit(cache=True, nogil=True, error_model='numpy', boundscheck=False)"]
+_HEADER = ["import numpy as np", "from numba import njit"]
+_JIT = "@njit(cache=True, nogil=True, error_model='numpy', boundscheck=False%s)"
+FUSED = {"float32": True, "float64": False}     # dtype: its multiply-adds contracted into FMAs (module docstring)
 
 
 def _forward_source(run, runs):
     """Source of `tiles(x, ph, pw, wb, toff, segs, bias, out, lo, hi)` for tiles of OUTPUTS x (runs x run)
     positions."""
     acc = [(i, s, j) for i in range(OUTPUTS) for s in range(runs) for j in range(run)]
-    lines = _HEADER + [
+    lines = [
         "def tiles(x, ph, pw, wb, toff, segs, bias, out, lo, hi):",
         "    # x (N, C, H, W) images, each copied in turn into xn, its flat planes padded by (ph, pw); wb (B, R, %d)"
         % OUTPUTS,
@@ -108,7 +112,7 @@ def _weight_source(major):
     else:
         tile_outputs = ["            ob = np.uint64(o0)"]
         first, at, output = "ob", "np.uint64(p * step) + ob", "u%d"
-    lines = _HEADER + [
+    lines = [
         "def wtiles(x, dy, xoff, doff, out, row, step, chunk, lo, hi):",
         "    # x flat channels-last padded input; dy flat top diff; xoff / doff (N * plane,) each position's offset",
         "    # in them (doff: %s); out (O, KH, KW * C); row: a padded input row's length; tiles lo..hi-1"
@@ -178,15 +182,25 @@ def _holds(path, source):
         return False
 
 
+def _source(function, *layout):
+    """The module source of `function`'s kernels of `layout` ("tiles": forward tiles (run, runs); "wtiles":
+    weight-diff tiles (major,), the top diff's layout): one function a dtype, `<function>_<dtype>`, compiled with
+    its multiply-adds fused where FUSED says."""
+    body = {"tiles": _forward_source, "wtiles": _weight_source}[function](*layout)
+    lines = list(_HEADER)
+    for dtype, fused in FUSED.items():
+        lines += ["", "", _JIT % (", fastmath={'contract'}" if fused else ""),
+                  body.replace("def %s(" % function, "def %s_%s(" % (function, dtype), 1)]
+    return "\n".join(lines)
+
+
 def _kernel(function, *layout):
-    """The compiled `function` ("tiles": forward tiles of `layout` (run, runs); "wtiles": weight-diff tiles of
-    `layout` (major,), the top diff's layout) of its generated source: written (atomically, when the file does
-    not hold it) into the cache directory and imported, compiled for float32 and float64 with numba's SLP
-    vectorizer on (off by default; it packs the scalar sums into vectors and reassociates nothing: the same
-    roundings). Once a process."""
+    """{dtype name: compiled kernel} of `_source(function, *layout)`: written (atomically, when the file does not
+    hold it) into the cache directory and imported, compiled with numba's SLP vectorizer on (off by default; it
+    packs the scalar sums into vectors and reassociates nothing). Once a process."""
     key = (function,) + layout
     if key not in _kernels:
-        source = {"tiles": _forward_source, "wtiles": _weight_source}[function](*layout)
+        source = _source(function, *layout)
         name = "distcaffe_conv_%s_%s" % (function, hashlib.sha1(source.encode()).hexdigest()[:12])
         path = os.path.join(_cache_dir(), name + ".py")
         if not _holds(path, source):
@@ -199,14 +213,14 @@ def _kernel(function, *layout):
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-        kernel = getattr(module, function)
+        kernels = {dtype: getattr(module, "%s_%s" % (function, dtype)) for dtype in FUSED}
         before, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
         try:
-            for dtype in ("float32", "float64"):
+            for dtype, kernel in kernels.items():
                 kernel.compile(_SIGNATURES[function].replace("%s", dtype))
         finally:
             config.SLP_VECTORIZE = before
-        _kernels[key] = kernel
+        _kernels[key] = kernels
     return _kernels[key]
 
 
@@ -252,7 +266,7 @@ def _weight_offsets(n, hp, wp, c, o, oh, ow):
 def forward(x, w, bias, pad, kernel, out):
     """out (N, O, OH, OW) = x (N, C, H, W) convolved with w (O, C * kh * kw) at stride 1, zero padding `pad`
     (per axis, >= 0), plus bias (O,) unless None: each output the sum of its products in (channel, ky, kx)
-    order from the first, then + bias. Split over images on the BLAS pool's threads (the same bits)."""
+    order from the first (float32's fused: FMA), then + bias. Split over images on the BLAS pool's threads (the same bits)."""
     n, c, h, wd = x.shape
     o, (oh, ow) = w.shape[0], out.shape[2:]
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
@@ -265,7 +279,7 @@ def forward(x, w, bias, pad, kernel, out):
     toff, segs = _forward_offsets(c, plane, wp, tuple(kernel), oh, ow, run, runs)
     b = np.zeros(o, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     dst = out.reshape(n, o, oh * ow)
-    tiles = _kernel("tiles", run, runs)
+    tiles = _kernel("tiles", run, runs)[x.dtype.name]
     x = np.ascontiguousarray(x)
     cpu_split.run(lambda lo, hi: tiles(x, pad[0], pad[1], wb, toff, segs, b, dst, lo, hi), n, x.size + out.size)
 
@@ -305,7 +319,7 @@ def weight_gradient(x, dy, pad, kernel):
         major, step = "planes", oh * ow
         flat = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
     chunk = max(1, WEIGHT_CHUNK_BYTES // (x.dtype.itemsize * (c * hp * wp + o * oh * ow) // (oh * ow)))
-    wtiles = _kernel("wtiles", major)
+    wtiles = _kernel("wtiles", major)[x.dtype.name]
     cpu_split.run(lambda lo, hi: wtiles(xs, flat, xoff, doff, out, wp * c, step, chunk, lo, hi), count,
                   count * xoff.shape[0])
     return np.moveaxis(out.reshape(o, kernel[0], kernel[1], c), -1, 1)
