@@ -137,3 +137,13 @@ def elementwise(fn, *arrays):
         over_axis(fn, 0, *[a.reshape(-1) for a in arrays])
     else:
         fn(*arrays)
+
+
+def copy(dst, src):
+    """dst[...] = src for arrays of one size, split as `elementwise` splits (the diffs Eltwise's SUM and a lone
+    Split hand back: ResNet-50 at 2 threads, Eltwise's backward ran on one thread)."""
+    elementwise(_assign, dst, src)
+
+
+def _assign(dst, src):
+    dst[...] = src

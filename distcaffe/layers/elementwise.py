@@ -142,7 +142,14 @@ class EltwiseLayer(Layer):
                     g = self.m(top[0].dev_data) / self.m(b.dev_data)
                 g = g * dy
             elif self.op == SUM:
-                g = dy if self.coeffs[i] == 1 else self.coeffs[i] * dy
+                out, c = b.mut_dev_diff, self.coeffs[i]
+                if out.dtype == dy.dtype:                 # straight into the bottom diff, split over threads
+                    if c == 1:
+                        cpu_split.copy(out, dy)
+                    else:
+                        cpu_split.elementwise(lambda a, o: self.xp.multiply(a, c, out=o), dy, out)
+                    continue
+                g = dy if c == 1 else c * dy
             else:
                 g = dy * (self.max_idx == i)
             b.mut_dev_diff[...] = g

@@ -75,7 +75,7 @@ class SplitLayer(Layer):
             return
         d = bottom[0].mut_dev_diff
         if len(top) == 1:
-            d[...] = top[0].dev_diff
+            cpu_split.copy(d, top[0].dev_diff)
             return
         xp = self.xp                                                 # summed without a copy first
         cpu_split.elementwise(lambda a, b, o: xp.add(a, b, out=o), top[0].dev_diff, top[1].dev_diff, d)
