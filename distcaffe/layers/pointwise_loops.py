@@ -65,11 +65,13 @@ def _scale_bias(r0, a, s, b):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _relu_diff(d, x, lo, hi):
-    """d[lo:hi] *= (x > 0) of flat arrays, d holding the top diff: ReLU's bottom diff (numpy's bool factor is
-    1 or 0 in d's dtype, so the products, -0 and NaN included, are the same)."""
+def _relu_diff(d, x):
+    """d *= (x > 0) of flat arrays, d holding the top diff: ReLU's bottom diff (numpy's bool factor is 1 or 0 in
+    d's dtype, so the products, -0 and NaN included, are the same). Called on a part's views, not on (lo, hi)
+    bounds of the whole arrays: a loop from lo to hi did not vectorize (6.4M elements, 1 thread: 11.9 ms against
+    1.8, and numpy's 3.1)."""
     one, zero = d.dtype.type(1), d.dtype.type(0)
-    for i in range(lo, hi):
+    for i in range(d.shape[0]):
         d[i] = d[i] * (one if x[i] > 0 else zero)
 
 
@@ -113,4 +115,4 @@ def scale_bias(x, s, b, out):
 def relu_diff(dy, x, dx):
     """dx = dy * (x > 0) of flat arrays (dx may be dy), over parts of the elements."""
     _onto(dx, dy)
-    cpu_split.run(lambda lo, hi: _relu_diff(dx, x, lo, hi), dx.shape[0], 2 * dx.shape[0])
+    cpu_split.run(lambda lo, hi: _relu_diff(dx[lo:hi], x[lo:hi]), dx.shape[0], 2 * dx.shape[0])
