@@ -86,7 +86,6 @@ def conv_layout(request, monkeypatch):
     monkeypatch.setattr(ConvolutionLayer, "IMAGE_MAJOR_WIDTH", 1 if request.param.endswith("_wide") else 1 << 30)
     straight = request.param.endswith("_straight")
     monkeypatch.setattr(ConvolutionLayer, "STRAIGHT_PRODUCT_BYTES", 1 if straight else 1 << 60)
-    monkeypatch.setattr(ConvolutionLayer, "STRAIGHT_COLUMNS", 1 << 60)
     return request.param
 
 
@@ -157,15 +156,16 @@ def test_convolution_per_image_products_put_the_larger_dimension_first():
 
 
 def test_convolution_straight_weight_products():
-    """Large weight-diff products over few columns (ResNet-50's 7x7 planes) are computed as (outputs,
-    kernel_dim), sparing their transposed add; small ones and long runs keep the transposed product."""
+    """Large weight-diff products (1 MB and more) are computed as (outputs, kernel_dim), sparing their
+    transposed add; small ones keep the transposed product."""
     def layer(params, shape):
         return _run('type: "Convolution" convolution_param { %s }' % params, RNG.standard_normal(shape),
                     dtype=np.float32)[0]
     assert layer("num_output: 512 kernel_size: 3 pad: 1", (8, 512, 7, 7))._straight_product()
     assert layer("num_output: 2048 kernel_size: 1", (8, 512, 7, 7))._straight_product()
     assert not layer("num_output: 32 kernel_size: 5 pad: 2", (100, 32, 16, 16))._straight_product()   # 100 KB
-    assert not layer("num_output: 256 kernel_size: 3 pad: 1", (8, 256, 28, 28))._straight_product()  # 6272 cols
+    assert layer("num_output: 256 kernel_size: 3 pad: 1", (8, 256, 28, 28))._straight_product()      # 6272 cols
+    assert not layer("num_output: 64 kernel_size: 3 pad: 1", (8, 64, 28, 28))._straight_product()    # 576 KB
 
 
 @pytest.mark.parametrize("params,shape", CONV_CASES)

@@ -270,18 +270,18 @@ class _BaseConvolution(_ConvGeometry, Layer):
 
     # The transposed add of a (k, m) product falls out of the cache once the product is large (~3.7 ns an
     # element at 512 x 4608 on 1 thread, 8.7 ms, and no faster on 2 threads), while the GEMM gain of that
-    # layout is ~10%: products of STRAIGHT_PRODUCT_BYTES and more are computed as a^T col^T (m, k) where the
-    # one-thread runs have fewer than STRAIGHT_COLUMNS columns (measured, 1 thread: 512x4608 0.73x at 392
-    # columns, 0.89x at 1176; 256x2304 0.85x at 392, 1.0x at 784, 1.07x at 1568; 128x1152 1.03x at 784). A
-    # property of the layer, not of the thread count or of a run, so every path computes the same products.
+    # layout is ~10% at most: products of STRAIGHT_PRODUCT_BYTES and more are computed as a^T col^T (m, k). On
+    # the Zen 4 VM of 12-02 long runs (1568+ columns) were ~7% faster transposed, so they kept it; on the Xeon
+    # of 12-04 (2 threads, backward ms, transposed -> straight) the straight product won at every length:
+    # 256 -> 256 3x3 on 14x14 19.1 -> 15.9 (1568 columns) and on 28x28 72.1 -> 64.2 (6272), AlexNet's conv2
+    # 62.2 -> 59.1 and conv4 15.5 -> 14.1, whole passes AlexNet 514 -> 491, ResNet-50 1409 -> 1405, so every
+    # large product is. A property of the layer, so every path and thread count computes the same products.
     STRAIGHT_PRODUCT_BYTES = 1 << 20
-    STRAIGHT_COLUMNS = 1280
 
     def _straight_product(self):
         """True when the weight-diff products are computed as (m, k) (else (k, m), added transposed)."""
         per_group = self.kernel_dim * (self.conv_out_channels // self.group) * self.mdtype.itemsize
-        images = max(z - a for a, z in self._chunks(threads=1))
-        return per_group >= self.STRAIGHT_PRODUCT_BYTES and images * prod(self.col_shape) < self.STRAIGHT_COLUMNS
+        return per_group >= self.STRAIGHT_PRODUCT_BYTES
 
     def _weight_product(self, a, col, straight):
         """a (G, m, N) times the columns (G, k, N) transposed: (G, m, k) when `straight`, else computed as
