@@ -111,9 +111,15 @@ def accumulate_windows(xp, col, padded_shape, stride, dilation, axis=2, kernel=N
 
 
 def im2col(xp, x, kernel, stride, pad, dilation, out_shape, axis=2, out=None):
-    """Caffe's im2col: a (.., *kernel, *out, ..) view of the zero-padded input, or that copied into `out`."""
-    spatial = x.shape[axis:axis + len(kernel)]
-    xpad = padded(xp, x, pad, [s + 2 * p for s, p in zip(spatial, pad)], axis=axis)
+    """Caffe's im2col: a (.., *kernel, *out, ..) view of the zero-padded input, or that copied into `out` (then
+    padded in a reused workspace: a fresh padded copy a call paged in ~0.1 ms of memory each time)."""
+    n = len(kernel)
+    spatial = x.shape[axis:axis + n]
+    shape = [s + 2 * p for s, p in zip(spatial, pad)]
+    scratch = None
+    if out is not None and any(pad):
+        scratch = workspace(xp, "im2col_pad", x.shape[:axis] + tuple(shape) + x.shape[axis + n:], x.dtype)
+    xpad = padded(xp, x, pad, shape, axis=axis, out=scratch)
     view = windows(xp, xpad, kernel, stride, dilation, out_shape, axis)
     if out is None:
         return view
