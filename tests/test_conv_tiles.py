@@ -1,8 +1,9 @@
 """The register-tiled direct convolution (layers/conv_tiles.py, numba): bit for bit the sequential sums of numpy
-references, forward and data gradient in (channel, ky, kx) order in both tile layouts, the weight diff in
-position order across chunks, float64 rounded twice a product and float32 fused (FMA); the Convolution layer takes it where it applies (numba on)
-and matches its own im2col + GEMM path (numba off) to float32 rounding; the generated kernels are written and
-cached once. (1 and 3 threads: test_layers_fastpath.py's split test.)"""
+references, forward and data gradient in (channel, ky, kx) order in every tile layout (AVX2's and AVX-512's),
+the weight diff in position order across chunks, float64 rounded twice a product and float32 fused (FMA); the
+Convolution layer takes it where it applies (numba on) and matches its own im2col + GEMM path (numba off) to
+float32 rounding; the generated kernels are written and cached once. (1 and 3 threads: test_layers_fastpath.py's
+split test.)"""
 import os
 import subprocess
 import sys
@@ -49,13 +50,26 @@ GEOMETRIES = [            # (N, C, H, W), outputs, kernel, pad: both layouts, pa
     ((2, 3, 8, 8), 16, (5, 5), (2, 2)),
     ((2, 2, 7, 20), 9, (3, 3), (1, 1)),
     ((1, 5, 6, 30), 3, (2, 4), (0, 1)),
+    ((2, 3, 4, 61), 10, (3, 3), (1, 1)),
     ((2, 1, 12, 12), 20, (5, 5), (0, 0)),
 ]
 
 
+@pytest.fixture(params=[False, True], ids=["ymm_tiles", "zmm_tiles"])
+def wide(request, monkeypatch):
+    """Both sets of forward tile layouts (AVX2's and AVX-512's), whichever this CPU has."""
+    monkeypatch.setattr(fastpath, "full_width_vectors", lambda: request.param)
+    return request.param
+
+
+def test_every_output_row_has_a_layout(wide):
+    runs = {conv_tiles._layout(width) for width in range(6, 80)}
+    assert runs == ({(32, 1), (16, 2), (8, 4)} if wide else {(16, 1), (8, 2)})
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
-def test_tiled_forward_is_the_sequential_sum_bit_for_bit(shape, outputs, kernel, pad, dtype):
+def test_tiled_forward_is_the_sequential_sum_bit_for_bit(shape, outputs, kernel, pad, dtype, wide):
     x = RNG.standard_normal(shape).astype(dtype)
     w = RNG.standard_normal((outputs, shape[1] * kernel[0] * kernel[1])).astype(dtype)
     for bias in (RNG.standard_normal(outputs).astype(dtype), None):
@@ -66,7 +80,7 @@ def test_tiled_forward_is_the_sequential_sum_bit_for_bit(shape, outputs, kernel,
 
 
 @pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
-def test_tiled_data_gradient_is_the_flipped_convolution(shape, outputs, kernel, pad):
+def test_tiled_data_gradient_is_the_flipped_convolution(shape, outputs, kernel, pad, wide):
     """The data gradient's sums are the reference's on the top diff padded kernel - 1 - pad with flipped,
     transposed weights, and equal the adjoint of the forward: <dy, conv(x)> = <data_gradient(dy), x>."""
     x = RNG.standard_normal(shape)

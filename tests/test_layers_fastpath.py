@@ -361,3 +361,27 @@ def test_numba_loads_only_when_a_loop_runs():
             "assert 'numba' not in sys.modules\n"
             "assert fastpath.enabled() and 'numba' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_numba_fills_512_bit_registers_on_avx512_unless_the_user_chose():
+    """On an AVX-512 CPU the compiled loops are built for 512-bit vectors (LLVM's tuning would prefer 256); a
+    NUMBA_CPU_FEATURES the user set is kept as it is."""
+    import os
+    import subprocess
+    import sys
+    import llvmlite.binding as llvm
+    host = llvm.get_host_cpu_features()
+    code = ("from distcaffe.layers import fastpath; from numba.core import config\n"
+            "print(fastpath.full_width_vectors()); print(config.CPU_FEATURES)")
+
+    def ask(**env):
+        base = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+        out = subprocess.run([sys.executable, "-c", code], env=dict(base, **env), capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        wide, features = out.stdout.split("\n")[:2]
+        return wide == "True", features
+    wide, features = ask()
+    assert wide == bool(host.get("avx512f"))
+    assert features == (host.flatten() + ",-prefer-256-bit" if wide else "None")
+    assert ask(NUMBA_CPU_FEATURES=host.flatten()) == (False, host.flatten())

@@ -4,17 +4,18 @@ in CPU registers, 8 outputs x 16 positions at a time, with no columns and no GEM
 OpenBLAS runs the GEMMs of im2col convolutions with 32-64 outputs (CIFAR-10 quick, LeNet) at 55-85 GFLOP/s plus
 the column copies; oneDNN's direct convolution runs them at ~100. This kernel takes each output's products in
 (channel, ky, kx) order from the first, for 8 outputs at 16 positions of an output row (or 8 positions of two
-rows) held as 128 scalars that LLVM's SLP vectorizer packs into vector registers: ~98 GFLOP/s on CIFAR-10 quick's
-conv2 forward (Zen 4, 1 thread, unfused), bit for bit the sequential sums of tests/test_conv_tiles.py's numpy
-reference. In float32 each product is fused into its sum (FMA, one rounding instead of two; the order unchanged):
-CIFAR-10 quick forward+backward at 2 threads 70.8 -> 59.3 ms on a Xeon with two 512-bit FMA ports, whose
-multiplies and adds issued apart took both ports for one product-add. Float64's stay a rounded multiply and a
-rounded add, which numpy's references reproduce bit for bit (the gradient checks run in float64). The data gradient of such a layer is the
-same kernel on the top diff with the weights flipped and transposed (`data_gradient`); the weight diff's tiles
-are 8 outputs x 16 consecutive (kernel column, channel) values of a window row (`weight_gradient`), reading
-the top diff as the layer holds it or, for many taps, a position-major copy where a tile's 8 outputs are adjacent.
+rows; 32 positions where AVX-512 is, `_LAYOUTS`) held as scalars that LLVM's SLP vectorizer packs into vector
+registers: ~98 GFLOP/s on CIFAR-10 quick's conv2 forward (Zen 4, 1 thread, unfused), bit for bit the sequential
+sums of tests/test_conv_tiles.py's numpy reference. In float32 each product is fused into its sum (FMA, one
+rounding instead of two; the order unchanged): CIFAR-10 quick forward+backward at 2 threads 70.8 -> 59.3 ms on a
+Xeon with two 512-bit FMA ports, whose multiplies and adds issued apart took both ports for one product-add.
+Float64's stay a rounded multiply and a rounded add, which numpy's references reproduce bit for bit (the
+gradient checks run in float64). The data gradient of such a layer is the same kernel on the top diff with the
+weights flipped and transposed (`data_gradient`); the weight diff's tiles are 8 outputs x 16 consecutive (kernel
+column, channel) values of a window row (`weight_gradient`), reading the top diff as the layer holds it or, for
+many taps, a position-major copy where a tile's 8 outputs are adjacent.
 
-The kernel's source is written out of a template (128 accumulators are no hand-written code) into this user's
+The kernel's source is written out of a template (128-256 accumulators are no hand-written code) into this user's
 cache directory and imported from there, so that numba caches its compilation like the other loops'. There is no
 numpy twin of it: no numpy formulation of these sums in this order is within 10x of the GEMM, so with numba off
 (or missing) the layer keeps its im2col + GEMM path, whose sums round differently (as cuDNN's do).
@@ -31,9 +32,15 @@ import numpy as np
 from . import cpu_split, fastpath
 from .im2col import workspace
 
-OUTPUTS = 8              # outputs of a tile (registers: 8 x 16 float32 = 8 AVX-512 or 16 AVX2 vectors)
-POSITIONS = 16           # positions of a tile: one run of 16 along an output row, or two runs of 8
-_LAYOUTS = ((16, 1), (8, 2))          # (run length, runs a tile): rows of 12+ outputs take the first
+OUTPUTS = 8              # outputs of a tile (8 x 16 float32 accumulators: 8 AVX-512 or 16 AVX2 vectors)
+POSITIONS = 16           # lanes of a weight-diff tile: 16 consecutive (kernel column, channel) values of a window row
+# (least output row length, (run length, runs a tile)) of the forward tiles, the first that fits, by whether numba
+# fills 512-bit registers (fastpath.full_width_vectors): 8 x 16 accumulators are the 16 ymm registers of AVX2;
+# AVX-512's 32 zmm hold 8 x 32, which loads each weight once for twice the products (2 threads, 12-04 Xeon, ms
+# from 16-position tiles: ResNet-50 3x3 of 64 channels on 56x56 8.5 -> 7.3, of 128 on 28x28 8.6 -> 6.3 with
+# runs of 32; CIFAR-10 quick conv2 (16 wide) 4.8 -> 4.2 with two runs of 16, where one of 32 ran 6.7).
+# Each output's sum is the same whatever its tile, so the layout moves no numbers.
+_LAYOUTS = {False: ((12, (16, 1)), (0, (8, 2))), True: ((24, (32, 1)), (12, (16, 2)), (0, (8, 4)))}
 # Bytes of input and top diff a chunk of the weight diff's positions spans (interleaved, 1 thread, CIFAR-10 quick
 # conv2: 32 KB - 1 MB 15.4-17.0 ms, 4 MB 20.1, unchunked 20.8; conv3 8.3-8.7 / 11.2 / 11.7).
 WEIGHT_CHUNK_BYTES = 512 << 10
@@ -209,6 +216,7 @@ def _kernel(function, *layout):
                 f.write(source)
             os.replace(tmp, path)
         from numba.core import config
+        fastpath.full_width_vectors()
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -236,7 +244,8 @@ def weights_apply(kernel, channels):
 
 
 def _layout(out_width):
-    return _LAYOUTS[0] if out_width >= 12 else _LAYOUTS[1]
+    """(run length, runs a tile) of the forward tiles of an output row `out_width` long (_LAYOUTS)."""
+    return next(layout for least, layout in _LAYOUTS[fastpath.full_width_vectors()] if out_width >= least)
 
 
 @functools.lru_cache(maxsize=256)
@@ -266,7 +275,8 @@ def _weight_offsets(n, hp, wp, c, o, oh, ow):
 def forward(x, w, bias, pad, kernel, out):
     """out (N, O, OH, OW) = x (N, C, H, W) convolved with w (O, C * kh * kw) at stride 1, zero padding `pad`
     (per axis, >= 0), plus bias (O,) unless None: each output the sum of its products in (channel, ky, kx)
-    order from the first (float32's fused: FMA), then + bias. Split over images on the BLAS pool's threads (the same bits)."""
+    order from the first (float32's fused: FMA), then + bias. Split over images on the BLAS pool's threads (the
+    same bits)."""
     n, c, h, wd = x.shape
     o, (oh, ow) = w.shape[0], out.shape[2:]
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
