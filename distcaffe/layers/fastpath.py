@@ -28,11 +28,10 @@ def _lookup():
         _modules = False
         if os.environ.get("DISTCAFFE_NUMBA", "1") != "0":
             try:
+                full_width_vectors()            # (first: numba's decorators make its target machine)
                 _modules = {name: importlib.import_module("." + name, __package__) for name in NAMES}
             except ImportError:
                 pass
-            else:
-                full_width_vectors()
     return _modules
 
 
@@ -60,17 +59,17 @@ def full_width_vectors():
     CPUs prefers 256-bit vectors, and the tiled convolution's sums then ran on ymm registers (2 threads on the
     12-04 Xeon: CIFAR-10 quick conv2 forward 5.85 -> 4.54 ms, ResNet-50's 3x3 of 64 channels 10.3 -> 8.6). The
     width moves no numbers: nothing is reassociated. NUMBA_CPU_FEATURES, when set, is the user's choice and
-    left as it is; the setting takes effect if numba has compiled nothing in this process yet (its target
-    machine is made once)."""
+    left as it is. numba makes its target machine once a process, at its first decorated function: this makes
+    it here, and reads the features it was made with (a process that used numba before keeps LLVM's choice)."""
     global _full_width
     if _full_width is None:
         from numba.core import config
+        from numba.core.registry import cpu_target
         if config.CPU_FEATURES is None:
             import llvmlite.binding as llvm
             features = llvm.get_host_cpu_features()
             if features.get("avx512f"):
                 config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
-        flags = (config.CPU_FEATURES or "").split(",")
+        flags = cpu_target.target_context.codegen()._tm_features.split(",")
         _full_width = "+avx512f" in flags and "-prefer-256-bit" in flags
     return _full_width
-
