@@ -107,12 +107,15 @@ def _weight_reference(x, dy, pad, kernel):
     return acc
 
 
+@pytest.mark.parametrize("lanes", [16, 32])                        # a tile's window-row values
 @pytest.mark.parametrize("major_taps", [0, 1 << 30])               # the top diff position-major, as held
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 12, 1 << 30])     # a chunk a position, a few, one
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,outputs,kernel,pad", GEOMETRIES)
 def test_tiled_weight_diff_is_the_sum_over_positions_bit_for_bit(shape, outputs, kernel, pad, dtype, chunk_bytes,
-                                                               major_taps, monkeypatch):
+                                                               major_taps, lanes, monkeypatch):
+    monkeypatch.setattr(fastpath, "full_width_vectors", lambda: lanes == 32)
+    monkeypatch.setattr(conv_tiles, "WIDE_WEIGHT_ROW", 1)
     monkeypatch.setattr(conv_tiles, "WEIGHT_CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(conv_tiles, "POSITION_MAJOR_TAPS", major_taps)
     x = RNG.standard_normal(shape).astype(dtype)
@@ -258,17 +261,17 @@ def test_a_damaged_kernel_file_is_written_again(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTCAFFE_CACHE", str(tmp_path))
     monkeypatch.setattr(conv_tiles, "_kernels", {})
     monkeypatch.setattr(conv_tiles, "POSITION_MAJOR_TAPS", 1 << 30)
-    source = conv_tiles._source("wtiles", "planes")
-    conv_tiles._kernel("wtiles", "planes")
+    source = conv_tiles._source("wtiles", "planes", 16)
+    conv_tiles._kernel("wtiles", "planes", 16)
     (path,) = tmp_path.glob("distcaffe_conv_wtiles_*.py")
     path.write_text(source[:100])                              # cut short
     monkeypatch.setattr(conv_tiles, "_kernels", {})
-    kernel = conv_tiles._kernel("wtiles", "planes")
+    kernel = conv_tiles._kernel("wtiles", "planes", 16)
     assert path.read_text() == source
     x = np.ones((1, 2, 4, 6), np.float32)
     np.testing.assert_array_equal(conv_tiles.weight_gradient(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]),
                                   _weight_reference(x, np.ones((1, 3, 4, 6), np.float32), [1, 1], [1, 2]))
-    assert kernel is conv_tiles._kernels[("wtiles", "planes")]
+    assert kernel is conv_tiles._kernels[("wtiles", "planes", 16)]
 
 
 @pytest.mark.parametrize("pad", [(0, 0), (1, 0), (0, 2), (2, 3)])

@@ -34,6 +34,11 @@ from .im2col import workspace
 
 OUTPUTS = 8              # outputs of a tile (8 x 16 float32 accumulators: 8 AVX-512 or 16 AVX2 vectors)
 POSITIONS = 16           # lanes of a weight-diff tile: 16 consecutive (kernel column, channel) values of a window row
+# ... or twice as many where numba fills 512-bit registers and a window row has WIDE_WEIGHT_ROW values or more: 8 x
+# 32 accumulators load each top diff value once for 32 products (2 threads, 12-04 Xeon, weight diff ms 16 -> 32
+# lanes: ResNet-50 3x3 of 64 channels 13.6 -> 10.4, of 128 12.1 -> 8.8, CIFAR-10 quick conv2 8.5 -> 6.2, conv3
+# 4.4 -> 3.2); below, half a tile idles (CIFAR-10 quick conv1, 15 values: 3.2 -> 4.3).
+WIDE_WEIGHT_ROW = 24
 # (least output row length, (run length, runs a tile)) of the forward tiles, the first that fits, by whether numba
 # fills 512-bit registers (fastpath.full_width_vectors): 8 x 16 accumulators are the 16 ymm registers of AVX2;
 # AVX-512's 32 zmm hold 8 x 32, which loads each weight once for twice the products (2 threads, 12-04 Xeon, ms
@@ -105,14 +110,14 @@ def _forward_source(run, runs):
     return "\n".join(lines)
 
 
-def _weight_source(major):
+def _weight_source(major, lanes):
     """Source of `wtiles(x, dy, xoff, doff, out, row, step, chunk, lo, hi)`: weight-diff tiles of OUTPUTS
-    outputs x POSITIONS consecutive values of a window row (kernel column, channel), each summed over every
+    outputs x `lanes` consecutive values of a window row (kernel column, channel), each summed over every
     position in order; the positions go in chunks (each tile's partial sums kept between them) so that a chunk's
     input and top diff stay in the cache while all the tiles run over it. `major` is the top diff's layout:
     "planes", as the layer holds it (a tile's 8 outputs a plane apart, `step`), or "positions", a copy (N * P,
     `step`) with the outputs padded to whole tiles, where a tile's 8 outputs are one contiguous vector."""
-    acc = [(i, j) for i in range(OUTPUTS) for j in range(POSITIONS)]
+    acc = [(i, j) for i in range(OUTPUTS) for j in range(lanes)]
     if major == "planes":
         tile_outputs = ["            d%d = np.uint64(min(o0 + %d, O - 1) * step)" % (i, i) for i in range(OUTPUTS)]
         first, at, output = "doff[0]", "doff[p]", "d%d"
@@ -125,14 +130,14 @@ def _weight_source(major):
         "    # in them (doff: %s); out (O, KH, KW * C); row: a padded input row's length; tiles lo..hi-1"
         % ("read" if major == "planes" else "unread, p * step"),
         "    O, KH, RUN = out.shape",
-        "    Q = (RUN + %d) // %d" % (POSITIONS - 1, POSITIONS),
+        "    Q = (RUN + %d) // %d" % (lanes - 1, lanes),
         "    NP = xoff.shape[0]",
-        "    part = np.empty((hi - lo, %d, %d), out.dtype)" % (OUTPUTS, POSITIONS),
-    ] + ["    u%d = np.uint64(%d)" % (j, j) for j in range(POSITIONS)] + [
+        "    part = np.empty((hi - lo, %d, %d), out.dtype)" % (OUTPUTS, lanes),
+    ] + ["    u%d = np.uint64(%d)" % (j, j) for j in range(lanes)] + [
         "    for c0 in range(0, NP, chunk):",
         "        for t in range(lo, hi):",
         "            o0, ky, q = (t // (KH * Q)) * %d, (t // Q) %% KH, t %% Q" % OUTPUTS,
-        "            xb = np.uint64(ky * row + q * %d)" % POSITIONS,
+        "            xb = np.uint64(ky * row + q * %d)" % lanes,
         "            pt = part[t - lo]",
     ] + tile_outputs + [
         "            if c0 == 0:",
@@ -143,14 +148,14 @@ def _weight_source(major):
         "            for p in range(max(c0, 1), min(c0 + chunk, NP)):",
         "                xa, da = xoff[p] + xb, %s" % at,
     ] + ["                g%d = dy[da + %s]" % (i, output % i) for i in range(OUTPUTS)] + [
-        "                x%d = x[xa + u%d]" % (j, j) for j in range(POSITIONS)] + [
+        "                x%d = x[xa + u%d]" % (j, j) for j in range(lanes)] + [
         "                a%d_%d = a%d_%d + g%d * x%d" % (i, j, i, j, i, j) for i, j in acc] + [
         "            pt[%d, %d] = a%d_%d" % (i, j, i, j) for i, j in acc] + [
         "    for t in range(lo, hi):",
         "        o0, ky, q = (t // (KH * Q)) * %d, (t // Q) %% KH, t %% Q" % OUTPUTS,
         "        for i in range(min(%d, O - o0)):" % OUTPUTS,
-        "            for j in range(min(%d, RUN - q * %d)):" % (POSITIONS, POSITIONS),
-        "                out[o0 + i, ky, q * %d + j] = part[t - lo, i, j]" % POSITIONS,
+        "            for j in range(min(%d, RUN - q * %d)):" % (lanes, lanes),
+        "                out[o0 + i, ky, q * %d + j] = part[t - lo, i, j]" % lanes,
         "",
     ]
     return "\n".join(lines)
@@ -191,7 +196,7 @@ def _holds(path, source):
 
 def _source(function, *layout):
     """The module source of `function`'s kernels of `layout` ("tiles": forward tiles (run, runs); "wtiles":
-    weight-diff tiles (major,), the top diff's layout): one function a dtype, `<function>_<dtype>`, compiled with
+    weight-diff tiles (major, lanes): the top diff's layout and the tile's width): one function a dtype, `<function>_<dtype>`, compiled with
     its multiply-adds fused where FUSED says."""
     body = {"tiles": _forward_source, "wtiles": _weight_source}[function](*layout)
     lines = list(_HEADER)
@@ -306,20 +311,21 @@ def data_gradient(dy, w, pad, kernel, dx):
 def weight_gradient(x, dy, pad, kernel):
     """The weight diff (O, C, kh, kw) of a stride-1 convolution of x (N, C, H, W) with padding `pad`, from its
     top diff dy (N, O, OH, OW): each weight's products summed over the positions (image, row, column) in order
-    from the first. Tiles of OUTPUTS outputs x POSITIONS consecutive (kernel column, channel) values of a window
-    row, read from a channels-last padded copy of x (and, from POSITION_MAJOR_TAPS taps, a position-major copy
+    from the first. Tiles of OUTPUTS outputs x POSITIONS (or twice: WIDE_WEIGHT_ROW) consecutive (kernel
+    column, channel) values of a window row, read from a channels-last padded copy of x (and, from POSITION_MAJOR_TAPS taps, a position-major copy
     of dy: the same products in the same order), split over the BLAS pool's threads (the same bits)."""
     n, c, h, wd = x.shape
     o, oh, ow = dy.shape[1:]
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]
     layout = fastpath.loops(np, x.dtype, "layout_loops")
-    xs = workspace(np, "tiles_rows_in", (n * hp * wp * c + POSITIONS,), x.dtype)   # (+: a last tile's reads)
+    lanes = 2 * POSITIONS if fastpath.full_width_vectors() and kernel[1] * c >= WIDE_WEIGHT_ROW else POSITIONS
+    xs = workspace(np, "tiles_rows_in", (n * hp * wp * c + lanes,), x.dtype)       # (+: a last tile's reads)
     xs[n * hp * wp * c:] = 0
     layout.channels_last_padded(np.ascontiguousarray(x), xs[:n * hp * wp * c].reshape(n, hp, wp, c), *pad)
     xoff, doff = _weight_offsets(n, hp, wp, c, o, oh, ow)
     out = np.empty((o, kernel[0], kernel[1] * c), x.dtype)
     blocks = -(-o // OUTPUTS)
-    count = blocks * kernel[0] * -(-kernel[1] * c // POSITIONS)
+    count = blocks * kernel[0] * -(-kernel[1] * c // lanes)
     if c * kernel[0] * kernel[1] >= POSITION_MAJOR_TAPS:
         major, step = "positions", blocks * OUTPUTS
         flat = workspace(np, "tiles_rows_dy", (n, oh * ow, step), x.dtype)
@@ -329,7 +335,7 @@ def weight_gradient(x, dy, pad, kernel):
         major, step = "planes", oh * ow
         flat = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
     chunk = max(1, WEIGHT_CHUNK_BYTES // (x.dtype.itemsize * (c * hp * wp + o * oh * ow) // (oh * ow)))
-    wtiles = _kernel("wtiles", major)[x.dtype.name]
+    wtiles = _kernel("wtiles", major, lanes)[x.dtype.name]
     cpu_split.run(lambda lo, hi: wtiles(xs, flat, xoff, doff, out, wp * c, step, chunk, lo, hi), count,
                   count * xoff.shape[0])
     return np.moveaxis(out.reshape(o, kernel[0], kernel[1], c), -1, 1)
