@@ -154,7 +154,7 @@ def test_layer_takes_the_tiles_and_matches_its_gemm_path(params, shape, taps, mo
 @pytest.mark.parametrize("params,shape,why", [
     ('num_output: 8 kernel_size: 3 stride: 2', (2, 3, 13, 13), "stride"),
     ('num_output: 8 kernel_size: 3 group: 2', (2, 4, 13, 13), "groups"),
-    ('num_output: 136 kernel_size: 5 pad: 2', (2, 8, 13, 13), "outputs"),
+    ('num_output: 264 kernel_size: 5 pad: 2', (2, 8, 13, 13), "outputs"),
     ('num_output: 8 kernel_size: 5', (2, 1, 13, 13), "taps"),
 ])
 def test_layer_keeps_the_gemm_path_where_tiles_do_not_apply(params, shape, why, monkeypatch):
@@ -179,6 +179,20 @@ def test_short_rows_keep_the_gemm_forward(monkeypatch):
     window rows (kernel columns x channels), is still tiled."""
     assert _tiled_calls(monkeypatch, "num_output: 8 kernel_size: 3 pad: 1", (2, 8, 4, 4), "forward",
                         "weight_gradient") == 1
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_more_outputs_are_tiled_where_vectors_are_512_bits(wide, monkeypatch):
+    """136 outputs: im2col + GEMM with 256-bit vectors (up to TILED_OUTPUTS, 128), tiles with 512-bit ones (up
+    to WIDE_TILED_OUTPUTS, 256)."""
+    monkeypatch.setattr(fastpath, "full_width_vectors", lambda: wide)
+    calls = []
+    for name in ("forward", "weight_gradient"):
+        real = getattr(conv_tiles, name)
+        monkeypatch.setattr(conv_tiles, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    fast_pass('type: "Convolution" convolution_param { num_output: 136 kernel_size: 5 pad: 2 }',
+              RNG.standard_normal((2, 8, 13, 13)), np.float32, True)
+    assert set(calls) == ({"forward", "weight_gradient"} if wide else set())
 
 
 def test_first_layer_takes_the_tiled_weight_diff_only(monkeypatch):

@@ -410,8 +410,14 @@ class _BaseConvolution(_ConvGeometry, Layer):
     # in the nets (1 thread, forward+backward of the layers it would take): GoogLeNet's 3x3/5x5 layers 700-715 ms
     # tiled to 64 outputs, 663-682 to 128, 684-731 to 32; ResNet-50's res3 3x3 (128 outputs) level, and all its
     # stride-1 3x3 layers tiled 1168-1223 -> 1470-1526 ms (256-512 outputs: OpenBLAS's GEMMs are efficient).
+    # Where numba fills 512-bit registers (fastpath.full_width_vectors: 32-position tiles, fused float32 sums)
+    # the tiles also beat the GEMMs up to 256 outputs (2 threads, 12-04 Xeon, GEMM -> tiled ms, forward /
+    # backward: ResNet-50's 3x3 of 256 on 14x14 8.9 -> 7.6 / 18.2 -> 18.8, GoogLeNet's 160 -> 224 on 14x14
+    # 5.6 -> 4.2 / 10.3 -> 9.8, 128 -> 192 on 28x28 11.9 -> 11.1 / 28.1 -> 25.8; ResNet-50's pass 1426 -> 1374,
+    # its 3x3 of 512 on 7x7 tiled too 1475).
     TILED_KERNEL_DIM = 48
     TILED_OUTPUTS = 128
+    WIDE_TILED_OUTPUTS = 256
     # The tiled data gradient sums every input position over all kh x kw taps of the top diff padded kernel - 1 -
     # pad, zeros too: for an unpadded layer on small planes that is H*W / (OH*OW) times the useful products (LeNet
     # conv2: 2.25x; 1 thread, backward 15.2-19.3 ms tiled against 7.5-12.1 with im2row + GEMM + col2im_rows), so
@@ -421,21 +427,22 @@ class _BaseConvolution(_ConvGeometry, Layer):
     def _tiled(self, blob, what="forward"):
         """True where the tiled kernel computes `what` ("forward" into blob's data, "data" or "weights" from
         its diff / data): numpy with the compiled loops on, ungrouped, stride 1, undilated, 2-D, at least
-        TILED_KERNEL_DIM taps and at most TILED_OUTPUTS outputs, in float32/64, rows (or window rows) the kernel
-        fills; the data gradient also needs the padding below the kernel size and no more than TILED_DATA_SPAN
+        TILED_KERNEL_DIM taps and at most TILED_OUTPUTS (WIDE_TILED_OUTPUTS) outputs, in float32/64, rows (or
+        window rows) the kernel fills; the data gradient also needs the padding below the kernel size and no more than TILED_DATA_SPAN
         input positions an output position."""
         if what == "weights":
             fills = conv_tiles.weights_apply(self.kernel, self.channels)
         else:
             fills = conv_tiles.applies(self.kernel, (self.conv_input_shape if what == "data" else self.col_shape)[-1])
         return (fills and self.xp is np and not self.reverse and self.group == 1 and len(self.kernel) == 2
-                and self.stride == [1, 1] and self.dilation == [1, 1]
-                and self.kernel_dim >= self.TILED_KERNEL_DIM and self.num_output <= self.TILED_OUTPUTS
+                and self.stride == [1, 1] and self.dilation == [1, 1] and self.kernel_dim >= self.TILED_KERNEL_DIM
                 and self.mdtype in (np.float32, np.float64)
                 and (blob.diff_dtype if what == "data" else blob.dtype) == self.mdtype
                 and (what != "data" or (all(p < k for p, k in zip(self.pad, self.kernel))
                                         and prod(self.conv_input_shape) <= self.TILED_DATA_SPAN * prod(self.col_shape)))
-                and fastpath.loops(np, self.mdtype) is not None)
+                and fastpath.loops(np, self.mdtype) is not None
+                and self.num_output <= (self.WIDE_TILED_OUTPUTS if fastpath.full_width_vectors()
+                                        else self.TILED_OUTPUTS))
 
     # --- per-image passes (CPU, large images): Caffe's own loop, GEMMs straight into the top / bottom diff --
     # With many output positions per image the per-image GEMMs are as efficient as one batched GEMM, and they
