@@ -70,6 +70,7 @@ def full_width_vectors():
             features = llvm.get_host_cpu_features()
             if features.get("avx512f"):
                 config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
-        flags = cpu_target.target_context.codegen()._tm_features.split(",")
+        made = getattr(cpu_target.target_context.codegen(), "_tm_features", None)   # (numba 0.60-0.68)
+        flags = ((config.CPU_FEATURES if made is None else made) or "").split(",")
         _full_width = "+avx512f" in flags and "-prefer-256-bit" in flags
     return _full_width
