@@ -1,5 +1,5 @@
 """Register-tiled direct convolution on CPU (numba, the `fast` extra): a stride-1 2-D convolution whose sums run
-in CPU registers, 8 outputs x 16 positions at a time, with no columns and no GEMM.
+in CPU registers, 8 outputs x 16 (or 32) positions at a time, with no columns and no GEMM.
 
 OpenBLAS runs the GEMMs of im2col convolutions with 32-64 outputs (CIFAR-10 quick, LeNet) at 55-85 GFLOP/s plus
 the column copies; oneDNN's direct convolution runs them at ~100. This kernel takes each output's products in
@@ -11,9 +11,9 @@ rounding instead of two; the order unchanged): CIFAR-10 quick forward+backward a
 Xeon with two 512-bit FMA ports, whose multiplies and adds issued apart took both ports for one product-add.
 Float64's stay a rounded multiply and a rounded add, which numpy's references reproduce bit for bit (the
 gradient checks run in float64). The data gradient of such a layer is the same kernel on the top diff with the
-weights flipped and transposed (`data_gradient`); the weight diff's tiles are 8 outputs x 16 consecutive (kernel
-column, channel) values of a window row (`weight_gradient`), reading the top diff as the layer holds it or, for
-many taps, a position-major copy where a tile's 8 outputs are adjacent.
+weights flipped and transposed (`data_gradient`); the weight diff's tiles are 8 outputs x 16 (or 32) consecutive
+(kernel column, channel) values of a window row (`weight_gradient`), reading the top diff as the layer holds it
+or, for many taps, a position-major copy where a tile's 8 outputs are adjacent.
 
 The kernel's source is written out of a template (128-256 accumulators are no hand-written code) into this user's
 cache directory and imported from there, so that numba caches its compilation like the other loops'. There is no
@@ -196,8 +196,8 @@ def _holds(path, source):
 
 def _source(function, *layout):
     """The module source of `function`'s kernels of `layout` ("tiles": forward tiles (run, runs); "wtiles":
-    weight-diff tiles (major, lanes): the top diff's layout and the tile's width): one function a dtype, `<function>_<dtype>`, compiled with
-    its multiply-adds fused where FUSED says."""
+    weight-diff tiles (major, lanes): the top diff's layout and the tile's width): one function a dtype,
+    `<function>_<dtype>`, compiled with its multiply-adds fused where FUSED says."""
     body = {"tiles": _forward_source, "wtiles": _weight_source}[function](*layout)
     lines = list(_HEADER)
     for dtype, fused in FUSED.items():
@@ -312,8 +312,9 @@ def weight_gradient(x, dy, pad, kernel):
     """The weight diff (O, C, kh, kw) of a stride-1 convolution of x (N, C, H, W) with padding `pad`, from its
     top diff dy (N, O, OH, OW): each weight's products summed over the positions (image, row, column) in order
     from the first. Tiles of OUTPUTS outputs x POSITIONS (or twice: WIDE_WEIGHT_ROW) consecutive (kernel
-    column, channel) values of a window row, read from a channels-last padded copy of x (and, from POSITION_MAJOR_TAPS taps, a position-major copy
-    of dy: the same products in the same order), split over the BLAS pool's threads (the same bits)."""
+    column, channel) values of a window row, read from a channels-last padded copy of x (and, from
+    POSITION_MAJOR_TAPS taps, a position-major copy of dy: the same products in the same order), split over the
+    BLAS pool's threads (the same bits)."""
     n, c, h, wd = x.shape
     o, oh, ow = dy.shape[1:]
     hp, wp = h + 2 * pad[0], wd + 2 * pad[1]

@@ -428,8 +428,8 @@ class _BaseConvolution(_ConvGeometry, Layer):
         """True where the tiled kernel computes `what` ("forward" into blob's data, "data" or "weights" from
         its diff / data): numpy with the compiled loops on, ungrouped, stride 1, undilated, 2-D, at least
         TILED_KERNEL_DIM taps and at most TILED_OUTPUTS (WIDE_TILED_OUTPUTS) outputs, in float32/64, rows (or
-        window rows) the kernel fills; the data gradient also needs the padding below the kernel size and no more than TILED_DATA_SPAN
-        input positions an output position."""
+        window rows) the kernel fills; the data gradient also needs the padding below the kernel size and no
+        more than TILED_DATA_SPAN input positions an output position."""
         if what == "weights":
             fills = conv_tiles.weights_apply(self.kernel, self.channels)
         else:
