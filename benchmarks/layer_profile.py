@@ -8,8 +8,8 @@ blobs shared), in a process whose BLAS/OpenMP/numba pools are sized to --threads
 warm-up passes, each of --iters passes is timed per layer through `Net.before_/after_forward` and
 `before_/after_backward` (perf_counter and process_time, which counts all of the process's threads); the table
 gives each (layer, direction)'s median, largest wall first, the pass's median total, and the medians summed by
-layer type. It reads the cost of a
-layer where it runs, not a ratio against a peer: net_speed.py is the benchmark.
+layer type. It reads the cost of a layer where it runs, not a ratio against a peer: net_speed.py is the
+benchmark.
 """
 import argparse
 import os

@@ -279,14 +279,14 @@ def test_numpy_passes_split_over_threads_give_the_same_bits(shape, monkeypatch):
     monkeypatch.setattr(cpu_split, "MIN_PART", 1)
     a, b = RNG.standard_normal((2,) + shape).astype(np.float32)
     whole = [np.einsum("ijk->j", a), np.einsum("ijk,ijk->j", a, b), np.einsum("ijk->j", a) / (a.size // a.shape[1]),
-             a + b, np.maximum(a, 0), a]
+             a + b + b, np.maximum(a, 0), a]
     seen = []
     real = cpu_split.run
     monkeypatch.setattr(cpu_split, "run", lambda fn, n, work, threads=None, **kw: seen.append(
         len(cpu_split.parts(n, work, threads))) or real(fn, n, work, threads, **kw))
     with threadpool_limits(3):
         added, relu, copied = np.empty_like(a), np.empty_like(a), np.full_like(a, np.nan)
-        cpu_split.elementwise(lambda x, y, o: np.add(x, y, out=o), a, b, added)
+        cpu_split.sum_into(np, added, a, b, b)
         cpu_split.elementwise(lambda x, o: np.maximum(x, 0, out=o), a, relu)
         cpu_split.copy(copied, a)
         split = [sum_outer_inner(a), dot_outer_inner(np, a, b), mean_outer_inner(a), added, relu, copied]

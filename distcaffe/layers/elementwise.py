@@ -103,10 +103,7 @@ class EltwiseLayer(Layer):
                 y *= x
         elif (self.op == SUM and all(c == 1 for c in self.coeffs) and top[0].dtype == xs[0].dtype
               and all(top[0] is not b for b in bottom[1:])):
-            y = top[0].mut_dev_data                                 # straight into the top
-            cpu_split.elementwise(lambda a, b, o: xp.add(a, b, out=o), xs[0], xs[1], y)
-            for x in xs[2:]:
-                cpu_split.elementwise(lambda a, o: xp.add(o, a, out=o), x, y)
+            cpu_split.sum_into(xp, top[0].mut_dev_data, *xs)         # straight into the top
             return
         elif self.op == SUM:
             y = self.coeffs[0] * xs[0]

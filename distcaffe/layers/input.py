@@ -77,7 +77,4 @@ class SplitLayer(Layer):
         if len(top) == 1:
             cpu_split.copy(d, top[0].dev_diff)
             return
-        xp = self.xp                                                 # summed without a copy first
-        cpu_split.elementwise(lambda a, b, o: xp.add(a, b, out=o), top[0].dev_diff, top[1].dev_diff, d)
-        for t in top[2:]:
-            cpu_split.elementwise(lambda a, o: xp.add(o, a, out=o), t.dev_diff, d)
+        cpu_split.sum_into(self.xp, d, *[t.dev_diff for t in top])     # summed without a copy first
